@@ -1,0 +1,470 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Language(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LANGUAGE_UNSPECIFIED: _ClassVar[Language]
+    LANGUAGE_CUDA: _ClassVar[Language]
+    LANGUAGE_TRITON: _ClassVar[Language]
+    LANGUAGE_KERNELBENCH: _ClassVar[Language]
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_UNSPECIFIED: _ClassVar[Status]
+    OK: _ClassVar[Status]
+    COMPILE_ERROR: _ClassVar[Status]
+    WRONG_ANSWER: _ClassVar[Status]
+    RUNTIME_ERROR: _ClassVar[Status]
+    TIMEOUT: _ClassVar[Status]
+    MEMORY_LIMIT: _ClassVar[Status]
+    OUTPUT_LIMIT: _ClassVar[Status]
+    REJECTED: _ClassVar[Status]
+    CANCELLED: _ClassVar[Status]
+    UNAVAILABLE_HERE: _ClassVar[Status]
+    INTERNAL_ERROR: _ClassVar[Status]
+LANGUAGE_UNSPECIFIED: Language
+LANGUAGE_CUDA: Language
+LANGUAGE_TRITON: Language
+LANGUAGE_KERNELBENCH: Language
+STATUS_UNSPECIFIED: Status
+OK: Status
+COMPILE_ERROR: Status
+WRONG_ANSWER: Status
+RUNTIME_ERROR: Status
+TIMEOUT: Status
+MEMORY_LIMIT: Status
+OUTPUT_LIMIT: Status
+REJECTED: Status
+CANCELLED: Status
+UNAVAILABLE_HERE: Status
+INTERNAL_ERROR: Status
+
+class SourceFile(_message.Message):
+    __slots__ = ("name", "content")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    content: str
+    def __init__(self, name: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("wall_time_ms", "cpu_time_ms", "memory_bytes", "max_processes", "max_file_bytes", "max_output_bytes")
+    WALL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    wall_time_ms: int
+    cpu_time_ms: int
+    memory_bytes: int
+    max_processes: int
+    max_file_bytes: int
+    max_output_bytes: int
+    def __init__(self, wall_time_ms: _Optional[int] = ..., cpu_time_ms: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., max_processes: _Optional[int] = ..., max_file_bytes: _Optional[int] = ..., max_output_bytes: _Optional[int] = ...) -> None: ...
+
+class CompileOptions(_message.Message):
+    __slots__ = ("archs", "kernel", "signature", "constants", "num_warps", "num_stages", "defines", "line_info", "include_artifacts")
+    class SignatureEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ConstantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ARCHS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CONSTANTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_WARPS_FIELD_NUMBER: _ClassVar[int]
+    NUM_STAGES_FIELD_NUMBER: _ClassVar[int]
+    DEFINES_FIELD_NUMBER: _ClassVar[int]
+    LINE_INFO_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    archs: _containers.RepeatedScalarFieldContainer[str]
+    kernel: str
+    signature: _containers.ScalarMap[str, str]
+    constants: _containers.ScalarMap[str, str]
+    num_warps: int
+    num_stages: int
+    defines: _containers.RepeatedScalarFieldContainer[str]
+    line_info: bool
+    include_artifacts: bool
+    def __init__(self, archs: _Optional[_Iterable[str]] = ..., kernel: _Optional[str] = ..., signature: _Optional[_Mapping[str, str]] = ..., constants: _Optional[_Mapping[str, str]] = ..., num_warps: _Optional[int] = ..., num_stages: _Optional[int] = ..., defines: _Optional[_Iterable[str]] = ..., line_info: _Optional[bool] = ..., include_artifacts: _Optional[bool] = ...) -> None: ...
+
+class DisasmOptions(_message.Message):
+    __slots__ = ("compile", "include_sass", "include_ptx")
+    COMPILE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SASS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PTX_FIELD_NUMBER: _ClassVar[int]
+    compile: CompileOptions
+    include_sass: bool
+    include_ptx: bool
+    def __init__(self, compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., include_sass: _Optional[bool] = ..., include_ptx: _Optional[bool] = ...) -> None: ...
+
+class ToolRequest(_message.Message):
+    __slots__ = ("request_id", "tool", "language", "files", "compile", "disasm", "limits", "no_cache")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_FIELD_NUMBER: _ClassVar[int]
+    DISASM_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    tool: str
+    language: Language
+    files: _containers.RepeatedCompositeFieldContainer[SourceFile]
+    compile: CompileOptions
+    disasm: DisasmOptions
+    limits: Limits
+    no_cache: bool
+    def __init__(self, request_id: _Optional[str] = ..., tool: _Optional[str] = ..., language: _Optional[_Union[Language, str]] = ..., files: _Optional[_Iterable[_Union[SourceFile, _Mapping]]] = ..., compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., disasm: _Optional[_Union[DisasmOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+
+class Diagnostic(_message.Message):
+    __slots__ = ("file", "line", "column", "severity", "message")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    line: int
+    column: int
+    severity: str
+    message: str
+    def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., column: _Optional[int] = ..., severity: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Artifact(_message.Message):
+    __slots__ = ("name", "kind", "arch", "size_bytes", "sha256", "text")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    arch: str
+    size_bytes: int
+    sha256: str
+    text: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., arch: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class CompiledKernel(_message.Message):
+    __slots__ = ("name", "demangled", "arch", "registers", "spill_store_bytes", "spill_load_bytes", "stack_frame_bytes", "shared_bytes", "constant_bytes", "barriers", "num_warps", "num_stages")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEMANGLED_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    REGISTERS_FIELD_NUMBER: _ClassVar[int]
+    SPILL_STORE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SPILL_LOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STACK_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BARRIERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_WARPS_FIELD_NUMBER: _ClassVar[int]
+    NUM_STAGES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    demangled: str
+    arch: str
+    registers: int
+    spill_store_bytes: int
+    spill_load_bytes: int
+    stack_frame_bytes: int
+    shared_bytes: int
+    constant_bytes: int
+    barriers: int
+    num_warps: int
+    num_stages: int
+    def __init__(self, name: _Optional[str] = ..., demangled: _Optional[str] = ..., arch: _Optional[str] = ..., registers: _Optional[int] = ..., spill_store_bytes: _Optional[int] = ..., spill_load_bytes: _Optional[int] = ..., stack_frame_bytes: _Optional[int] = ..., shared_bytes: _Optional[int] = ..., constant_bytes: _Optional[int] = ..., barriers: _Optional[int] = ..., num_warps: _Optional[int] = ..., num_stages: _Optional[int] = ...) -> None: ...
+
+class CompileReport(_message.Message):
+    __slots__ = ("kernels", "diagnostics", "artifacts", "command", "compile_ms")
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_MS_FIELD_NUMBER: _ClassVar[int]
+    kernels: _containers.RepeatedCompositeFieldContainer[CompiledKernel]
+    diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
+    artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
+    command: _containers.RepeatedScalarFieldContainer[str]
+    compile_ms: int
+    def __init__(self, kernels: _Optional[_Iterable[_Union[CompiledKernel, _Mapping]]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., command: _Optional[_Iterable[str]] = ..., compile_ms: _Optional[int] = ...) -> None: ...
+
+class InstructionMix(_message.Message):
+    __slots__ = ("global_memory", "shared_memory", "local_memory", "constant_memory", "tensor_core", "fp32", "fp16", "fp64", "integer", "conversion", "control", "sync", "move", "other", "total", "opcodes")
+    class OpcodesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    GLOBAL_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_CORE_FIELD_NUMBER: _ClassVar[int]
+    FP32_FIELD_NUMBER: _ClassVar[int]
+    FP16_FIELD_NUMBER: _ClassVar[int]
+    FP64_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    MOVE_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    OPCODES_FIELD_NUMBER: _ClassVar[int]
+    global_memory: int
+    shared_memory: int
+    local_memory: int
+    constant_memory: int
+    tensor_core: int
+    fp32: int
+    fp16: int
+    fp64: int
+    integer: int
+    conversion: int
+    control: int
+    sync: int
+    move: int
+    other: int
+    total: int
+    opcodes: _containers.ScalarMap[str, int]
+    def __init__(self, global_memory: _Optional[int] = ..., shared_memory: _Optional[int] = ..., local_memory: _Optional[int] = ..., constant_memory: _Optional[int] = ..., tensor_core: _Optional[int] = ..., fp32: _Optional[int] = ..., fp16: _Optional[int] = ..., fp64: _Optional[int] = ..., integer: _Optional[int] = ..., conversion: _Optional[int] = ..., control: _Optional[int] = ..., sync: _Optional[int] = ..., move: _Optional[int] = ..., other: _Optional[int] = ..., total: _Optional[int] = ..., opcodes: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class KernelDisasm(_message.Message):
+    __slots__ = ("name", "demangled", "arch", "mix", "sass", "ptx")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEMANGLED_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    MIX_FIELD_NUMBER: _ClassVar[int]
+    SASS_FIELD_NUMBER: _ClassVar[int]
+    PTX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    demangled: str
+    arch: str
+    mix: InstructionMix
+    sass: str
+    ptx: str
+    def __init__(self, name: _Optional[str] = ..., demangled: _Optional[str] = ..., arch: _Optional[str] = ..., mix: _Optional[_Union[InstructionMix, _Mapping]] = ..., sass: _Optional[str] = ..., ptx: _Optional[str] = ...) -> None: ...
+
+class DisasmReport(_message.Message):
+    __slots__ = ("kernels", "compile")
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_FIELD_NUMBER: _ClassVar[int]
+    kernels: _containers.RepeatedCompositeFieldContainer[KernelDisasm]
+    compile: CompileReport
+    def __init__(self, kernels: _Optional[_Iterable[_Union[KernelDisasm, _Mapping]]] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("queue_ms", "run_ms", "total_ms", "cpu_ms")
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    RUN_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    CPU_MS_FIELD_NUMBER: _ClassVar[int]
+    queue_ms: int
+    run_ms: int
+    total_ms: int
+    cpu_ms: int
+    def __init__(self, queue_ms: _Optional[int] = ..., run_ms: _Optional[int] = ..., total_ms: _Optional[int] = ..., cpu_ms: _Optional[int] = ...) -> None: ...
+
+class Identity(_message.Message):
+    __slots__ = ("perfbox_version", "toolkit", "device", "node", "backend")
+    PERFBOX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOOLKIT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    perfbox_version: str
+    toolkit: str
+    device: str
+    node: str
+    backend: str
+    def __init__(self, perfbox_version: _Optional[str] = ..., toolkit: _Optional[str] = ..., device: _Optional[str] = ..., node: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class ToolResult(_message.Message):
+    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "stdout", "stderr", "timings", "cache_hit", "identity")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_FIELD_NUMBER: _ClassVar[int]
+    DISASM_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    tool: str
+    status: Status
+    summary: str
+    error: str
+    compile: CompileReport
+    disasm: DisasmReport
+    stdout: str
+    stderr: str
+    timings: Timings
+    cache_hit: bool
+    identity: Identity
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+
+class RunEvent(_message.Message):
+    __slots__ = ("request_id", "job_id", "queued", "started", "log", "result")
+    class Queued(_message.Message):
+        __slots__ = ("position",)
+        POSITION_FIELD_NUMBER: _ClassVar[int]
+        position: int
+        def __init__(self, position: _Optional[int] = ...) -> None: ...
+    class Started(_message.Message):
+        __slots__ = ("worker",)
+        WORKER_FIELD_NUMBER: _ClassVar[int]
+        worker: str
+        def __init__(self, worker: _Optional[str] = ...) -> None: ...
+    class Log(_message.Message):
+        __slots__ = ("stream", "text")
+        STREAM_FIELD_NUMBER: _ClassVar[int]
+        TEXT_FIELD_NUMBER: _ClassVar[int]
+        stream: str
+        text: str
+        def __init__(self, stream: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    queued: RunEvent.Queued
+    started: RunEvent.Started
+    log: RunEvent.Log
+    result: ToolResult
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., queued: _Optional[_Union[RunEvent.Queued, _Mapping]] = ..., started: _Optional[_Union[RunEvent.Started, _Mapping]] = ..., log: _Optional[_Union[RunEvent.Log, _Mapping]] = ..., result: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("request_id", "job_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("cancelled", "state")
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    cancelled: bool
+    state: str
+    def __init__(self, cancelled: _Optional[bool] = ..., state: _Optional[str] = ...) -> None: ...
+
+class DeviceInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Gpu(_message.Message):
+    __slots__ = ("index", "name", "uuid", "compute_capability", "sm_count", "memory_total_bytes", "memory_used_bytes", "sm_clock_mhz", "memory_clock_mhz", "max_sm_clock_mhz", "temperature_c", "power_limit_w")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    SM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    MAX_SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    uuid: str
+    compute_capability: str
+    sm_count: int
+    memory_total_bytes: int
+    memory_used_bytes: int
+    sm_clock_mhz: int
+    memory_clock_mhz: int
+    max_sm_clock_mhz: int
+    temperature_c: int
+    power_limit_w: int
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., uuid: _Optional[str] = ..., compute_capability: _Optional[str] = ..., sm_count: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., sm_clock_mhz: _Optional[int] = ..., memory_clock_mhz: _Optional[int] = ..., max_sm_clock_mhz: _Optional[int] = ..., temperature_c: _Optional[int] = ..., power_limit_w: _Optional[int] = ...) -> None: ...
+
+class Toolchain(_message.Message):
+    __slots__ = ("name", "version", "path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    path: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class DeviceInfoResponse(_message.Message):
+    __slots__ = ("gpu_available", "gpus", "driver_version", "cuda_driver_version", "toolchain", "message", "available_tools", "node")
+    GPU_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CUDA_DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOOLCHAIN_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    gpu_available: bool
+    gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
+    driver_version: str
+    cuda_driver_version: str
+    toolchain: _containers.RepeatedCompositeFieldContainer[Toolchain]
+    message: str
+    available_tools: _containers.RepeatedScalarFieldContainer[str]
+    node: str
+    def __init__(self, gpu_available: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., driver_version: _Optional[str] = ..., cuda_driver_version: _Optional[str] = ..., toolchain: _Optional[_Iterable[_Union[Toolchain, _Mapping]]] = ..., message: _Optional[str] = ..., available_tools: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ...) -> None: ...
+
+class ListToolsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ToolInfo(_message.Message):
+    __slots__ = ("name", "description", "languages", "needs_gpu", "cacheable", "available", "unavailable_reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_GPU_FIELD_NUMBER: _ClassVar[int]
+    CACHEABLE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    languages: _containers.RepeatedScalarFieldContainer[Language]
+    needs_gpu: bool
+    cacheable: bool
+    available: bool
+    unavailable_reason: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., languages: _Optional[_Iterable[_Union[Language, str]]] = ..., needs_gpu: _Optional[bool] = ..., cacheable: _Optional[bool] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+
+class ListToolsResponse(_message.Message):
+    __slots__ = ("tools",)
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    tools: _containers.RepeatedCompositeFieldContainer[ToolInfo]
+    def __init__(self, tools: _Optional[_Iterable[_Union[ToolInfo, _Mapping]]] = ...) -> None: ...

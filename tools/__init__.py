@@ -1,0 +1,76 @@
+"""The tools a reasoning model calls. Each is a plain function `run(ToolRequest) -> ToolOutcome`
+plus a `validate(language, files, options)` that rejects bad input before any work; both run
+equally in-process (tests, the `process` backend) or inside a sandboxed worker. Nothing here
+imports the sandbox.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """How the service treats one tool."""
+
+    name: str
+    description: str
+    module: str  # perfbox.tools.<module> holds run() and validate()
+    languages: tuple[str, ...]  # "cuda", "triton", "kernelbench"
+    needs_gpu: bool  # refused with UNAVAILABLE_HERE on a node without a GPU
+    cacheable: bool  # deterministic: results may be served from the result cache
+    options_field: str  # name of the request's options message in the proto oneof
+
+
+TOOLS: dict[str, ToolSpec] = {
+    spec.name: spec
+    for spec in (
+        ToolSpec("compile", "CUDA C++ (nvcc/ptxas) or Triton (ahead of time) to PTX and cubin for "
+                 "target archs; registers, spills, shared memory, located diagnostics.",
+                 "compile", ("cuda", "triton"), needs_gpu=False, cacheable=True,
+                 options_field="compile"),
+        ToolSpec("disasm", "SASS and PTX of the compiled kernels with a per-kernel instruction "
+                 "mix (memory, tensor-core, FP, integer, control ops).",
+                 "disasm", ("cuda", "triton"), needs_gpu=False, cacheable=True,
+                 options_field="disasm"),
+    )
+}
+
+
+def get(name: str) -> ToolSpec:
+    """The tool's spec, or an error naming the tools that exist."""
+    if name not in TOOLS:
+        raise ToolInputError(f"unknown tool {name!r}; choose one of: {', '.join(TOOLS)}")
+    return TOOLS[name]
+
+
+def _module(spec: ToolSpec) -> Any:
+    return importlib.import_module(f"perfbox.tools.{spec.module}")
+
+
+def validate(name: str, language: str, files: list[str], options: dict[str, Any]) -> None:
+    """Raises ToolInputError when the call cannot run as given."""
+    spec = get(name)
+    if language not in spec.languages:
+        raise ToolInputError(
+            f"tool {name!r} takes languages {', '.join(spec.languages)}; got {language or 'none'}"
+        )
+    validator: Callable[[str, list[str], dict[str, Any]], None] = _module(spec).validate
+    validator(language, files, options)
+
+
+def run(request: ToolRequest) -> ToolOutcome:
+    """Runs a tool; input problems found only while running become REJECTED outcomes."""
+    spec = get(request.tool)
+    try:
+        return _module(spec).run(request)
+    except ToolInputError as e:
+        return ToolOutcome(Status.REJECTED, f"Request rejected: {e}", error=str(e))
+
+
+__all__ = ["TOOLS", "ToolSpec", "Status", "ToolInputError", "ToolOutcome", "ToolRequest", "get",
+           "run", "validate"]
