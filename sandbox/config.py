@@ -1,0 +1,52 @@
+"""Server settings: what `perfbox serve` flags set and what tests construct directly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_MAX_QUEUE
+
+BACKENDS = ("bwrap", "process")
+DEFAULT_PRELOAD = ("torch", "triton")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "perfbox" / "results"
+
+
+@dataclass
+class ServerConfig:
+    """Everything a tool server needs to start."""
+
+    address: str = "127.0.0.1:50051"  # host:port; port 0 picks a free one
+    workers: int = 2  # concurrent jobs (one warm worker each)
+    backend: str = "bwrap"  # "bwrap" (default) or "process" (no isolation, development only)
+    allow_unsafe_process_backend: bool = False  # the process backend is refused without this
+    warm: bool = True  # keep pre-started workers; False starts one worker per job (cold)
+    preload: tuple[str, ...] = DEFAULT_PRELOAD  # modules the warm workers import up front
+    cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no result cache
+    max_queue: int = DEFAULT_MAX_QUEUE
+    grace_s: float = DEFAULT_GRACE_S
+    use_cgroups: bool = True
+    rpc_threads: int = 64  # gRPC handler threads (streams hold one each)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says which and why."""
+
+
+def check(config: ServerConfig) -> None:
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"backend {config.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    if config.backend == "process" and not config.allow_unsafe_process_backend:
+        raise ConfigError(
+            "the process backend runs submissions without any isolation; it is for development "
+            "only. Pass --allow-unsafe-process-backend to use it anyway"
+        )
+    if config.workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {config.workers}")
+    if config.max_queue < 1:
+        raise ConfigError(f"max_queue must be at least 1, got {config.max_queue}")

@@ -1,0 +1,62 @@
+"""Every limit, default and maximum of the service in one place.
+
+A request's `Limits` field may lower or raise a limit up to the server's maximum; zero means the
+default. Units are in the names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+# Request size: what the service accepts before any work.
+MAX_FILES = 64
+MAX_FILE_NAME_CHARS = 255
+MAX_SOURCE_BYTES = 4 * MiB  # all files of one request together
+MAX_REQUEST_ID_CHARS = 256
+
+# What a result carries back.
+MAX_STREAM_KEEP_BYTES = 32 * 1024  # stdout/stderr kept per stream in a result (head + tail)
+MAX_LOG_EVENT_BYTES = 64 * 1024  # stdout/stderr forwarded as RunStream log events per job
+
+# Service capacity.
+DEFAULT_MAX_QUEUE = 4096  # queued jobs beyond this get RESOURCE_EXHAUSTED
+DEFAULT_GRACE_S = 30.0  # SIGTERM: how long running jobs may finish before being cancelled
+WORKER_START_TIMEOUT_S = 120.0  # a warm worker importing torch/triton on a slow disk
+
+# Per-job sandbox.
+WORKSPACE_BYTES = 512 * MiB  # tmpfs size of /work (and of /tmp) inside a job
+JOB_NOFILE = 1024  # open files per process
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """Limits of one job, all enforced around the job's whole process tree."""
+
+    wall_time_ms: int = 60_000  # whole tree killed at this wall-clock age
+    cpu_time_ms: int = 120_000  # RLIMIT_CPU per process
+    memory_bytes: int = 4 * GiB  # cgroup memory (RSS watchdog where no cgroup)
+    max_processes: int = 128  # cgroup pids.max plus RLIMIT_NPROC
+    max_file_bytes: int = 256 * MiB  # RLIMIT_FSIZE
+    max_output_bytes: int = 8 * MiB  # stdout + stderr volume before OUTPUT_LIMIT
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "JobLimits":
+        return cls(**{f.name: int(data[f.name]) for f in fields(cls) if f.name in data})
+
+
+DEFAULT_LIMITS = JobLimits()
+MAX_LIMITS = JobLimits(
+    wall_time_ms=30 * 60_000,
+    cpu_time_ms=60 * 60_000,
+    memory_bytes=64 * GiB,
+    max_processes=1024,
+    max_file_bytes=4 * GiB,
+    max_output_bytes=256 * MiB,
+)

@@ -1,0 +1,88 @@
+"""Turns a finished job into the ToolResult a client sees.
+
+One table maps how a job ended (killed for which limit, died by which signal, or answered) to a
+Status and the sentence the model is told.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from google.protobuf import json_format
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.sandbox.limits import MAX_STREAM_KEEP_BYTES
+from perfbox.sandbox.scheduler import Job, JobRun
+from perfbox.tools.text import bound_text
+
+_KILLED = {
+    "timeout": (pb.TIMEOUT, "wall-clock limit of {wall_s:g} s reached; the process tree was killed"),
+    "output": (pb.OUTPUT_LIMIT, "stdout/stderr exceeded {output_bytes} bytes; the job was killed"),
+    "memory": (pb.MEMORY_LIMIT, "memory limit of {memory_mib:g} MiB reached; the job was killed"),
+    "cancel": (pb.CANCELLED, "cancelled"),
+}
+
+
+def _limit_words(job: Job) -> dict[str, Any]:
+    return {
+        "wall_s": job.limits.wall_time_ms / 1000,
+        "cpu_s": job.limits.cpu_time_ms / 1000,
+        "output_bytes": job.limits.max_output_bytes,
+        "file_bytes": job.limits.max_file_bytes,
+        "memory_mib": job.limits.memory_bytes / (1 << 20),
+    }
+
+
+def classify(job: Job, run: JobRun) -> tuple[int, str]:
+    """(Status, one-line reason) for a job that did not answer for itself."""
+    words = _limit_words(job)
+    done = run.done or {}
+    if run.cancelled_before_start:
+        return pb.CANCELLED, "cancelled before it started"
+    if done.get("killed"):
+        status, text = _KILLED[done["killed"]]
+        return status, text.format(**words)
+    if run.oom_killed:
+        return pb.MEMORY_LIMIT, _KILLED["memory"][1].format(**words)
+    if run.worker_error and not done:
+        if job.cancel_requested:
+            return pb.CANCELLED, "cancelled"
+        return pb.INTERNAL_ERROR, f"the sandbox worker failed: {run.worker_error}"
+    signum = int(done.get("signal") or 0)
+    if signum == signal.SIGXCPU or (signum == signal.SIGKILL
+                                    and done.get("cpu_ms", 0) >= job.limits.cpu_time_ms):
+        return pb.TIMEOUT, "CPU-time limit of {cpu_s:g} s reached; the job was killed".format(**words)
+    if signum == signal.SIGXFSZ:
+        return pb.OUTPUT_LIMIT, ("a file grew past {file_bytes} bytes; the job was killed"
+                                 .format(**words))
+    if signum:
+        return pb.RUNTIME_ERROR, f"the job was killed by signal {signal.Signals(signum).name}"
+    return pb.RUNTIME_ERROR, f"the job exited with code {done.get('exit_code')} before answering"
+
+
+def build_result(job: Job, tool: str, identity: pb.Identity) -> pb.ToolResult:
+    run = job.run
+    assert run is not None
+    done = run.done or {}
+    result = pb.ToolResult(request_id=job.request_id, job_id=job.job_id, tool=tool)
+    outcome = done.get("outcome")
+    if outcome and not done.get("killed"):
+        result.status = pb.Status.Value(outcome["status"])
+        result.summary = outcome.get("summary", "")
+        result.error = outcome.get("error", "")
+        report = outcome.get("report") or {}
+        if report:
+            json_format.ParseDict(report, getattr(result, tool), ignore_unknown_fields=True)
+    else:
+        status, reason = classify(job, run)
+        result.status = status
+        result.error = reason
+        result.summary = f"{pb.Status.Name(status)}: {reason}."
+    result.stdout = bound_text(done.get("stdout", ""), MAX_STREAM_KEEP_BYTES)
+    result.stderr = bound_text(done.get("stderr", ""), MAX_STREAM_KEEP_BYTES)
+    result.timings.queue_ms = run.queue_ms
+    result.timings.run_ms = int(done.get("wall_ms", 0))
+    result.timings.cpu_ms = int(done.get("cpu_ms", 0))
+    result.identity.CopyFrom(identity)
+    return result

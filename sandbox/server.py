@@ -1,0 +1,130 @@
+"""The tool server: gRPC endpoint, health and reflection, worker pool, graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from perfbox.api.v1 import tools_pb2, tools_pb2_grpc
+from perfbox.sandbox import bwrap
+from perfbox.sandbox.cache import ResultCache
+from perfbox.sandbox.cgroup import CgroupManager
+from perfbox.sandbox.config import ServerConfig, check
+from perfbox.sandbox.scheduler import Scheduler, WorkerSlot
+from perfbox.sandbox.service import ToolService
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ToolServer:
+    """A started-or-startable server; `stop()` is graceful and idempotent."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        check(config)
+        self.config = config
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        isolate = config.backend == "bwrap"
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="perfbox-server-"))
+        os.chmod(self.runtime_dir, 0o755)
+        layout = None
+        if isolate:
+            bwrap.find_bwrap()
+            layout = bwrap.default_layout()
+            layout.etc_dir = str(self.runtime_dir / "etc")
+            bwrap.write_etc(Path(layout.etc_dir), config.workers)
+        self.cgroups = CgroupManager(f"perfbox-{os.getpid()}-{id(self) & 0xffff:x}") \
+            if config.use_cgroups else None
+        slots = [WorkerSlot(i, isolate, layout, self.cgroups, list(config.preload), config.warm)
+                 for i in range(config.workers)]
+        self.scheduler = Scheduler(slots, config.max_queue)
+        self.cache = ResultCache(config.cache_dir)
+        self.service = ToolService(self.scheduler, self.cache, config.backend)
+        self.health = health.HealthServicer()
+        self.grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.so_reuseport", 0)],
+        )
+        tools_pb2_grpc.add_ToolServiceServicer_to_server(self.service, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
+        self.port = self.grpc.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.address}")
+
+    def start(self) -> None:
+        self.scheduler.start(prestart=self.config.warm)
+        self.grpc.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("perfbox serving on port %d (backend %s, %d workers, %s)", self.port,
+                 self.config.backend, self.config.workers, "warm" if self.config.warm else "cold")
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stops accepting calls, lets running jobs finish within the grace period, cancels the
+        rest, then stops every worker: no job outlives the server."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            grace = self.config.grace_s if grace_s is None else grace_s
+            self.health.enter_graceful_shutdown()
+            self.scheduler.stop_accepting()
+            stopping = self.grpc.stop(grace)
+            self.scheduler.shutdown(grace)
+            stopping.wait()
+            if self.cgroups is not None:
+                self.cgroups.close()
+            _remove_tree(self.runtime_dir)
+            self._stopped.set()
+            log.info("perfbox stopped")
+
+    def wait_for_termination(self) -> None:
+        self._stopped.wait()
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def create_server(config: ServerConfig) -> tuple[ToolServer, int]:
+    """Builds a server bound to `config.address` (port 0 picks one) and starts it."""
+    server = ToolServer(config)
+    try:
+        server.start()
+    except BaseException:
+        server.stop(0)
+        raise
+    return server, server.port
+
+
+def serve(config: ServerConfig) -> None:
+    """Runs until SIGTERM/SIGINT, then shuts down gracefully."""
+    server, port = create_server(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; shutting down (grace %.0f s)", signal.Signals(signum).name,
+                 config.grace_s)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(1.0):
+        pass
+    server.stop()

@@ -1,0 +1,279 @@
+"""The ToolService gRPC servicer: validation, cache, scheduling, streaming."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from typing import Any, Iterator
+
+import grpc
+
+from perfbox import __version__
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.api.v1 import tools_pb2_grpc
+from perfbox.sandbox.cache import ResultCache, cache_key
+from perfbox.sandbox.device import device_info, gpu_count
+from perfbox.sandbox.results import build_result
+from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
+from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
+from perfbox.tools import TOOLS
+from perfbox.tools.toolkit import identity as toolkit_identity
+
+log = logging.getLogger(__name__)
+_LANGUAGE_VALUES = {name: value for value, name in LANGUAGE_NAMES.items()}
+_CACHEABLE_STATUSES = (pb.OK, pb.COMPILE_ERROR)
+
+
+class ToolService(tools_pb2_grpc.ToolServiceServicer):
+    def __init__(self, scheduler: Scheduler, cache: ResultCache, backend: str) -> None:
+        self.scheduler = scheduler
+        self.cache = cache
+        self.backend = backend
+        self.toolkit = toolkit_identity()
+        self.num_gpus = gpu_count()
+        self.identity = pb.Identity(
+            perfbox_version=__version__, toolkit=self.toolkit,
+            device="gpu" if self.num_gpus else "cpu", node=socket.gethostname(), backend=backend,
+        )
+
+    # -- shared steps ------------------------------------------------------------------------
+
+    def _validate(self, request: pb.ToolRequest) -> ValidRequest:
+        return validate_request(request)
+
+    def _unavailable(self, valid: ValidRequest) -> pb.ToolResult | None:
+        if valid.spec.needs_gpu and not self.num_gpus:
+            return pb.ToolResult(
+                request_id=valid.request_id, tool=valid.spec.name, status=pb.UNAVAILABLE_HERE,
+                error="this node has no GPU",
+                summary=f"{valid.spec.name} needs a GPU and this node has none.",
+                identity=self.identity,
+            )
+        return None
+
+    def _key(self, valid: ValidRequest) -> str:
+        return cache_key(valid.spec.name, valid.language, valid.files, valid.options,
+                         self.toolkit)
+
+    def _cached(self, request: pb.ToolRequest, valid: ValidRequest) -> pb.ToolResult | None:
+        if not valid.spec.cacheable or request.no_cache:
+            return None
+        data = self.cache.get(self._key(valid))
+        if data is None:
+            return None
+        result = pb.ToolResult()
+        try:
+            result.ParseFromString(data)
+        except Exception:  # checksummed, so only a format change lands here
+            return None
+        result.request_id = valid.request_id
+        result.cache_hit = True
+        result.identity.CopyFrom(self.identity)
+        return result
+
+    def _job(self, valid: ValidRequest) -> Job:
+        payload = {
+            "tool": valid.spec.name, "language": valid.language,
+            "files": [{"name": n, "content": c} for n, c in valid.files],
+            "options": valid.options, "limits": valid.limits.to_json(),
+            "memory_watchdog": not any(s.cgroup for s in self.scheduler.slots),
+        }
+        job = Job(payload=payload, limits=valid.limits, request_id=valid.request_id)
+        job.payload["job_id"] = job.job_id
+        return job
+
+    def _submit(self, job: Job, context: grpc.ServicerContext | None) -> int:
+        try:
+            return self.scheduler.submit(job)
+        except QueueFull as e:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"{e}; retry later with backoff") from e
+        except ShuttingDown as e:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{e}; retry on another node") from e
+
+    def _result(self, job: Job, valid: ValidRequest, started: float) -> pb.ToolResult:
+        result = build_result(job, valid.spec.name, self.identity)
+        result.timings.total_ms = int((time.monotonic() - started) * 1000)
+        if valid.spec.cacheable and result.status in _CACHEABLE_STATUSES:
+            stored = pb.ToolResult()
+            stored.CopyFrom(result)
+            stored.ClearField("request_id")
+            self.cache.put(self._key(valid), stored.SerializeToString())
+        return result
+
+    def _cancel_on_rpc_end(self, job: Job, context: grpc.ServicerContext) -> None:
+        def on_done() -> None:
+            if not job.finished.is_set():
+                log.info("client went away; cancelling job %s", job.job_id)
+                self.scheduler.cancel(job)
+
+        context.add_callback(on_done)
+
+    @staticmethod
+    def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
+        context.abort(error.code, error.message)
+
+    def _prepare(self, request: pb.ToolRequest, context: grpc.ServicerContext
+                 ) -> tuple[ValidRequest, pb.ToolResult | None]:
+        try:
+            valid = self._validate(request)
+        except RequestError as e:
+            self._abort(context, e)
+            raise  # unreachable: abort raises
+        early = self._unavailable(valid) or self._cached(request, valid)
+        return valid, early
+
+    # -- RPCs --------------------------------------------------------------------------------
+
+    def Run(self, request: pb.ToolRequest, context: grpc.ServicerContext) -> pb.ToolResult:
+        started = time.monotonic()
+        valid, early = self._prepare(request, context)
+        if early is not None:
+            early.timings.total_ms = int((time.monotonic() - started) * 1000)
+            return early
+        job = self._job(valid)
+        self._cancel_on_rpc_end(job, context)
+        try:
+            self._submit(job, context)
+        except RequestError as e:
+            self._abort(context, e)
+        job.wait()
+        return self._result(job, valid, started)
+
+    def RunStream(self, request: pb.ToolRequest, context: grpc.ServicerContext
+                  ) -> Iterator[pb.RunEvent]:
+        started = time.monotonic()
+        valid, early = self._prepare(request, context)
+        if early is not None:
+            early.timings.total_ms = int((time.monotonic() - started) * 1000)
+            yield pb.RunEvent(request_id=valid.request_id, result=early)
+            return
+        job = self._job(valid)
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        job.listeners.append(lambda _job, event: events.put(event))
+        self._cancel_on_rpc_end(job, context)
+        try:
+            self._submit(job, context)
+        except RequestError as e:
+            self._abort(context, e)
+        while True:
+            event = events.get()
+            kind = event.get("type")
+            base = {"request_id": job.request_id, "job_id": job.job_id}
+            if kind == "queued":
+                yield pb.RunEvent(**base, queued=pb.RunEvent.Queued(position=event["position"]))
+            elif kind == "started" and "worker" in event:
+                yield pb.RunEvent(**base, started=pb.RunEvent.Started(worker=event["worker"]))
+            elif kind == "log":
+                yield pb.RunEvent(**base, log=pb.RunEvent.Log(stream=event["stream"],
+                                                              text=event["text"]))
+            elif kind == "finished":
+                yield pb.RunEvent(**base, result=self._result(job, valid, started))
+                return
+
+    def RunBatch(self, request_iterator: Iterator[pb.ToolRequest],
+                 context: grpc.ServicerContext) -> Iterator[pb.ToolResult]:
+        results: queue.Queue[pb.ToolResult | None] = queue.Queue()
+        outstanding: dict[str, Job] = {}
+        lock = threading.Lock()
+        state = {"reading": True, "pending": 0}
+
+        def finish(job: Job, valid: ValidRequest, started: float) -> None:
+            results.put(self._result(job, valid, started))
+            with lock:
+                outstanding.pop(job.job_id, None)
+                state["pending"] -= 1
+                if not state["reading"] and state["pending"] == 0:
+                    results.put(None)
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    self._batch_one(request, results, outstanding, lock, state, finish)
+            except Exception as e:  # client hung up mid-stream; cancel what it left
+                log.info("batch stream ended: %s", e)
+            with lock:
+                state["reading"] = False
+                if state["pending"] == 0:
+                    results.put(None)
+
+        def on_rpc_end() -> None:
+            with lock:
+                jobs = list(outstanding.values())
+            for job in jobs:
+                self.scheduler.cancel(job)
+
+        context.add_callback(on_rpc_end)
+        reader = threading.Thread(target=read, daemon=True, name="batch-reader")
+        reader.start()
+        while True:
+            result = results.get()
+            if result is None:
+                return
+            yield result
+
+    def _batch_one(self, request: pb.ToolRequest, results: "queue.Queue[pb.ToolResult | None]",
+                   outstanding: dict[str, Job], lock: threading.Lock, state: dict[str, Any],
+                   finish: Any) -> None:
+        started = time.monotonic()
+        try:
+            valid = self._validate(request)
+        except RequestError as e:
+            results.put(pb.ToolResult(request_id=request.request_id, tool=request.tool,
+                                      status=pb.REJECTED, error=e.message,
+                                      summary=f"Request rejected: {e.message}",
+                                      identity=self.identity))
+            return
+        early = self._unavailable(valid) or self._cached(request, valid)
+        if early is not None:
+            results.put(early)
+            return
+        job = self._job(valid)
+        job.listeners.append(
+            lambda j, event: finish(j, valid, started) if event.get("type") == "finished" else None
+        )
+        with lock:
+            outstanding[job.job_id] = job
+            state["pending"] += 1
+        try:
+            self._submit(job, None)
+        except RequestError as e:
+            with lock:
+                outstanding.pop(job.job_id, None)
+                state["pending"] -= 1
+            results.put(pb.ToolResult(request_id=request.request_id, tool=request.tool,
+                                      status=pb.REJECTED, error=e.message,
+                                      summary=f"Request rejected: {e.message}",
+                                      identity=self.identity))
+
+    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext
+               ) -> pb.CancelResponse:
+        if not request.request_id and not request.job_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give a request_id or a job_id")
+        job = self.scheduler.find(job_id=request.job_id, request_id=request.request_id)
+        if job is None:
+            return pb.CancelResponse(cancelled=False, state="unknown")
+        state = self.scheduler.cancel(job)
+        names = {0: "queued", 1: "running"}
+        return pb.CancelResponse(cancelled=state.value in names,
+                                 state=names.get(state.value, "finished"))
+
+    def DeviceInfo(self, request: pb.DeviceInfoRequest, context: grpc.ServicerContext
+                   ) -> pb.DeviceInfoResponse:
+        return device_info()
+
+    def ListTools(self, request: pb.ListToolsRequest, context: grpc.ServicerContext
+                  ) -> pb.ListToolsResponse:
+        response = pb.ListToolsResponse()
+        for spec in TOOLS.values():
+            available = self.num_gpus > 0 or not spec.needs_gpu
+            response.tools.add(
+                name=spec.name, description=spec.description,
+                languages=[_LANGUAGE_VALUES[lang] for lang in spec.languages],
+                needs_gpu=spec.needs_gpu, cacheable=spec.cacheable, available=available,
+                unavailable_reason="" if available else "this node has no GPU",
+            )
+        return response

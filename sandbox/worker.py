@@ -1,0 +1,160 @@
+"""Server-side handle of one worker process (a zygote in its sandbox, or a bare one)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable
+
+from perfbox.sandbox import bwrap, framing
+from perfbox.sandbox.cgroup import WorkerCgroup
+from perfbox.sandbox.limits import WORKER_START_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+# Extra time a worker gets past a job's wall limit before the server stops trusting it.
+SUPERVISION_SLACK_S = 15.0
+# Joins the cgroups before exec'ing bwrap, so the sandbox and all it starts are accounted.
+_CGROUP_JOIN = 'for f in $PERFBOX_CGROUP_PROCS; do echo $$ > "$f" || exit 111; done; exec "$@"'
+
+
+class WorkerDied(RuntimeError):
+    """The worker process exited or stopped answering; its job has no result."""
+
+
+class WorkerProcess:
+    """Starts a worker, hands it one job at a time and relays its frames."""
+
+    def __init__(self, slot: int, isolate: bool, layout: bwrap.BwrapLayout | None,
+                 cgroup: WorkerCgroup | None, preload: list[str]) -> None:
+        self.slot = slot
+        self.name = f"worker-{slot}"
+        self.isolate = isolate
+        self.layout = layout
+        self.cgroup = cgroup
+        self.preload = preload
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.reader = framing.FrameReader()
+        self.pending: list[dict[str, Any]] = []
+        self.idle_memory_bytes = 0  # cgroup usage once ready: what the worker itself holds
+        self.import_ms = 0
+        self._write_lock = threading.Lock()
+        self._stderr_thread: threading.Thread | None = None
+
+    def _command(self) -> list[str]:
+        command = [sys.executable, "-I", "-B", "-m", "perfbox.sandbox.zygote",
+                   "--preload", ",".join(self.preload)]
+        if not self.isolate:
+            return command
+        assert self.layout is not None
+        command.append("--isolate")
+        argv = bwrap.worker_argv(self.layout, command, self.slot)
+        if self.cgroup is not None:
+            argv = ["/bin/sh", "-c", _CGROUP_JOIN, "perfbox-worker", *argv]
+        return argv
+
+    def _env(self) -> dict[str, str]:
+        """The only environment the worker (or bwrap) inherits: nothing of the server's."""
+        if self.isolate:
+            env = {"PATH": "/usr/bin:/bin"}
+            if self.cgroup is not None:
+                env["PERFBOX_CGROUP_PROCS"] = " ".join(self.cgroup.procs_files)
+            return env
+        layout = bwrap.default_layout()
+        env = dict(layout.env)
+        env["HOME"] = env["TMPDIR"] = tempfile.gettempdir()
+        return env
+
+    def start(self) -> None:
+        """Spawns the worker and waits until its imports are done."""
+        self.proc = subprocess.Popen(
+            self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=self._env(), cwd="/", start_new_session=True,
+        )
+        self._stderr_thread = threading.Thread(target=self._pump_stderr, daemon=True,
+                                               name=f"{self.name}-stderr")
+        self._stderr_thread.start()
+        ready = self._read(timeout_s=WORKER_START_TIMEOUT_S)
+        if ready.get("type") != "ready":
+            raise WorkerDied(f"{self.name} sent {ready.get('type')!r} instead of ready")
+        self.import_ms = int(ready.get("import_ms", 0))
+        if self.cgroup is not None:
+            self.idle_memory_bytes = self.cgroup.memory_usage_bytes()
+        log.info("%s ready (preloaded %s in %d ms)", self.name, ready.get("preloaded"),
+                 self.import_ms)
+
+    def _pump_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            log.debug("%s: %s", self.name, line.decode(errors="replace").rstrip())
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _read(self, timeout_s: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while not self.pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerDied(f"{self.name} did not answer within {timeout_s:.0f} s")
+            if not select.select([fd], [], [], remaining)[0]:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise WorkerDied(f"{self.name} exited (status {self.proc.wait()})")
+            self.pending.extend(self.reader.feed(chunk))
+        return self.pending.pop(0)
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        with self._write_lock:
+            try:
+                framing.write_frame(self.proc.stdin.fileno(), message)
+            except (BrokenPipeError, OSError) as e:
+                raise WorkerDied(f"{self.name} is gone: {e}") from e
+
+    def run(self, job: dict[str, Any], on_event: Callable[[dict[str, Any]], None]
+            ) -> dict[str, Any]:
+        """Runs one job; relays started/log frames to `on_event`; returns the done frame."""
+        wall_s = job["limits"]["wall_time_ms"] / 1000
+        self.send({"type": "job", **job})
+        while True:
+            message = self._read(timeout_s=wall_s + SUPERVISION_SLACK_S)
+            if message.get("job_id") != job["job_id"]:
+                continue
+            if message.get("type") == "done":
+                return message
+            on_event(message)
+
+    def cancel(self, job_id: str) -> None:
+        try:
+            self.send({"type": "cancel", "job_id": job_id})
+        except WorkerDied:
+            pass
+
+    def kill(self) -> None:
+        """Stops the worker and everything in its sandbox."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=5)

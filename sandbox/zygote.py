@@ -1,0 +1,390 @@
+"""The warm worker: imports the heavy modules once, then forks one fresh sandbox per job.
+
+Run as `python -m perfbox.sandbox.zygote` by the server, inside a bubblewrap sandbox (or bare, for
+the development-only `process` backend). It reads job frames on stdin and answers on stdout:
+
+    server -> worker  {"type": "job", "job_id", "tool", "language", "files", "options",
+                       "limits", "memory_watchdog"}  |  {"type": "cancel", "job_id"}
+    worker -> server  {"type": "ready", "preloaded", "import_ms"}
+                      {"type": "started", "job_id"}  {"type": "log", "job_id", "stream", "text"}
+                      {"type": "done", "job_id", "outcome", "exit_code", "signal", "killed",
+                       "wall_ms", "cpu_ms", "stdout", "stderr", "stdout_bytes", "stderr_bytes"}
+
+The worker itself never runs submitted code: each job is a forked child that enters new
+namespaces (`jobns`), so it starts from the worker's pristine memory with the imports done and
+from empty filesystems, and everything it starts dies when its pid-1 dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import os
+import selectors
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfbox.sandbox import framing, jobns
+from perfbox.sandbox.bwrap import JOB_DIR as ISOLATED_WORKDIR
+from perfbox.sandbox.limits import MAX_LOG_EVENT_BYTES, MAX_STREAM_KEEP_BYTES, JobLimits
+from perfbox.tools.text import HeadTailBuffer
+
+WATCHDOG_PERIOD_S = 0.05
+PR_SET_DUMPABLE = 4
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class _RunningJob:
+    """Bookkeeping of the one job a worker runs at a time."""
+
+    job_id: str
+    pid: int
+    limits: JobLimits
+    started: float
+    stdout: HeadTailBuffer = field(default_factory=lambda: HeadTailBuffer(MAX_STREAM_KEEP_BYTES))
+    stderr: HeadTailBuffer = field(default_factory=lambda: HeadTailBuffer(MAX_STREAM_KEEP_BYTES))
+    result_chunks: list[bytes] = field(default_factory=list)
+    logged_bytes: int = 0
+    killed: str = ""  # "timeout", "output", "memory", "cancel"; "" when not killed
+
+
+class Zygote:
+    def __init__(self, isolate: bool, ctrl_in: int, ctrl_out: int) -> None:
+        self.isolate = isolate
+        self.ctrl_in = ctrl_in
+        self.ctrl_out = ctrl_out
+        self.reader = framing.FrameReader()
+        self.pending: list[dict[str, Any]] = []
+        # pid 1 of the sandbox's pid namespace: kill(-1) is then confined to that namespace.
+        # Never true for the process backend, where kill(-1) would hit the whole host.
+        self.init = isolate and os.getpid() == 1
+
+    # -- control channel -------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        framing.write_frame(self.ctrl_out, message)
+
+    def serve(self) -> None:
+        while True:
+            message = framing.read_frame(self.ctrl_in, self.reader, self.pending)
+            if message is None:
+                return  # the server closed the pipe: exit (and our jobs with us)
+            if message.get("type") == "job":
+                self.send(self.run_job(message))
+            # a cancel for a job that already finished needs no answer
+
+    # -- one job ---------------------------------------------------------------------------
+
+    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        limits = JobLimits.from_json(job.get("limits", {}))
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(out_r), os.close(err_r), os.close(res_r)
+            _job_child(job, limits, self.isolate, out_w, err_w, res_w,
+                       (self.ctrl_in, self.ctrl_out))
+        os.close(out_w), os.close(err_w), os.close(res_w)
+        running = _RunningJob(job["job_id"], pid, limits, time.monotonic())
+        self.send({"type": "started", "job_id": running.job_id})
+        workspace = self._supervise(running, out_r, err_r, res_r, bool(job.get("memory_watchdog")))
+        _, status, rusage = os.wait4(pid, 0)
+        wall_ms = int((time.monotonic() - running.started) * 1000)
+        self._sweep(running)
+        self._reap_orphans()
+        if workspace:
+            shutil.rmtree(workspace, ignore_errors=True)
+        return self._done(running, status, rusage, wall_ms)
+
+    def _supervise(self, job: _RunningJob, out_r: int, err_r: int, res_r: int,
+                   watchdog: bool) -> str:
+        """Pumps the job's pipes until they close, enforcing the limits; returns the process
+        backend's workspace path (announced by the child on its result pipe) or ""."""
+        selector = selectors.DefaultSelector()
+        streams = {out_r: ("stdout", job.stdout), err_r: ("stderr", job.stderr)}
+        for fd in (out_r, err_r, res_r, self.ctrl_in):
+            selector.register(fd, selectors.EVENT_READ)
+        open_fds = {out_r, err_r, res_r}
+        deadline = job.started + job.limits.wall_time_ms / 1000
+        exited_at: float | None = None
+        while open_fds:
+            now = time.monotonic()
+            if not job.killed and now >= deadline:
+                self._kill(job, "timeout")
+            if exited_at is None and _reaped(job.pid):
+                exited_at = now
+                self._sweep(job)  # leftovers holding our pipes die with the job
+            if exited_at is not None and now - exited_at > 1.0:
+                break  # a leftover holder of our pipes that escaped the sweep: stop waiting
+            if watchdog and not job.killed and _tree_rss_bytes(job.pid) > job.limits.memory_bytes:
+                self._kill(job, "memory")
+            timeout = max(0.0, min(deadline - now, WATCHDOG_PERIOD_S if watchdog else 0.25))
+            for key, _ in selector.select(timeout):
+                fd = key.fd
+                if fd == self.ctrl_in:
+                    self._on_control(job)
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    selector.unregister(fd)
+                    open_fds.discard(fd)
+                    continue
+                if fd == res_r:
+                    job.result_chunks.append(chunk)
+                    continue
+                name, buffer = streams[fd]
+                buffer.write(chunk)
+                self._log(job, name, chunk)
+                if job.stdout.total_bytes + job.stderr.total_bytes > job.limits.max_output_bytes:
+                    self._kill(job, "output")
+        selector.close()
+        for fd in (out_r, err_r, res_r):
+            os.close(fd)
+        return _workspace_from(job)
+
+    def _on_control(self, job: _RunningJob) -> None:
+        chunk = os.read(self.ctrl_in, 65536)
+        if not chunk:
+            self._kill(job, "cancel")  # the server went away: stop the job, then exit
+            return
+        for message in self.reader.feed(chunk):
+            if message.get("type") == "cancel" and message.get("job_id") == job.job_id:
+                self._kill(job, "cancel")
+            elif message.get("type") == "job":
+                self.pending.append(message)  # the server queued ahead; run it next
+
+    def _log(self, job: _RunningJob, stream: str, chunk: bytes) -> None:
+        room = MAX_LOG_EVENT_BYTES - job.logged_bytes
+        if room <= 0:
+            return
+        text = chunk[:room].decode("utf-8", errors="replace")
+        job.logged_bytes += min(room, len(chunk))
+        self.send({"type": "log", "job_id": job.job_id, "stream": stream, "text": text})
+
+    def _kill(self, job: _RunningJob, reason: str) -> None:
+        if job.killed:
+            return
+        job.killed = reason
+        self._sweep(job)
+
+    def _sweep(self, job: _RunningJob) -> None:
+        """Kills the job's whole process tree, daemons and double-forks included."""
+        if self.init:
+            try:
+                os.kill(-1, signal.SIGKILL)  # as pid 1: every other process of the namespace
+            except ProcessLookupError:
+                pass  # nothing left to kill
+            return
+        try:
+            os.killpg(job.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    @staticmethod
+    def _reap_orphans() -> None:
+        """As pid 1 the worker inherits the job's orphans; collect them."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def _done(self, job: _RunningJob, status: int, rusage: Any, wall_ms: int) -> dict[str, Any]:
+        code = os.waitstatus_to_exitcode(status)
+        signum = -code if code < 0 else 0
+        outcome = _parse_outcome(job.result_chunks)
+        return {
+            "type": "done",
+            "job_id": job.job_id,
+            "outcome": outcome,
+            "exit_code": code,
+            "signal": signum,
+            "killed": job.killed,
+            "wall_ms": wall_ms,
+            "cpu_ms": int((rusage.ru_utime + rusage.ru_stime) * 1000),
+            "stdout": job.stdout.text(),
+            "stderr": job.stderr.text(),
+            "stdout_bytes": job.stdout.total_bytes,
+            "stderr_bytes": job.stderr.total_bytes,
+        }
+
+
+def _reaped(pid: int) -> bool:
+    """True once the child has exited (without reaping it: wait4 collects it later)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """Resident memory of a process and all its descendants (the no-cgroup fallback)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_BYTES
+        except (OSError, IndexError, ValueError):
+            pass
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def _parse_outcome(chunks: list[bytes]) -> dict[str, Any] | None:
+    reader = framing.FrameReader()
+    try:
+        messages = reader.feed(b"".join(chunks))
+    except framing.FrameError:
+        return None
+    outcomes = [m for m in messages if m.get("type") == "outcome"]
+    return outcomes[-1]["outcome"] if outcomes else None
+
+
+def _workspace_from(job: _RunningJob) -> str:
+    reader = framing.FrameReader()
+    try:
+        messages = reader.feed(b"".join(job.result_chunks))
+    except framing.FrameError:
+        return ""
+    for message in messages:
+        if message.get("type") == "workspace":
+            return str(message.get("path", ""))
+    return ""
+
+
+# -- the job process ------------------------------------------------------------------------
+
+
+def _job_child(job: dict[str, Any], limits: JobLimits, isolate: bool, out_w: int, err_w: int,
+               res_w: int, control_fds: tuple[int, int]) -> None:
+    """Runs in the forked child: enter the sandbox, run the tool, report, exit. Never returns."""
+    code = 0
+    try:
+        for fd in control_fds:
+            os.close(fd)
+        _set_dumpable(True)
+        if isolate:
+            jobns.enter_namespaces()
+            jobns.mount_fresh_filesystems(ISOLATED_WORKDIR)
+            workdir = ISOLATED_WORKDIR
+        else:
+            os.setsid()
+            workdir = tempfile.mkdtemp(prefix="perfbox-job-")
+            framing.write_frame(res_w, {"type": "workspace", "path": workdir})
+        _write_files(Path(workdir), job["files"])
+        os.chdir(workdir)
+        os.environ.update(HOME=workdir, TMPDIR="/tmp" if isolate else workdir,
+                          TRITON_CACHE_DIR=str(Path(workdir if not isolate else "/tmp") / ".triton"))
+        jobns.apply_rlimits(limits, limit_processes=isolate)
+        jobns.prefer_as_oom_victim()
+        if isolate:
+            jobns.drop_capabilities()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0), os.dup2(out_w, 1), os.dup2(err_w, 2)
+        os.closerange(3, res_w)
+        os.closerange(res_w + 1, 65536)
+        outcome = _run_tool(job, Path(workdir))
+    except jobns.SandboxSetupError as e:
+        outcome = {"status": "INTERNAL_ERROR", "summary": "The sandbox could not be set up.",
+                   "report": {}, "error": f"sandbox setup failed: {e}"}
+        code = 70
+    except BaseException as e:  # noqa: BLE001 - the job must always report and exit
+        traceback.print_exc()
+        outcome = {"status": "INTERNAL_ERROR", "summary": "perfbox failed running the tool.",
+                   "report": {}, "error": f"{type(e).__name__}: {e}"}
+        code = 70
+    try:
+        sys.stdout.flush(), sys.stderr.flush()
+        framing.write_frame(res_w, {"type": "outcome", "outcome": outcome})
+    finally:
+        os._exit(code)
+
+
+def _write_files(workdir: Path, files: list[dict[str, str]]) -> None:
+    for entry in files:
+        path = workdir / entry["name"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(entry["content"])
+
+
+def _run_tool(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    from perfbox import tools
+    from perfbox.tools.types import ToolRequest
+
+    request = ToolRequest(tool=job["tool"], language=job["language"],
+                          files=[f["name"] for f in job["files"]], workdir=workdir,
+                          options=job.get("options", {}))
+    return tools.run(request).to_json()
+
+
+def _set_dumpable(on: bool) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1 if on else 0, 0, 0, 0)
+
+
+def _preload(modules: list[str]) -> list[str]:
+    """Imports the heavy modules now so no job pays for them; missing ones are skipped."""
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except ImportError:
+            continue
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="perfbox warm worker (started by the server)")
+    parser.add_argument("--isolate", action="store_true", help="give each job its own namespaces")
+    parser.add_argument("--preload", default="", help="comma-separated modules to import now")
+    args = parser.parse_args(argv)
+    # The control channel gets private descriptors; fd 1 then points at stderr so that stray
+    # prints (ours or an imported library's) cannot corrupt the frames.
+    ctrl_in, ctrl_out = os.dup(0), os.dup(1)
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    started = time.monotonic()
+    preloaded = _preload([m for m in args.preload.split(",") if m])
+    import perfbox.tools.compile  # noqa: F401 - the tool modules themselves are light but warm them
+    import perfbox.tools.disasm  # noqa: F401
+
+    _set_dumpable(False)  # jobs cannot open /proc/<worker>/mem or ptrace the worker
+    if args.isolate:
+        # setpriv's uid change cleared bwrap's parent-death signal: arm it again. As pid 1,
+        # default-action signals from jobs are dropped by the kernel, so SIGINT must not have
+        # Python's handler.
+        jobns.die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    zygote = Zygote(args.isolate, ctrl_in, ctrl_out)
+    zygote.send({"type": "ready", "preloaded": preloaded,
+                 "import_ms": int((time.monotonic() - started) * 1000)})
+    zygote.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
