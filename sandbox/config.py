@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_MAX_QUEUE
+from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_LIMITS, DEFAULT_MAX_QUEUE, JobLimits
 
 BACKENDS = ("bwrap", "process")
 DEFAULT_PRELOAD = ("torch", "triton")
@@ -32,6 +32,7 @@ class ServerConfig:
     grace_s: float = DEFAULT_GRACE_S
     use_cgroups: bool = True
     rpc_threads: int = 64  # gRPC handler threads (streams hold one each)
+    default_limits: JobLimits = DEFAULT_LIMITS  # for requests that leave a limit at zero
 
 
 class ConfigError(ValueError):

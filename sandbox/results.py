@@ -81,7 +81,7 @@ def build_result(job: Job, tool: str, identity: pb.Identity) -> pb.ToolResult:
         result.summary = f"{pb.Status.Name(status)}: {reason}."
     result.stdout = bound_text(done.get("stdout", ""), MAX_STREAM_KEEP_BYTES)
     result.stderr = bound_text(done.get("stderr", ""), MAX_STREAM_KEEP_BYTES)
-    result.timings.queue_ms = run.queue_ms
+    result.timings.queue_ms = run.queue_ms or 0
     result.timings.run_ms = int(done.get("wall_ms", 0))
     result.timings.cpu_ms = int(done.get("cpu_ms", 0))
     result.identity.CopyFrom(identity)

@@ -52,7 +52,7 @@ class JobRun:
     cancelled_before_start: bool = False
     worker_error: str = ""  # the worker died or misbehaved
     worker: str = ""
-    queue_ms: int = 0
+    queue_ms: int | None = None  # None until known; set when the job leaves the queue
 
 
 @dataclass
@@ -217,7 +217,8 @@ class Scheduler:
 
     def _finish(self, job: Job, run: JobRun) -> None:
         """Records a job's end. Call with self._cond held."""
-        run.queue_ms = run.queue_ms or int((time.monotonic() - job.submitted_at) * 1000)
+        if run.queue_ms is None:
+            run.queue_ms = int((time.monotonic() - job.submitted_at) * 1000)
         job.run = run
         job.state = JobState.FINISHED
         self._jobs.pop(job.job_id, None)

@@ -50,7 +50,8 @@ class ToolServer:
                  for i in range(config.workers)]
         self.scheduler = Scheduler(slots, config.max_queue)
         self.cache = ResultCache(config.cache_dir)
-        self.service = ToolService(self.scheduler, self.cache, config.backend)
+        self.service = ToolService(self.scheduler, self.cache, config.backend,
+                                   config.default_limits)
         self.health = health.HealthServicer()
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),

@@ -16,6 +16,7 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1 import tools_pb2_grpc
 from perfbox.sandbox.cache import ResultCache, cache_key
 from perfbox.sandbox.device import device_info, gpu_count
+from perfbox.sandbox.limits import DEFAULT_LIMITS, JobLimits
 from perfbox.sandbox.results import build_result
 from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
@@ -28,8 +29,10 @@ _CACHEABLE_STATUSES = (pb.OK, pb.COMPILE_ERROR)
 
 
 class ToolService(tools_pb2_grpc.ToolServiceServicer):
-    def __init__(self, scheduler: Scheduler, cache: ResultCache, backend: str) -> None:
+    def __init__(self, scheduler: Scheduler, cache: ResultCache, backend: str,
+                 default_limits: JobLimits = DEFAULT_LIMITS) -> None:
         self.scheduler = scheduler
+        self.default_limits = default_limits
         self.cache = cache
         self.backend = backend
         self.toolkit = toolkit_identity()
@@ -42,7 +45,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
     # -- shared steps ------------------------------------------------------------------------
 
     def _validate(self, request: pb.ToolRequest) -> ValidRequest:
-        return validate_request(request)
+        return validate_request(request, self.default_limits)
 
     def _unavailable(self, valid: ValidRequest) -> pb.ToolResult | None:
         if valid.spec.needs_gpu and not self.num_gpus:

@@ -93,14 +93,14 @@ def _files(request: pb.ToolRequest) -> list[tuple[str, str]]:
     return files
 
 
-def _limits(request: pb.ToolRequest) -> L.JobLimits:
+def _limits(request: pb.ToolRequest, defaults: L.JobLimits) -> L.JobLimits:
     values = {}
     for name in L.JobLimits.__dataclass_fields__:
         asked = getattr(request.limits, name)
-        maximum = getattr(L.MAX_LIMITS, name)
+        maximum = max(getattr(L.MAX_LIMITS, name), getattr(defaults, name))
         if asked > maximum:
             raise _invalid(f"limits.{name} = {asked} is above this server's maximum {maximum}")
-        values[name] = asked or getattr(L.DEFAULT_LIMITS, name)
+        values[name] = asked or getattr(defaults, name)
     return L.JobLimits(**values)
 
 
@@ -113,7 +113,8 @@ def _options(request: pb.ToolRequest, spec: tools.ToolSpec) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def validate_request(request: pb.ToolRequest) -> ValidRequest:
+def validate_request(request: pb.ToolRequest,
+                     defaults: L.JobLimits = L.DEFAULT_LIMITS) -> ValidRequest:
     if len(request.request_id) > L.MAX_REQUEST_ID_CHARS:
         raise _invalid(f"request_id is longer than {L.MAX_REQUEST_ID_CHARS} characters")
     try:
@@ -127,9 +128,10 @@ def validate_request(request: pb.ToolRequest) -> ValidRequest:
     files = _files(request)
     options = _options(request, spec)
     try:
-        tools.validate(spec.name, language, [name for name, _ in files], options)
+        options = tools.validate(spec.name, language, [name for name, _ in files], options)
     except ToolInputError as e:
         raise _invalid(str(e)) from e
     except ValueError as e:  # e.g. int() of a malformed option value
         raise _invalid(f"malformed options: {e}") from e
-    return ValidRequest(spec, language, files, options, _limits(request), request.request_id)
+    return ValidRequest(spec, language, files, options, _limits(request, defaults),
+                        request.request_id)

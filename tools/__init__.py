@@ -52,8 +52,10 @@ def _module(spec: ToolSpec) -> Any:
     return importlib.import_module(f"perfbox.tools.{spec.module}")
 
 
-def validate(name: str, language: str, files: list[str], options: dict[str, Any]) -> None:
-    """Raises ToolInputError when the call cannot run as given."""
+def validate(name: str, language: str, files: list[str], options: dict[str, Any]
+             ) -> dict[str, Any]:
+    """Raises ToolInputError when the call cannot run as given; returns the options with
+    defaults filled in (equal calls, equal cache keys)."""
     spec = get(name)
     if language not in spec.languages:
         raise ToolInputError(
@@ -61,6 +63,7 @@ def validate(name: str, language: str, files: list[str], options: dict[str, Any]
         )
     validator: Callable[[str, list[str], dict[str, Any]], None] = _module(spec).validate
     validator(language, files, options)
+    return _module(spec).normalize(options)
 
 
 def run(request: ToolRequest) -> ToolOutcome:

@@ -32,6 +32,13 @@ def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
             raise ToolInputError(f"num_warps must be a power of two from 1 to 32, got {warps}")
 
 
+def normalize(options: dict[str, Any]) -> dict[str, Any]:
+    """Options with defaults filled in, so equal calls get equal cache keys."""
+    out = dict(options)
+    out["archs"] = validate_archs([str(a) for a in options.get("archs", [])])
+    return out
+
+
 def build(request: ToolRequest, options: dict[str, Any]) -> Build:
     archs = validate_archs([str(a) for a in options.get("archs", [])])
     include_text = bool(options.get("include_artifacts", False))

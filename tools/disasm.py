@@ -22,6 +22,12 @@ def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
     compile_tool.validate(language, files, dict(options.get("compile", {})))
 
 
+def normalize(options: dict[str, Any]) -> dict[str, Any]:
+    out = dict(options)
+    out["compile"] = compile_tool.normalize(dict(options.get("compile", {})))
+    return out
+
+
 def _ptx_by_kernel(ptx: str) -> dict[str, str]:
     """Splits a PTX module into its .entry functions (each with the text up to the next one)."""
     starts = [(m.group(1), m.start()) for m in _PTX_ENTRY_RE.finditer(ptx)]

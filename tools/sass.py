@@ -60,8 +60,13 @@ def opcodes(lines: list[str]) -> Counter[str]:
     """Base opcodes (modifiers stripped) of the instructions in a listing."""
     counts: Counter[str] = Counter()
     for line in lines:
-        if (m := _INSTR_RE.match(line)) and m.group(1) != "NOP":  # NOPs are alignment padding
-            counts[m.group(1)] += 1
+        m = _INSTR_RE.match(line)
+        if not m or m.group(1) == "NOP":  # NOPs are alignment padding
+            continue
+        op = m.group(1)
+        if op == "HFMA2" and (m.group(2) or "").startswith(".MMA") and "-RZ, RZ" in line:
+            op = "MOV"  # "HFMA2.MMA Rx, -RZ, RZ, imm" is the compiler's constant-move idiom
+        counts[op] += 1
     return counts
 
 

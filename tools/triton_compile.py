@@ -185,7 +185,7 @@ def compile_triton(workdir: Path, files: list[str], archs: list[str], options: d
             )
         except CompilationError as e:
             build.ok = False
-            build.diagnostics.append(_triton_diagnostic(e, source, fn))
+            build.diagnostics.append(_triton_diagnostic(e, workdir, source, fn))
             break
         stem = f"{fn.__name__}.{arch}"
         for kind in _ASM_KINDS:
@@ -211,12 +211,17 @@ def compile_triton(workdir: Path, files: list[str], archs: list[str], options: d
     return build
 
 
-def _triton_diagnostic(error: Exception, source: str, fn: Any) -> dict[str, Any]:
-    """Maps a CompilationError (line relative to the kernel) to a line in the source file."""
+def _triton_diagnostic(error: Exception, workdir: Path, source: str, fn: Any) -> dict[str, Any]:
+    """Maps a CompilationError (line relative to the kernel's `def`) to a line in the file."""
     node = getattr(error, "node", None)
     rel_line = getattr(node, "lineno", 0) or 0
-    first = getattr(fn, "starting_line_number", 0) or 0
-    line = rel_line + first - 1 if rel_line and first else rel_line
+    def_line = 0
+    pattern = re.compile(rf"^\s*def\s+{re.escape(fn.__name__)}\b")
+    for number, text in enumerate((workdir / source).read_text().splitlines(), start=1):
+        if pattern.match(text):
+            def_line = number
+            break
+    line = def_line + rel_line - 1 if rel_line and def_line else rel_line
     message = str(error).strip().splitlines()
     return {
         "file": source,

@@ -1,0 +1,468 @@
+"""The `perfbox` command: serve the tool service, submit kernels, inspect a node.
+
+argparse rather than typer: the command tree is small and argparse keeps the dependency list
+short; rich draws the progress and the result tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.exit_codes import ExitCode
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+_STATUS_STYLE = {pb.OK: "bold green", pb.CANCELLED: "yellow"}
+TOOL_NAMES = ("compile", "disasm")
+
+
+# -- embedded service ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def embedded_server(backend: str, preload: tuple[str, ...], workers: int = 1,
+                    allow_unsafe: bool = False) -> Iterator[str]:
+    """Starts a tool service on a free loopback port for one command; yields its address."""
+    from perfbox.sandbox.config import ServerConfig
+    from perfbox.sandbox.server import create_server
+
+    config = ServerConfig(address="127.0.0.1:0", workers=workers, backend=backend,
+                          allow_unsafe_process_backend=allow_unsafe, preload=preload, grace_s=5)
+    server, port = create_server(config)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace_s=5)
+
+
+@contextlib.contextmanager
+def service_target(args: argparse.Namespace, preload: tuple[str, ...]) -> Iterator[str]:
+    if args.server:
+        yield args.server
+        return
+    with err_console.status("starting an embedded perfbox service..."):
+        stack = contextlib.ExitStack()
+        target = stack.enter_context(embedded_server(args.backend, preload,
+                                                     allow_unsafe=args.allow_unsafe_process_backend))
+    with stack:
+        yield target
+
+
+def _client(target: str) -> Any:
+    from perfbox.client import ToolClient
+
+    client = ToolClient(target, timeout_s=24 * 3600)
+    try:
+        client.wait_ready(timeout_s=10)
+    except grpc.FutureTimeoutError:
+        client.close()
+        raise ConnectionError(f"cannot reach a perfbox service at {target}") from None
+    return client
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def print_json(message: Any) -> None:
+    console.print_json(json_format.MessageToJson(message, preserving_proto_field_name=True,
+                                                 indent=None))
+
+
+def _kernel_table(kernels: Any) -> Table:
+    table = Table(title="kernels", title_justify="left")
+    for column in ("kernel", "arch", "regs", "spill st/ld B", "stack B", "smem B", "warps"):
+        table.add_column(column, justify="left" if column == "kernel" else "right")
+    for k in kernels:
+        table.add_row((k.demangled or k.name).split("(")[0], k.arch, str(k.registers),
+                      f"{k.spill_store_bytes}/{k.spill_load_bytes}", str(k.stack_frame_bytes),
+                      str(k.shared_bytes), str(k.num_warps or ""))
+    return table
+
+
+def _short(kernel: Any) -> str:
+    name = kernel.demangled or kernel.name
+    return name.split("(")[0] + f" [{kernel.arch}]"
+
+
+def _mix_table(kernels: Any) -> Table:
+    """Classes as rows, kernels as columns: stays readable in 80 columns."""
+    table = Table(title="instruction mix", title_justify="left")
+    table.add_column("class")
+    for k in kernels:
+        table.add_column(_short(k), justify="right")
+    for cls in ("total", "global_memory", "shared_memory", "local_memory", "constant_memory",
+                "tensor_core", "fp32", "fp16", "fp64", "integer", "conversion", "control", "sync",
+                "move", "other"):
+        values = [getattr(k.mix, cls) for k in kernels]
+        if cls == "total" or any(values):
+            table.add_row(cls.replace("_", " "), *[str(v) for v in values])
+    return table
+
+
+def _diagnostics_table(diagnostics: Any) -> Table:
+    table = Table(title="diagnostics", title_justify="left")
+    for column in ("where", "severity", "message"):
+        table.add_column(column)
+    for d in diagnostics:
+        where = d.file + (f":{d.line}" if d.line else "") + (f":{d.column}" if d.column else "")
+        table.add_row(where, d.severity, d.message)
+    return table
+
+
+def print_result(result: pb.ToolResult) -> None:
+    style = _STATUS_STYLE.get(result.status, "bold red")
+    cached = " (cache hit)" if result.cache_hit else ""
+    console.print(f"[{style}]{pb.Status.Name(result.status)}[/] {result.tool}{cached} — "
+                  f"{result.timings.total_ms} ms total, {result.timings.run_ms} ms in sandbox, "
+                  f"{result.timings.queue_ms} ms queued")
+    if result.error and result.status != pb.OK:
+        console.print(f"[red]{result.error}[/]")
+    compile_report = result.compile if result.HasField("compile") else (
+        result.disasm.compile if result.HasField("disasm") else None)
+    if compile_report is not None and compile_report.kernels:
+        console.print(_kernel_table(compile_report.kernels))
+    if compile_report is not None and compile_report.diagnostics:
+        console.print(_diagnostics_table(compile_report.diagnostics))
+    if result.HasField("disasm") and result.disasm.kernels:
+        console.print(_mix_table(result.disasm.kernels))
+        for k in result.disasm.kernels:
+            if k.sass:
+                console.rule(f"SASS {k.demangled or k.name} [{k.arch}]")
+                console.print(k.sass, markup=False)
+            if k.ptx:
+                console.rule(f"PTX {k.demangled or k.name} [{k.arch}]")
+                console.print(k.ptx, markup=False)
+    console.print(result.summary, markup=False)
+    if result.status != pb.OK and result.stderr.strip():
+        console.rule("stderr")
+        console.print(result.stderr, markup=False)
+
+
+def run_with_progress(client: Any, request: pb.ToolRequest) -> pb.ToolResult:
+    """RunStream with a live status line: queued -> running -> done."""
+    result: pb.ToolResult | None = None
+    with err_console.status(f"{request.tool}: submitting...") as status:
+        for event in client.run_stream(request):
+            kind = event.WhichOneof("event")
+            if kind == "queued":
+                status.update(f"{request.tool}: queued ({event.queued.position} ahead)")
+            elif kind == "started":
+                status.update(f"{request.tool}: running on {event.started.worker}")
+            elif kind == "result":
+                result = event.result
+    if result is None:
+        raise ConnectionError("the service closed the stream without a result")
+    return result
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _limits_from(args: argparse.Namespace) -> pb.Limits:
+    return pb.Limits(
+        wall_time_ms=int((args.wall_time_s or 0) * 1000),
+        memory_bytes=int((args.memory_mb or 0) * 1024 * 1024),
+    )
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{flag} takes NAME=VALUE, got {value!r}")
+        out[name] = rest
+    return out
+
+
+def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
+    from perfbox.client import make_request
+
+    files: dict[str, str] = {}
+    for path in args.files:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"{path}: no such file")
+        if p.name in files:
+            raise ValueError(f"two files are named {p.name}; rename one")
+        files[p.name] = p.read_text()
+    return make_request(
+        args.tool, files, language=args.language, request_id=args.request_id or "",
+        archs=args.arch or [], limits=_limits_from(args), no_cache=args.no_cache,
+        kernel=args.kernel or "", signature=_pairs(args.signature, "--signature"),
+        constants=_pairs(args.constant, "--constant"), num_warps=args.num_warps or 0,
+        num_stages=args.num_stages or 0, defines=args.define or [], line_info=args.line_info,
+        include_artifacts=args.artifacts, include_sass=args.sass, include_ptx=args.ptx,
+    )
+
+
+def _preload_for(request: pb.ToolRequest) -> tuple[str, ...]:
+    return ("triton",) if request.language == pb.LANGUAGE_TRITON else ()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    request = build_submit_request(args)
+    with service_target(args, _preload_for(request)) as target:
+        with _client(target) as client:
+            result = client.run(request) if args.json else run_with_progress(client, request)
+    if args.json:
+        print_json(result)
+    else:
+        print_result(result)
+    return ExitCode.OK if result.status == pb.OK else ExitCode.KERNEL_FAILURE
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    with service_target(args, ()) as target, _client(target) as client:
+        response = client.list_tools()
+    if args.json:
+        print_json(response)
+        return ExitCode.OK
+    table = Table(title="perfbox tools", title_justify="left")
+    for column in ("tool", "languages", "GPU", "cached", "available", "description"):
+        table.add_column(column)
+    for t in response.tools:
+        langs = ", ".join(pb.Language.Name(x).removeprefix("LANGUAGE_").lower() for x in t.languages)
+        available = "yes" if t.available else f"no: {t.unavailable_reason}"
+        table.add_row(t.name, langs, "needs" if t.needs_gpu else "-",
+                      "yes" if t.cacheable else "no", available, t.description)
+    console.print(table)
+    return ExitCode.OK
+
+
+def cmd_device_info(args: argparse.Namespace) -> int:
+    if args.server:
+        with _client(args.server) as client:
+            response = client.device_info()
+    else:  # no sandbox needed to ask NVML about this machine
+        from perfbox.sandbox.device import device_info
+
+        response = device_info()
+    if args.json:
+        print_json(response)
+        return ExitCode.OK
+    console.print(f"[bold]{response.node}[/]: {response.message}")
+    if response.gpus:
+        table = Table(title="GPUs", title_justify="left")
+        for column in ("#", "name", "cc", "SMs", "memory GiB", "SM MHz", "mem MHz", "temp C"):
+            table.add_column(column)
+        for g in response.gpus:
+            table.add_row(str(g.index), g.name, g.compute_capability, str(g.sm_count),
+                          f"{g.memory_total_bytes / 2**30:.1f}", str(g.sm_clock_mhz),
+                          str(g.memory_clock_mhz), str(g.temperature_c))
+        console.print(table)
+    table = Table(title="toolchain", title_justify="left")
+    for column in ("tool", "version", "path"):
+        table.add_column(column)
+    for t in response.toolchain:
+        table.add_row(t.name, t.version or "[dim]absent[/]", t.path)
+    console.print(table)
+    return ExitCode.OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from perfbox.sandbox.config import ServerConfig
+    from perfbox.sandbox.server import serve
+
+    config = ServerConfig(
+        address=args.address, workers=args.workers, backend=args.backend,
+        allow_unsafe_process_backend=args.allow_unsafe_process_backend, warm=not args.cold,
+        preload=tuple(m for m in args.preload.split(",") if m),
+        cache_dir=None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else
+                                              ServerConfig().cache_dir),
+        max_queue=args.max_queue, grace_s=args.grace_s, default_limits=_serve_limits(args),
+    )
+    serve(config)
+    return ExitCode.OK
+
+
+def _serve_limits(args: argparse.Namespace) -> Any:
+    from perfbox.sandbox.limits import DEFAULT_LIMITS, JobLimits
+
+    d = DEFAULT_LIMITS
+    return JobLimits(
+        wall_time_ms=int(args.wall_time_s * 1000) if args.wall_time_s else d.wall_time_ms,
+        cpu_time_ms=int(args.cpu_time_s * 1000) if args.cpu_time_s else d.cpu_time_ms,
+        memory_bytes=int(args.memory_mb * 2**20) if args.memory_mb else d.memory_bytes,
+        max_processes=args.max_processes or d.max_processes,
+        max_file_bytes=d.max_file_bytes,
+        max_output_bytes=int(args.max_output_mb * 2**20) if args.max_output_mb
+        else d.max_output_bytes,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The README's main job: a tool service plus the bundled kernels through it."""
+    from perfbox.client import make_request, read_files
+    from perfbox.samples import SOFTMAX_PY, VECTOR_ADD_CU
+
+    requests = [
+        make_request("compile", read_files([VECTOR_ADD_CU]), request_id="demo-cuda-compile",
+                     archs=args.arch or ["sm_90"]),
+        make_request("disasm", read_files([VECTOR_ADD_CU]), request_id="demo-cuda-disasm",
+                     archs=args.arch or ["sm_90"]),
+        make_request("compile", read_files([SOFTMAX_PY]), request_id="demo-triton-compile",
+                     archs=args.arch or ["sm_90"]),
+        make_request("disasm", read_files([SOFTMAX_PY]), request_id="demo-triton-disasm",
+                     archs=args.arch or ["sm_90"]),
+    ]
+    worst = ExitCode.OK
+    with service_target(args, ("triton",)) as target, _client(target) as client:
+        console.print(f"perfbox service at {target} ({'remote' if args.server else 'embedded'})")
+        for request in requests:
+            console.rule(request.request_id)
+            result = client.run(request) if args.json else run_with_progress(client, request)
+            print_json(result) if args.json else print_result(result)
+            if result.status != pb.OK:
+                worst = ExitCode.KERNEL_FAILURE
+    return worst
+
+
+# -- argument parsing ------------------------------------------------------------------------
+
+
+def _add_service_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="HOST:PORT",
+                   help="a running perfbox service; without it an embedded one is started")
+    p.add_argument("--backend", default="bwrap", choices=("bwrap", "process"),
+                   help="isolation of the embedded service (default: bwrap)")
+    p.add_argument("--allow-unsafe-process-backend", action="store_true",
+                   help="permit --backend process (no isolation; development only)")
+    p.add_argument("--json", action="store_true",
+                   help="print the response message as JSON (field names as in the .proto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perfbox",
+        description="Compile, disassemble (and soon check, bench, profile, sanitize) GPU "
+                    "kernels in isolated sandboxes, from a shell or through the gRPC service.",
+        epilog="Exit codes: 0 OK, 1 the kernel failed the tool, 2 usage error or rejected "
+               "request, 3 service unreachable, 4 internal error.",
+    )
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default: WARNING")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gRPC tool service",
+                           description="Run the gRPC tool service until SIGTERM/SIGINT.")
+    serve.add_argument("--address", default="127.0.0.1:50051",
+                       help="HOST:PORT to listen on; port 0 picks one (default 127.0.0.1:50051)")
+    serve.add_argument("--workers", type=int, default=2, help="concurrent jobs (default 2)")
+    serve.add_argument("--backend", default="bwrap", choices=("bwrap", "process"),
+                       help="isolation backend (default bwrap)")
+    serve.add_argument("--allow-unsafe-process-backend", action="store_true",
+                       help="permit --backend process (no isolation; development only)")
+    serve.add_argument("--cold", action="store_true",
+                       help="start a fresh worker per job instead of a warm pool")
+    serve.add_argument("--preload", default="torch,triton",
+                       help="modules warm workers import up front (default torch,triton)")
+    serve.add_argument("--cache-dir", help="result cache directory "
+                       "(default ~/.cache/perfbox/results)")
+    serve.add_argument("--no-cache", action="store_true", help="disable the result cache")
+    serve.add_argument("--max-queue", type=int, default=4096,
+                       help="queued jobs before RESOURCE_EXHAUSTED (default 4096)")
+    serve.add_argument("--grace-s", type=float, default=30.0,
+                       help="on SIGTERM, how long running jobs may finish (default 30)")
+    serve.add_argument("--wall-time-s", type=float, help="default job wall-time limit (60)")
+    serve.add_argument("--cpu-time-s", type=float, help="default job CPU-time limit (120)")
+    serve.add_argument("--memory-mb", type=float, help="default job memory limit (4096)")
+    serve.add_argument("--max-processes", type=int, help="default job process limit (128)")
+    serve.add_argument("--max-output-mb", type=float, help="default job output limit (8)")
+    serve.set_defaults(func=cmd_serve)
+
+    submit = sub.add_parser("submit", help="run a tool on kernel files",
+                            description="Run a tool on kernel source files and print the result.")
+    submit.add_argument("files", nargs="+", metavar="FILE", help="source files (.cu, .cuh, .py)")
+    submit.add_argument("--tool", required=True, choices=TOOL_NAMES)
+    submit.add_argument("--language", choices=("cuda", "triton", "kernelbench"),
+                        help="default: from the file suffixes")
+    submit.add_argument("--arch", action="append", metavar="SM",
+                        help="target arch, repeatable (default sm_90)")
+    submit.add_argument("--kernel", help="Triton: the @triton.jit function to compile")
+    submit.add_argument("--constant", action="append", metavar="NAME=VALUE",
+                        help="Triton: constexpr value, repeatable")
+    submit.add_argument("--signature", action="append", metavar="NAME=TYPE",
+                        help="Triton: argument type such as *fp16 or i64, repeatable")
+    submit.add_argument("--num-warps", type=int, help="Triton: warps per program (default 4)")
+    submit.add_argument("--num-stages", type=int, help="Triton: pipeline stages (default 3)")
+    submit.add_argument("--define", action="append", metavar="NAME[=VALUE]",
+                        help="CUDA: preprocessor definition, repeatable")
+    submit.add_argument("--line-info", action="store_true", help="CUDA: compile with -lineinfo")
+    submit.add_argument("--artifacts", action="store_true",
+                        help="include PTX/TTIR/TTGIR texts in the report")
+    submit.add_argument("--sass", action="store_true", help="disasm: include SASS text")
+    submit.add_argument("--ptx", action="store_true", help="disasm: include PTX text")
+    submit.add_argument("--wall-time-s", type=float, help="job wall-time limit")
+    submit.add_argument("--memory-mb", type=float, help="job memory limit")
+    submit.add_argument("--no-cache", action="store_true", help="do not answer from the cache")
+    submit.add_argument("--request-id", help="id echoed in the result")
+    _add_service_flags(submit)
+    submit.set_defaults(func=cmd_submit)
+
+    tools = sub.add_parser("tools", help="list the tools and whether they run here")
+    _add_service_flags(tools)
+    tools.set_defaults(func=cmd_tools)
+
+    info = sub.add_parser("device-info", help="GPUs, driver and toolchain of a node")
+    info.add_argument("--server", metavar="HOST:PORT", help="ask a service (default: this machine)")
+    info.add_argument("--json", action="store_true", help="print the response as JSON")
+    info.set_defaults(func=cmd_device_info)
+
+    demo = sub.add_parser("demo", help="start the service and run the bundled sample kernels",
+                          description="Start a tool service and compile + disassemble the "
+                                      "bundled CUDA and Triton sample kernels through it.")
+    demo.add_argument("--arch", action="append", metavar="SM", help="target arch (sm_90)")
+    _add_service_flags(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except ValueError as e:
+        err_console.print(f"[red]error:[/] {e}")
+        return ExitCode.USAGE
+    except ConnectionError as e:
+        err_console.print(f"[red]error:[/] {e}")
+        return ExitCode.CONNECTION
+    except grpc.RpcError as e:
+        code = e.code()
+        err_console.print(f"[red]error ({code.name}):[/] {e.details()}")
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    grpc.StatusCode.FAILED_PRECONDITION):
+            return ExitCode.USAGE
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return ExitCode.CONNECTION
+        return ExitCode.INTERNAL
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except Exception as e:  # configuration errors (bwrap missing...) read better than a trace
+        from perfbox.sandbox.bwrap import BwrapUnavailable
+        from perfbox.sandbox.config import ConfigError
+
+        if isinstance(e, (BwrapUnavailable, ConfigError)):
+            err_console.print(f"[red]error:[/] {e}")
+            return ExitCode.USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

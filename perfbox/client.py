@@ -1,0 +1,254 @@
+"""Clients of the tool service for training jobs and scripts: sync and asyncio.
+
+Retries on UNAVAILABLE use gRPC's own retry policy (exponential backoff with jitter, set through
+the channel's service config), so they also cover a server that is still starting. Tool calls are
+stateless, which makes retrying `Run` safe. `run_batch` streams many calls over one `RunBatch`
+and, if the stream breaks with UNAVAILABLE, resends only the calls that have no result yet.
+
+    from perfbox.client import ToolClient, make_request
+    with ToolClient("127.0.0.1:50051") as client:
+        result = client.run(make_request("compile", {"k.cu": source}, archs=["sm_90"]))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.api.v1 import tools_pb2_grpc
+
+DEFAULT_TIMEOUT_S = 600.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_LANGUAGES = {"cuda": pb.LANGUAGE_CUDA, "triton": pb.LANGUAGE_TRITON,
+              "kernelbench": pb.LANGUAGE_KERNELBENCH}
+_SUFFIX_LANGUAGE = {".cu": "cuda", ".cuh": "cuda", ".py": "triton"}
+
+
+def _service_config(max_attempts: int, initial_backoff_s: float, max_backoff_s: float) -> str:
+    retry = {
+        "maxAttempts": max(2, min(max_attempts, 5)),  # gRPC caps attempts at 5
+        "initialBackoff": f"{initial_backoff_s}s",
+        "maxBackoff": f"{max_backoff_s}s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    idempotent = ["Run", "Cancel", "DeviceInfo", "ListTools"]
+    return json.dumps({"methodConfig": [{
+        "name": [{"service": "perfbox.v1.ToolService", "method": m} for m in idempotent],
+        "retryPolicy": retry,
+        "waitForReady": True,
+    }]})
+
+
+def _channel_options(max_attempts: int, initial_backoff_s: float, max_backoff_s: float
+                     ) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", _service_config(max_attempts, initial_backoff_s, max_backoff_s)),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+
+
+def language_of(names: Iterable[str]) -> str:
+    """"cuda" or "triton" from the file suffixes; raises when it cannot tell."""
+    found = {_SUFFIX_LANGUAGE[Path(n).suffix] for n in names if Path(n).suffix in _SUFFIX_LANGUAGE}
+    if len(found) == 1:
+        return found.pop()
+    if "cuda" in found:
+        return "cuda"
+    raise ValueError("cannot tell the language from the file names; pass language='cuda', "
+                     "'triton' or 'kernelbench'")
+
+
+def make_request(tool: str, files: Mapping[str, str], *, language: str | None = None,
+                 request_id: str = "", archs: Iterable[str] = (), limits: pb.Limits | None = None,
+                 no_cache: bool = False, **options: Any) -> pb.ToolRequest:
+    """Builds a ToolRequest. `options` are the tool's option fields (CompileOptions for compile;
+    for disasm the compile fields plus include_sass / include_ptx)."""
+    lang = language or language_of(files)
+    if lang not in _LANGUAGES:
+        raise ValueError(f"language {lang!r} is not one of {', '.join(_LANGUAGES)}")
+    request = pb.ToolRequest(request_id=request_id, tool=tool, language=_LANGUAGES[lang],
+                             no_cache=no_cache)
+    for name, content in files.items():
+        request.files.add(name=name, content=content)
+    if limits is not None:
+        request.limits.CopyFrom(limits)
+    compile_fields = {k: v for k, v in options.items() if k in pb.CompileOptions.DESCRIPTOR.fields_by_name}
+    compile_options = pb.CompileOptions(archs=list(archs), **compile_fields)
+    if tool == "compile":
+        request.compile.CopyFrom(compile_options)
+    elif tool == "disasm":
+        request.disasm.CopyFrom(pb.DisasmOptions(
+            compile=compile_options, include_sass=bool(options.get("include_sass")),
+            include_ptx=bool(options.get("include_ptx"))))
+    return request
+
+
+def read_files(paths: Iterable[str | Path]) -> dict[str, str]:
+    """{base name: content} of local files, for make_request."""
+    return {Path(p).name: Path(p).read_text() for p in paths}
+
+
+def _check_batch_ids(requests: list[pb.ToolRequest]) -> None:
+    ids = [r.request_id for r in requests]
+    if any(not i for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError("every request of a batch needs a unique, non-empty request_id: "
+                         "results come back in completion order and are matched by it")
+
+
+class ToolClient:
+    """Blocking client; thread-safe (one channel, many concurrent calls)."""
+
+    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 max_attempts: int = 5, initial_backoff_s: float = 0.2,
+                 max_backoff_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None
+                 ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        options = _channel_options(max_attempts, initial_backoff_s, max_backoff_s)
+        self.channel = (grpc.secure_channel(target, credentials, options) if credentials
+                        else grpc.insecure_channel(target, options))
+        self.stub = tools_pb2_grpc.ToolServiceStub(self.channel)
+
+    def __enter__(self) -> "ToolClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Blocks until the channel connects; raises grpc.FutureTimeoutError otherwise."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
+
+    def health(self, service: str = "", timeout_s: float = 5.0) -> str:
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def run(self, request: pb.ToolRequest, timeout_s: float | None = None) -> pb.ToolResult:
+        return self.stub.Run(request, timeout=timeout_s or self.timeout_s)
+
+    def run_stream(self, request: pb.ToolRequest, timeout_s: float | None = None
+                   ) -> Iterator[pb.RunEvent]:
+        return self.stub.RunStream(request, timeout=timeout_s or self.timeout_s)
+
+    def run_batch(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
+                  ) -> Iterator[pb.ToolResult]:
+        """Yields one result per request, in completion order, each with its request_id.
+
+        Every request needs a unique request_id. If the stream fails with UNAVAILABLE (server
+        restart, network blip) the requests still without a result are resent, up to
+        `max_attempts` times with backoff.
+        """
+        remaining = list(requests)
+        _check_batch_ids(remaining)
+        delay = self.initial_backoff_s
+        for attempt in range(self.max_attempts):
+            done: set[str] = set()
+            try:
+                for result in self.stub.RunBatch(iter(remaining),
+                                                 timeout=timeout_s or self.timeout_s):
+                    done.add(result.request_id)
+                    yield result
+                return
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == self.max_attempts:
+                    raise
+                remaining = [r for r in remaining if r.request_id not in done]
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    def run_batch_dict(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
+                       ) -> dict[str, pb.ToolResult]:
+        return {r.request_id: r for r in self.run_batch(requests, timeout_s)}
+
+    def cancel(self, request_id: str = "", job_id: str = "") -> pb.CancelResponse:
+        return self.stub.Cancel(pb.CancelRequest(request_id=request_id, job_id=job_id),
+                                timeout=30)
+
+    def device_info(self) -> pb.DeviceInfoResponse:
+        return self.stub.DeviceInfo(pb.DeviceInfoRequest(), timeout=60)
+
+    def list_tools(self) -> pb.ListToolsResponse:
+        return self.stub.ListTools(pb.ListToolsRequest(), timeout=30)
+
+
+class AsyncToolClient:
+    """asyncio client (grpc.aio) with the same retry policy and batch semantics."""
+
+    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 max_attempts: int = 5, initial_backoff_s: float = 0.2,
+                 max_backoff_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None
+                 ) -> None:
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        options = _channel_options(max_attempts, initial_backoff_s, max_backoff_s)
+        self.channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
+                        else grpc.aio.insecure_channel(target, options))
+        self.stub = tools_pb2_grpc.ToolServiceStub(self.channel)
+
+    async def __aenter__(self) -> "AsyncToolClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def run(self, request: pb.ToolRequest, timeout_s: float | None = None) -> pb.ToolResult:
+        return await self.stub.Run(request, timeout=timeout_s or self.timeout_s)
+
+    async def run_stream(self, request: pb.ToolRequest, timeout_s: float | None = None
+                         ) -> AsyncIterator[pb.RunEvent]:
+        async for event in self.stub.RunStream(request, timeout=timeout_s or self.timeout_s):
+            yield event
+
+    async def run_batch(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
+                        ) -> AsyncIterator[pb.ToolResult]:
+        import asyncio
+
+        remaining = list(requests)
+        _check_batch_ids(remaining)
+        delay = self.initial_backoff_s
+        for attempt in range(self.max_attempts):
+            done: set[str] = set()
+            try:
+                call = self.stub.RunBatch(iter(remaining), timeout=timeout_s or self.timeout_s)
+                async for result in call:
+                    done.add(result.request_id)
+                    yield result
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == self.max_attempts:
+                    raise
+                remaining = [r for r in remaining if r.request_id not in done]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    async def cancel(self, request_id: str = "", job_id: str = "") -> pb.CancelResponse:
+        return await self.stub.Cancel(pb.CancelRequest(request_id=request_id, job_id=job_id),
+                                      timeout=30)
+
+    async def device_info(self) -> pb.DeviceInfoResponse:
+        return await self.stub.DeviceInfo(pb.DeviceInfoRequest(), timeout=60)
+
+    async def list_tools(self) -> pb.ListToolsResponse:
+        return await self.stub.ListTools(pb.ListToolsRequest(), timeout=30)

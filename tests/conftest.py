@@ -1,0 +1,109 @@
+"""Shared factories: a real tool server on a real port, requests, process-leak checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.client import ToolClient, make_request
+from perfbox.sandbox.bwrap import SANDBOX_UID_BASE
+from perfbox.sandbox.config import ServerConfig
+from perfbox.sandbox.server import ToolServer, create_server
+
+SAMPLE_CU = """
+__global__ void scale(float* x, float a, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = a * x[i];
+}
+"""
+
+TRITON_KERNEL = """
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def copy_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr = 128):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=mask), mask=mask)
+"""
+
+
+def has_bwrap() -> bool:
+    return shutil.which("bwrap") is not None
+
+
+requires_bwrap = pytest.mark.skipif(not has_bwrap(), reason="bubblewrap is not installed")
+
+
+def cuda_request(source: str = SAMPLE_CU, tool: str = "compile", **kw: object) -> pb.ToolRequest:
+    return make_request(tool, {"k.cu": source}, **kw)  # type: ignore[arg-type]
+
+
+def triton_request(source: str = TRITON_KERNEL, tool: str = "compile", **kw: object
+                   ) -> pb.ToolRequest:
+    return make_request(tool, {"kernel.py": source}, **kw)  # type: ignore[arg-type]
+
+
+def start_server(tmp_path: Path, **overrides: object) -> tuple[ToolServer, int]:
+    config = ServerConfig(address="127.0.0.1:0", workers=2, cache_dir=tmp_path / "cache",
+                          grace_s=5)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return create_server(config)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ToolServer, int]]:
+    """One bwrap-backed server for the session (its own cache directory)."""
+    if not has_bwrap():
+        pytest.skip("bubblewrap is not installed")
+    os.environ["PERFBOX_TEST_SECRET"] = "s3cr3t-token-of-the-server"
+    srv, port = start_server(tmp_path_factory.mktemp("server"))
+    yield srv, port
+    srv.stop(grace_s=5)
+
+
+@pytest.fixture()
+def client(server: tuple[ToolServer, int]) -> Iterator[ToolClient]:
+    with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as c:
+        yield c
+
+
+def sandbox_processes() -> list[tuple[int, int, str]]:
+    """(pid, uid, cmdline) of every process running as a sandbox uid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        uid = int(status.split("Uid:")[1].split()[0])
+        if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 1000:
+            found.append((int(entry), uid, cmdline))
+    return found
+
+
+def job_processes() -> list[tuple[int, int, str]]:
+    """Sandbox processes other than the warm workers themselves."""
+    return [p for p in sandbox_processes() if "perfbox.sandbox.zygote" not in p[2]]
+
+
+def wait_no_job_processes(timeout_s: float = 10.0) -> list[tuple[int, int, str]]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = job_processes()
+        if not left:
+            return []
+        time.sleep(0.1)
+    return job_processes()
