@@ -1,0 +1,218 @@
+"""Hostile submissions through the real service: each ends in a clean status, leaves no process
+or file behind, and leaves the server healthy.
+
+The submissions are Triton modules: the compile tool imports them, so their module-level code
+runs inside the sandbox exactly as a model's code would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.client import ToolClient
+from tests.conftest import TRITON_KERNEL, cuda_request, triton_request, wait_no_job_processes
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="process-leak checks look for the sandbox uids root uses")
+
+
+def run_hostile(client: ToolClient, body: str, **limits: int) -> pb.ToolResult:
+    request = triton_request(TRITON_KERNEL + "\n" + body, no_cache=True)
+    for name, value in limits.items():
+        setattr(request.limits, name, value)
+    return client.run(request, timeout_s=120)
+
+
+def assert_clean(client: ToolClient) -> None:
+    assert wait_no_job_processes() == []
+    assert client.health() == "SERVING"
+    assert client.run(cuda_request(no_cache=True)).status == pb.OK
+
+
+def test_cannot_connect_to_the_servers_port(client: ToolClient, server) -> None:
+    accepted = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept())
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    body = f"""
+import socket
+for port in ({server[1]}, {listener.getsockname()[1]}):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+        print("CONNECTED", port)
+    except OSError as e:
+        print("BLOCKED", port, type(e).__name__)
+"""
+    try:
+        result = run_hostile(client, body)
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert result.status == pb.OK, result.summary
+    assert "CONNECTED" not in result.stdout and result.stdout.count("BLOCKED") == 2
+    assert accepted == []
+    assert_clean(client)
+
+
+def test_cannot_write_outside_the_workspace(client: ToolClient, tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    targets = ["/usr/pwned", "/etc/pwned", str(tmp_path / "pwned"), "/root/pwned",
+               str(Path(__file__).resolve().parent / "pwned")]
+    body = f"""
+import os
+for path in {targets!r}:
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        print("WROTE", path)
+    except OSError as e:
+        print("DENIED", path, type(e).__name__)
+with open("inside.txt", "w") as f:
+    f.write("fine")
+print("INSIDE", os.getcwd())
+"""
+    result = run_hostile(client, body)
+    assert result.status == pb.OK, result.summary
+    assert "WROTE" not in result.stdout and result.stdout.count("DENIED") == len(targets)
+    assert "INSIDE /job" in result.stdout
+    assert not any(Path(t).exists() for t in targets)
+    assert_clean(client)
+
+
+def test_cannot_read_shadow_or_the_servers_environment(client: ToolClient) -> None:
+    assert os.environ["PERFBOX_TEST_SECRET"]  # set in the server's process by the fixture
+    body = f"""
+import os
+try:
+    print("SHADOW", open("/etc/shadow").read()[:20])
+except OSError as e:
+    print("NOSHADOW", type(e).__name__)
+print("ENV", sorted(os.environ))
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            print("PROC", pid, open(f"/proc/{{pid}}/environ", "rb").read()[:200])
+        except OSError as e:
+            print("PROCDENIED", pid, type(e).__name__)
+print("ROOT", sorted(os.listdir("/")))
+"""
+    result = run_hostile(client, body)
+    assert result.status == pb.OK, result.summary
+    lines = result.stdout.splitlines()
+    assert "NOSHADOW FileNotFoundError" in lines and not any(x.startswith("SHADOW") for x in lines)
+    assert "s3cr3t-token" not in result.stdout and "PERFBOX_TEST_SECRET" not in result.stdout
+    assert any(x.startswith("PROCDENIED 1 ") for x in lines)  # the worker's environ
+    listing = next(line for line in lines if line.startswith("ROOT"))
+    assert "'home'" not in listing and "'var'" not in listing and "'srv'" not in listing
+    assert_clean(client)
+
+
+def test_fork_bomb_is_contained(client: ToolClient) -> None:
+    body = """
+import os, time
+children = 0
+while True:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1000)
+        os._exit(0)
+    children += 1
+"""
+    result = run_hostile(client, body, wall_time_ms=20_000, max_processes=64)
+    assert result.status in (pb.COMPILE_ERROR, pb.RUNTIME_ERROR, pb.TIMEOUT), result.summary
+    assert "BlockingIOError" in result.summary or result.status == pb.TIMEOUT
+    assert_clean(client)
+
+
+def test_infinite_loop_hits_the_wall_limit(client: ToolClient) -> None:
+    result = run_hostile(client, "while True:\n    pass\n", wall_time_ms=3000)
+    assert result.status == pb.TIMEOUT
+    assert "wall-clock limit of 3 s" in result.error
+    assert 2900 <= result.timings.run_ms < 10_000
+    assert_clean(client)
+
+
+def test_cpu_limit(client: ToolClient) -> None:
+    result = run_hostile(client, "while True:\n    pass\n", wall_time_ms=20_000, cpu_time_ms=2000)
+    assert result.status == pb.TIMEOUT
+    assert "CPU-time limit" in result.error
+    assert_clean(client)
+
+
+def test_printing_a_gibibyte_hits_the_output_limit(client: ToolClient) -> None:
+    body = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)\n"
+    result = run_hostile(client, body, max_output_bytes=4 << 20)
+    assert result.status == pb.OUTPUT_LIMIT
+    assert len(result.stdout.encode()) < 64 * 1024 and "bytes elided" in result.stdout
+    assert_clean(client)
+
+
+def test_huge_file_hits_the_file_size_limit(client: ToolClient) -> None:
+    body = "f = open('big', 'wb')\nfor _ in range(64):\n    f.write(b'x' * (1 << 20))\n"
+    result = run_hostile(client, body, max_file_bytes=8 << 20)
+    assert result.status == pb.OUTPUT_LIMIT
+    assert "file grew past" in result.error
+    assert_clean(client)
+
+
+def test_unbounded_allocation_hits_the_memory_limit(client: ToolClient) -> None:
+    body = "blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))\n"
+    result = run_hostile(client, body, memory_bytes=512 << 20, wall_time_ms=60_000)
+    assert result.status == pb.MEMORY_LIMIT, (result.summary, result.stderr[-500:])
+    assert_clean(client)
+
+
+def test_background_daemon_does_not_outlive_its_job(client: ToolClient) -> None:
+    body = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(3600)
+    os._exit(0)
+print("DAEMONIZED")
+"""
+    result = run_hostile(client, body)
+    assert result.status == pb.OK and "DAEMONIZED" in result.stdout
+    assert_clean(client)
+
+
+def test_exit_during_import_is_a_runtime_error(client: ToolClient) -> None:
+    result = run_hostile(client, "import os\nos._exit(3)\n")
+    assert result.status == pb.RUNTIME_ERROR
+    assert "exited with code 3" in result.error
+    assert_clean(client)
+
+
+def test_killing_the_worker_from_inside_fails_only_that_job(client: ToolClient) -> None:
+    body = """
+import os, signal
+for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+    try:
+        os.kill(1, sig)
+        print("SENT", sig)
+    except OSError as e:
+        print("DENIED", sig, type(e).__name__)
+"""
+    result = run_hostile(client, body)
+    assert result.status == pb.OK, result.summary
+    assert_clean(client)
