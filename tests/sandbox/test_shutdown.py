@@ -1,0 +1,128 @@
+"""`perfbox serve` as a real process: SIGTERM drains gracefully, SIGKILL leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.api.v1.tools_pb2_grpc import ToolServiceStub
+from perfbox.client import ToolClient
+from tests.conftest import TRITON_KERNEL, requires_bwrap, sandbox_processes, triton_request
+
+pytestmark = requires_bwrap
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perfbox.cli", "--log-level", "INFO", "serve",
+         "--address", f"127.0.0.1:{port}", "--workers", "1", "--preload", "triton",
+         "--cache-dir", str(tmp_path / "cache"), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    with ToolClient(f"127.0.0.1:{port}") as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if client.health(timeout_s=2) == "SERVING":
+                    break
+            except Exception:
+                time.sleep(0.2)
+    return proc, port
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def alive(pids: list[int]) -> list[int]:
+    left = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            left.append(pid)
+    return left
+
+
+SLEEPY = TRITON_KERNEL + "\nimport time\ntime.sleep(2)\nprint('FINISHED')\n"
+
+
+def test_sigterm_lets_running_jobs_finish(tmp_path: Path) -> None:
+    proc, port = start_serve(tmp_path, "--grace-s", "20")
+    with ToolClient(f"127.0.0.1:{port}", max_attempts=2) as client:
+        future = client.stub.Run.future(triton_request(SLEEPY, no_cache=True), timeout=60)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        result = future.result()
+    assert result.status == pb.OK and "FINISHED" in result.stdout
+    assert proc.wait(timeout=60) == 0
+    assert b"shutting down" in proc.stdout.read()
+
+
+def test_sigterm_cancels_jobs_past_the_grace_period(tmp_path: Path) -> None:
+    proc, port = start_serve(tmp_path, "--grace-s", "1")
+    children = descendants(proc.pid)
+    spin = triton_request(TRITON_KERNEL + "\nwhile True:\n    pass\n", no_cache=True)
+    # a bare channel: the client SDK would wait for the server to come back and retry
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        future = ToolServiceStub(channel).Run.future(spin, timeout=60)
+        time.sleep(1.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as info:
+            future.result()
+    assert proc.wait(timeout=60) == 0
+    assert time.monotonic() - started < 15
+    assert info.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    assert alive(children) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks the sandbox uids root uses")
+def test_sigkill_of_the_server_kills_every_job(tmp_path: Path) -> None:
+    proc, port = start_serve(tmp_path)
+    spin = triton_request(TRITON_KERNEL + "\nwhile True:\n    pass\n", no_cache=True)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        future = ToolServiceStub(channel).Run.future(spin, timeout=60)
+        time.sleep(2.0)
+        children = descendants(proc.pid)
+        assert len(children) >= 3  # bwrap, the worker, its job
+        proc.kill()
+        proc.wait()
+        with pytest.raises(Exception):
+            future.result()
+    deadline = time.monotonic() + 10
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive(children) == []
+    assert not [p for p in sandbox_processes() if str(port) in p[2]]

@@ -1,0 +1,102 @@
+"""The `perfbox` command as a user runs it: real process, embedded or remote service."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfbox.exit_codes import ExitCode
+from perfbox.samples import SOFTMAX_PY, VECTOR_ADD_CU
+from tests.conftest import requires_bwrap
+
+
+def perfbox(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "perfbox.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_reads_well() -> None:
+    out = perfbox("--help")
+    assert out.returncode == 0
+    for command in ("serve", "submit", "tools", "device-info", "demo"):
+        assert command in out.stdout
+    assert "Exit codes" in out.stdout
+    assert "--arch" in perfbox("submit", "--help").stdout
+
+
+@requires_bwrap
+def test_submit_json_against_a_server(server) -> None:
+    out = perfbox("submit", str(VECTOR_ADD_CU), "--tool", "compile", "--arch", "sm_80",
+                  "--server", f"127.0.0.1:{server[1]}", "--json")
+    assert out.returncode == ExitCode.OK, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "OK" and result["tool"] == "compile"
+    assert result["compile"]["kernels"][0]["arch"] == "sm_80"
+    assert "compile_ms" in result["compile"]  # field names as in the .proto
+
+
+@requires_bwrap
+def test_compile_error_exit_code(server, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.cu"
+    bad.write_text("__global__ void f() { nope; }\n")
+    out = perfbox("submit", str(bad), "--tool", "compile", "--server", f"127.0.0.1:{server[1]}")
+    assert out.returncode == ExitCode.KERNEL_FAILURE
+    assert "COMPILE_ERROR" in out.stdout and "bad.cu:1" in out.stdout
+
+
+@requires_bwrap
+def test_rejected_request_exit_code(server) -> None:
+    out = perfbox("submit", str(VECTOR_ADD_CU), "--tool", "compile", "--arch", "sm_99",
+                  "--server", f"127.0.0.1:{server[1]}")
+    assert out.returncode == ExitCode.USAGE
+    assert "INVALID_ARGUMENT" in out.stderr and "sm_90" in out.stderr
+
+
+def test_unreachable_server_exit_code() -> None:
+    out = perfbox("submit", str(VECTOR_ADD_CU), "--tool", "compile", "--server",
+                  "127.0.0.1:1", timeout=60)
+    assert out.returncode == ExitCode.CONNECTION
+    assert "cannot reach" in out.stderr
+
+
+def test_missing_file_is_a_usage_error() -> None:
+    out = perfbox("submit", "nope.cu", "--tool", "compile")
+    assert out.returncode == ExitCode.USAGE and "no such file" in out.stderr
+
+
+@requires_bwrap
+def test_submit_with_an_embedded_service_and_cache(tmp_path: Path) -> None:
+    env_home = {"XDG_CACHE_HOME": str(tmp_path)}
+    import os
+
+    env = {**os.environ, **env_home}
+    args = [sys.executable, "-m", "perfbox.cli", "submit", str(SOFTMAX_PY), "--tool", "disasm",
+            "--json"]
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert json.loads(first.stdout)["disasm"]["kernels"][0]["name"] == "softmax_kernel"
+    assert json.loads(second.stdout).get("cache_hit") is True
+
+
+@requires_bwrap
+def test_tools_and_device_info() -> None:
+    tools = perfbox("tools", "--json")
+    assert tools.returncode == 0, tools.stderr
+    assert {t["name"] for t in json.loads(tools.stdout)["tools"]} == {"compile", "disasm"}
+    info = perfbox("device-info")
+    assert info.returncode == 0 and "nvcc" in info.stdout
+
+
+@requires_bwrap
+@pytest.mark.slow
+def test_demo_runs_the_samples() -> None:
+    out = perfbox("demo")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("demo-cuda-compile", "demo-cuda-disasm", "demo-triton-compile",
+                 "demo-triton-disasm", "vector_add", "softmax_kernel"):
+        assert name in out.stdout
