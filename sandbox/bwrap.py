@@ -139,7 +139,7 @@ def worker_argv(layout: BwrapLayout, command: list[str], slot: int) -> list[str]
     if layout.etc_dir:
         for name in ("passwd", "group"):
             argv += ["--ro-bind", str(Path(layout.etc_dir) / name), f"/etc/{name}"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp",
              "--perms", "0755", "--dir", JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
     for device in layout.gpu_devices:
         argv += ["--dev-bind", device, device]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,16 +98,22 @@ class WorkerCgroup:
                 log.warning("cannot remove cgroup %s: %s", directory, e)
 
 
-def _kill_all(directory: Path) -> None:
-    try:
-        pids = (directory / "cgroup.procs").read_text().split()
-    except OSError:
-        return
-    for pid in pids:
+def _kill_all(directory: Path, timeout_s: float = 5.0) -> None:
+    """Kills every process in the group and waits until the group is empty."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
-            os.kill(int(pid), 9)
-        except (ProcessLookupError, ValueError, PermissionError):
-            pass
+            pids = (directory / "cgroup.procs").read_text().split()
+        except OSError:
+            return
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError, PermissionError):
+                pass
+        time.sleep(0.02)
 
 
 def _own_cgroup(controller: str) -> str | None:

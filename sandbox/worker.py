@@ -90,8 +90,11 @@ class WorkerProcess:
 
     def _pump_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            log.debug("%s: %s", self.name, line.decode(errors="replace").rstrip())
+        try:
+            for line in self.proc.stderr:
+                log.debug("%s: %s", self.name, line.decode(errors="replace").rstrip())
+        except (OSError, ValueError):  # the pipe was closed under us at shutdown
+            pass
 
     @property
     def alive(self) -> bool:
@@ -150,11 +153,16 @@ class WorkerProcess:
             except (ProcessLookupError, PermissionError):
                 self.proc.kill()
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        # The stderr pump sees EOF once every process of the sandbox is gone; join it before
+        # closing the pipe under it.
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 try:
                     stream.close()
                 except OSError:
                     pass
-        if self._stderr_thread is not None:
-            self._stderr_thread.join(timeout=5)
+        if self._stderr_thread is None or not self._stderr_thread.is_alive():
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
