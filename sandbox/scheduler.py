@@ -109,6 +109,9 @@ class WorkerSlot:
     def run(self, job: Job) -> JobRun:
         worker = self.ensure_worker()
         job.worker = worker
+        if job.cancel_requested:  # cancelled while the worker was (re)starting
+            job.worker = None
+            return JobRun(None, cancelled_before_start=True, worker=worker.name)
         before = self._prepare_cgroup(job.limits, worker)
         try:
             done = worker.run(job.payload, lambda e: job.emit(e))

@@ -80,6 +80,7 @@ class Zygote:
         # Never true for the process backend, where kill(-1) would hit the whole host.
         self.init = isolate and os.getpid() == 1
         self.spare: _Spare | None = None
+        self.cancelled: list[str] = []  # ids cancelled before their job arrived
 
     # -- control channel -------------------------------------------------------------------
 
@@ -91,7 +92,14 @@ class Zygote:
             message = framing.read_frame(self.ctrl_in, self.reader, self.pending)
             if message is None:
                 return  # the server closed the pipe: exit (and our jobs with us)
-            if message.get("type") == "job":
+            if message.get("type") == "cancel":
+                # may overtake its job on the way in: remember it (a few, bounded)
+                self.cancelled.append(str(message.get("job_id")))
+                del self.cancelled[:-64]
+            elif message.get("type") == "job" and message["job_id"] in self.cancelled:
+                self.cancelled.remove(message["job_id"])
+                self.send(_cancelled_before_start(message["job_id"]))
+            elif message.get("type") == "job":
                 self.send(self.run_job(message))
                 if not self.pending:
                     self.prefork()  # while the server is busy with the result
@@ -194,6 +202,9 @@ class Zygote:
         for message in self.reader.feed(chunk):
             if message.get("type") == "cancel" and message.get("job_id") == job.job_id:
                 self._kill(job, "cancel")
+            elif message.get("type") == "cancel":
+                self.cancelled.append(str(message.get("job_id")))
+                del self.cancelled[:-64]
             elif message.get("type") == "job":
                 self.pending.append(message)  # the server queued ahead; run it next
 
@@ -258,6 +269,12 @@ class Zygote:
             "stdout_bytes": job.stdout.total_bytes,
             "stderr_bytes": job.stderr.total_bytes,
         }
+
+
+def _cancelled_before_start(job_id: str) -> dict[str, Any]:
+    return {"type": "done", "job_id": job_id, "outcome": None, "exit_code": 0, "signal": 0,
+            "killed": "cancel", "wall_ms": 0, "cpu_ms": 0, "stdout": "", "stderr": "",
+            "stdout_bytes": 0, "stderr_bytes": 0}
 
 
 def _reaped(pid: int) -> bool:

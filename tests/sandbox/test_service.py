@@ -204,3 +204,21 @@ def test_full_queue_answers_resource_exhausted(tmp_path: Path) -> None:
             assert queued.result().status == pb.TIMEOUT
     finally:
         srv.stop(grace_s=1)
+
+
+def test_cancel_while_the_worker_restarts(tmp_path: Path) -> None:
+    srv, port = start_server(tmp_path, workers=1)
+    try:
+        srv.scheduler.slots[0].worker.kill()  # the next job must wait for a fresh worker
+        with ToolClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+            request = triton_request(SPIN, request_id="early-cancel", no_cache=True)
+            future = client.stub.Run.future(request, timeout=60)
+            deadline = time.monotonic() + 10
+            while not client.cancel(request_id="early-cancel").cancelled:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            started = time.monotonic()
+            assert future.result().status == pb.CANCELLED
+            assert time.monotonic() - started < 15
+    finally:
+        srv.stop(grace_s=1)
