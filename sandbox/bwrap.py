@@ -120,7 +120,9 @@ def worker_argv(layout: BwrapLayout, command: list[str], slot: int) -> list[str]
             argv += ["--symlink", os.readlink(host), str(host)]
         elif host.is_dir():
             argv += ["--ro-bind", str(host), str(host)]
-    made = {"/usr"}
+    # /tmp first: a checkout or virtualenv under /tmp is then bound on top of it, not hidden.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp"]
+    made = {"/usr", "/tmp"}
     for path in layout.ro_paths:
         for parent in _parents(path):
             if parent not in made:
@@ -139,8 +141,7 @@ def worker_argv(layout: BwrapLayout, command: list[str], slot: int) -> list[str]
     if layout.etc_dir:
         for name in ("passwd", "group"):
             argv += ["--ro-bind", str(Path(layout.etc_dir) / name), f"/etc/{name}"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp",
-             "--perms", "0755", "--dir", JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
+    argv += ["--perms", "0755", "--dir", JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
     for device in layout.gpu_devices:
         argv += ["--dev-bind", device, device]
     for key, value in layout.env.items():

@@ -25,8 +25,11 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
@@ -76,12 +79,29 @@ def enter_namespaces() -> None:
     Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
 
 
-def mount_fresh_filesystems(workdir: str) -> None:
-    """Private tmpfs for the workspace, /tmp and /dev/shm: empty for every job."""
+def mount_fresh_filesystems(workdir: str, keep_under_tmp: list[str]) -> None:
+    """Private tmpfs for the workspace, /tmp and /dev/shm: empty for every job.
+
+    `keep_under_tmp` are read-only code paths (a checkout or virtualenv living under /tmp) that
+    the fresh /tmp would hide; they are bound back, read-only, from descriptors opened before.
+    """
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
     size = f"size={WORKSPACE_BYTES},mode=0755"
     _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, size)
+    kept = [(path, os.open(path, os.O_PATH)) for path in keep_under_tmp if os.path.exists(path)]
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={WORKSPACE_BYTES},mode=1777")
+    for path, fd in kept:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            Path(path).touch()
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+        os.close(fd)
+        # The source was bound read-only by bubblewrap and that flag is locked into the copy;
+        # check rather than trust it.
+        if not os.statvfs(path).f_flag & os.ST_RDONLY:
+            raise SandboxSetupError(f"{path} would be writable inside the job")
     if os.path.isdir("/dev/shm"):
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
     socket.sethostname("job")

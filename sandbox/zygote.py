@@ -271,6 +271,13 @@ class Zygote:
         }
 
 
+def _code_paths_under_tmp() -> list[str]:
+    """Bound code paths (see bwrap.default_layout) that a job's fresh /tmp would hide."""
+    from perfbox.sandbox.bwrap import default_layout
+
+    return [p for p in default_layout().ro_paths if p.startswith("/tmp/")]
+
+
 def _cancelled_before_start(job_id: str) -> dict[str, Any]:
     return {"type": "done", "job_id": job_id, "outcome": None, "exit_code": 0, "signal": 0,
             "killed": "cancel", "wall_ms": 0, "cpu_ms": 0, "stdout": "", "stderr": "",
@@ -342,7 +349,7 @@ def _job_child(job_r: int, isolate: bool, out_w: int, err_w: int, res_w: int) ->
         _set_dumpable(True)
         if isolate:
             jobns.enter_namespaces()
-            jobns.mount_fresh_filesystems(ISOLATED_WORKDIR)
+            jobns.mount_fresh_filesystems(ISOLATED_WORKDIR, _code_paths_under_tmp())
             workdir = ISOLATED_WORKDIR
         else:
             jobns.die_with_parent()
