@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gRPC tool service",
                            description="Run the gRPC tool service until SIGTERM/SIGINT.")
+    serve.add_argument("--log-level", default=argparse.SUPPRESS,
+                       choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                       help="same as perfbox --log-level")
     serve.add_argument("--address", default="127.0.0.1:50051",
                        help="HOST:PORT to listen on; port 0 picks one (default 127.0.0.1:50051)")
     serve.add_argument("--workers", type=int, default=2, help="concurrent jobs (default 2)")

@@ -96,9 +96,6 @@ class Zygote:
                 # may overtake its job on the way in: remember it (a few, bounded)
                 self.cancelled.append(str(message.get("job_id")))
                 del self.cancelled[:-64]
-            elif message.get("type") == "job" and message["job_id"] in self.cancelled:
-                self.cancelled.remove(message["job_id"])
-                self.send(_cancelled_before_start(message["job_id"]))
             elif message.get("type") == "job":
                 self.send(self.run_job(message))
                 if not self.pending:
@@ -126,7 +123,19 @@ class Zygote:
             os.close(fd)
         self.spare = _Spare(pid, job_w, out_r, err_r, res_r)
 
+    def _absorb_pending_cancels(self) -> None:
+        """Moves cancel frames that arrived in the same read as a job into `cancelled`: the
+        job loop only watches the pipe, so they must not stay behind in `pending`."""
+        for message in [m for m in self.pending if m.get("type") == "cancel"]:
+            self.pending.remove(message)
+            self.cancelled.append(str(message.get("job_id")))
+        del self.cancelled[:-64]
+
     def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        self._absorb_pending_cancels()
+        if job["job_id"] in self.cancelled:
+            self.cancelled.remove(job["job_id"])
+            return _cancelled_before_start(job["job_id"])
         limits = JobLimits.from_json(job.get("limits", {}))
         self.prefork()
         spare, self.spare = self.spare, None

@@ -216,3 +216,22 @@ for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
     result = run_hostile(client, body)
     assert result.status == pb.OK, result.summary
     assert_clean(client)
+
+
+def test_job_runs_unprivileged_with_no_new_privileges(client: ToolClient) -> None:
+    body = """
+import os
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+print("IDS", os.getuid(), os.geteuid(), os.getgid())
+for key in ("NoNewPrivs", "CapEff", "CapPrm", "CapBnd", "Seccomp"):
+    print(key, status[key].strip())
+print("HOST", os.uname().nodename)
+"""
+    result = run_hostile(client, body)
+    assert result.status == pb.OK, result.summary
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    uid = int(lines["IDS"].split()[0])
+    assert uid != 0 and uid >= 61000
+    assert lines["NoNewPrivs"] == "1"
+    assert lines["CapEff"] == lines["CapPrm"] == lines["CapBnd"] == "0000000000000000"
+    assert lines["HOST"] == "job"

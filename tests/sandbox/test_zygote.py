@@ -1,0 +1,62 @@
+"""The warm worker's protocol, driven directly over its pipes (process backend: no sandbox
+needed, the protocol is the same)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from perfbox.sandbox import framing
+from perfbox.sandbox.limits import JobLimits
+from perfbox.sandbox.worker import WorkerProcess
+from tests.conftest import TRITON_KERNEL
+
+SPIN = TRITON_KERNEL + "\nwhile True:\n    pass\n"
+
+
+def job(job_id: str, source: str, wall_ms: int = 30_000) -> dict:
+    limits = JobLimits(wall_time_ms=wall_ms).to_json()
+    return {"job_id": job_id, "tool": "compile", "language": "triton", "options": {},
+            "files": [{"name": "k.py", "content": source}], "limits": limits}
+
+
+def test_cancel_arriving_in_the_same_read_as_its_job() -> None:
+    worker = WorkerProcess(0, isolate=False, layout=None, cgroup=None, preload=[])
+    worker.start()
+    try:
+        assert worker.proc is not None and worker.proc.stdin is not None
+        # both frames in one write: the worker reads them together
+        data = framing.encode({"type": "job", **job("j1", SPIN)}) + framing.encode(
+            {"type": "cancel", "job_id": "j1"})
+        os.write(worker.proc.stdin.fileno(), data)
+        started = time.monotonic()
+        while True:
+            message = worker._read(timeout_s=20)
+            if message.get("type") == "done":
+                break
+        assert message["killed"] == "cancel"
+        assert time.monotonic() - started < 10
+    finally:
+        worker.kill()
+
+
+def test_cancel_before_its_job_and_during_it() -> None:
+    worker = WorkerProcess(0, isolate=False, layout=None, cgroup=None, preload=[])
+    worker.start()
+    try:
+        worker.send({"type": "cancel", "job_id": "early"})
+        done = worker.run(job("early", SPIN), lambda e: None)
+        assert done["killed"] == "cancel"
+
+        import threading
+
+        timer = threading.Timer(1.0, worker.cancel, args=("late",))
+        timer.start()
+        started = time.monotonic()
+        done = worker.run(job("late", SPIN), lambda e: None)
+        assert done["killed"] == "cancel" and 0.9 < time.monotonic() - started < 10
+
+        done = worker.run(job("ok", TRITON_KERNEL), lambda e: None)
+        assert done["outcome"]["status"] == "OK" and not done["killed"]
+    finally:
+        worker.kill()
