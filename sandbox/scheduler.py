@@ -101,7 +101,8 @@ class WorkerSlot:
             return self.worker
         if self.worker is not None:
             self.worker.kill()
-        worker = WorkerProcess(self.index, self.isolate, self.layout, self.cgroup, self.preload)
+        worker = WorkerProcess(self.index, self.isolate, self.layout, self.cgroup, self.preload,
+                               warm_up=self.warm)
         worker.start()
         self.worker = worker
         return worker

@@ -31,13 +31,14 @@ class WorkerProcess:
     """Starts a worker, hands it one job at a time and relays its frames."""
 
     def __init__(self, slot: int, isolate: bool, layout: bwrap.BwrapLayout | None,
-                 cgroup: WorkerCgroup | None, preload: list[str]) -> None:
+                 cgroup: WorkerCgroup | None, preload: list[str], warm_up: bool = True) -> None:
         self.slot = slot
         self.name = f"worker-{slot}"
         self.isolate = isolate
         self.layout = layout
         self.cgroup = cgroup
         self.preload = preload
+        self.warm_up = warm_up  # worth it only for a worker that serves many jobs
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader = framing.FrameReader()
         self.pending: list[dict[str, Any]] = []
@@ -49,6 +50,8 @@ class WorkerProcess:
     def _command(self) -> list[str]:
         command = [sys.executable, "-I", "-B", "-m", "perfbox.sandbox.zygote",
                    "--preload", ",".join(self.preload)]
+        if self.warm_up:
+            command.append("--warm-up")
         if not self.isolate:
             return command
         assert self.layout is not None
@@ -147,6 +150,13 @@ class WorkerProcess:
         """Stops the worker and everything in its sandbox."""
         if self.proc is None:
             return
+        # EOF on its control pipe makes the worker kill its job and exit; as pid 1 of its
+        # namespace its exit takes every process of the sandbox with it.
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, 9)
@@ -157,7 +167,7 @@ class WorkerProcess:
         # closing the pipe under it.
         if self._stderr_thread is not None:
             self._stderr_thread.join(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self.proc.stdout,):
             if stream is not None:
                 try:
                     stream.close()

@@ -458,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="perfbox warm worker (started by the server)")
     parser.add_argument("--isolate", action="store_true", help="give each job its own namespaces")
     parser.add_argument("--preload", default="", help="comma-separated modules to import now")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="compile a sample kernel so jobs inherit an initialised compiler")
     args = parser.parse_args(argv)
     # The control channel gets private descriptors; fd 1 then points at stderr so that stray
     # prints (ours or an imported library's) cannot corrupt the frames.
@@ -470,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     import perfbox.tools.compile  # noqa: F401 - the tool modules themselves are light but warm them
     import perfbox.tools.disasm  # noqa: F401
 
-    _warm_up(preloaded)
+    if args.warm_up:
+        _warm_up(preloaded)
     # Move everything imported so far out of the collector's reach: a forked job's GC would
     # otherwise walk (and so copy-on-write) every page of the worker's heap.
     gc.collect()
