@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
 
@@ -31,11 +32,28 @@ _LANGUAGES = {"cuda": pb.LANGUAGE_CUDA, "triton": pb.LANGUAGE_TRITON,
 _SUFFIX_LANGUAGE = {".cu": "cuda", ".cuh": "cuda", ".py": "triton"}
 
 
-def _service_config(max_attempts: int, initial_backoff_s: float, max_backoff_s: float) -> str:
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries on UNAVAILABLE: gRPC's own policy for unary calls, the same numbers for resending
+    the unanswered part of a batch."""
+
+    max_attempts: int = 5  # gRPC caps a call's attempts at 5
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+    def backoffs_s(self) -> Iterator[float]:
+        """Delays before attempts 2, 3, ...: exponential, capped."""
+        delay = self.initial_backoff_s
+        for _ in range(self.max_attempts - 1):
+            yield delay
+            delay = min(delay * 2, self.max_backoff_s)
+
+
+def _service_config(policy: RetryPolicy) -> str:
     retry = {
-        "maxAttempts": max(2, min(max_attempts, 5)),  # gRPC caps attempts at 5
-        "initialBackoff": f"{initial_backoff_s}s",
-        "maxBackoff": f"{max_backoff_s}s",
+        "maxAttempts": max(2, min(policy.max_attempts, 5)),
+        "initialBackoff": f"{policy.initial_backoff_s}s",
+        "maxBackoff": f"{policy.max_backoff_s}s",
         "backoffMultiplier": 2,
         "retryableStatusCodes": ["UNAVAILABLE"],
     }
@@ -47,11 +65,10 @@ def _service_config(max_attempts: int, initial_backoff_s: float, max_backoff_s: 
     }]})
 
 
-def _channel_options(max_attempts: int, initial_backoff_s: float, max_backoff_s: float
-                     ) -> list[tuple[str, Any]]:
+def _channel_options(policy: RetryPolicy) -> list[tuple[str, Any]]:
     return [
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", _service_config(max_attempts, initial_backoff_s, max_backoff_s)),
+        ("grpc.service_config", _service_config(policy)),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
@@ -109,15 +126,12 @@ class ToolClient:
     """Blocking client; thread-safe (one channel, many concurrent calls)."""
 
     def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 max_attempts: int = 5, initial_backoff_s: float = 0.2,
-                 max_backoff_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None
-                 ) -> None:
+                 retry: RetryPolicy = RetryPolicy(),
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self.max_attempts = max_attempts
-        self.initial_backoff_s = initial_backoff_s
-        self.max_backoff_s = max_backoff_s
-        options = _channel_options(max_attempts, initial_backoff_s, max_backoff_s)
+        self.retry = retry
+        options = _channel_options(retry)
         self.channel = (grpc.secure_channel(target, credentials, options) if credentials
                         else grpc.insecure_channel(target, options))
         self.stub = tools_pb2_grpc.ToolServiceStub(self.channel)
@@ -157,8 +171,7 @@ class ToolClient:
         """
         remaining = list(requests)
         _check_batch_ids(remaining)
-        delay = self.initial_backoff_s
-        for attempt in range(self.max_attempts):
+        for delay in [*self.retry.backoffs_s(), None]:
             done: set[str] = set()
             try:
                 for result in self.stub.RunBatch(iter(remaining),
@@ -167,11 +180,10 @@ class ToolClient:
                     yield result
                 return
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == self.max_attempts:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
                     raise
                 remaining = [r for r in remaining if r.request_id not in done]
                 time.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
 
     def run_batch_dict(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
                        ) -> dict[str, pb.ToolResult]:
@@ -192,14 +204,11 @@ class AsyncToolClient:
     """asyncio client (grpc.aio) with the same retry policy and batch semantics."""
 
     def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 max_attempts: int = 5, initial_backoff_s: float = 0.2,
-                 max_backoff_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None
-                 ) -> None:
+                 retry: RetryPolicy = RetryPolicy(),
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.timeout_s = timeout_s
-        self.max_attempts = max_attempts
-        self.initial_backoff_s = initial_backoff_s
-        self.max_backoff_s = max_backoff_s
-        options = _channel_options(max_attempts, initial_backoff_s, max_backoff_s)
+        self.retry = retry
+        options = _channel_options(retry)
         self.channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
                         else grpc.aio.insecure_channel(target, options))
         self.stub = tools_pb2_grpc.ToolServiceStub(self.channel)
@@ -227,8 +236,7 @@ class AsyncToolClient:
 
         remaining = list(requests)
         _check_batch_ids(remaining)
-        delay = self.initial_backoff_s
-        for attempt in range(self.max_attempts):
+        for delay in [*self.retry.backoffs_s(), None]:
             done: set[str] = set()
             try:
                 call = self.stub.RunBatch(iter(remaining), timeout=timeout_s or self.timeout_s)
@@ -237,11 +245,10 @@ class AsyncToolClient:
                     yield result
                 return
             except grpc.aio.AioRpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == self.max_attempts:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
                     raise
                 remaining = [r for r in remaining if r.request_id not in done]
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
 
     async def cancel(self, request_id: str = "", job_id: str = "") -> pb.CancelResponse:
         return await self.stub.Cancel(pb.CancelRequest(request_id=request_id, job_id=job_id),

@@ -222,3 +222,10 @@ def test_cancel_while_the_worker_restarts(tmp_path: Path) -> None:
             assert time.monotonic() - started < 15
     finally:
         srv.stop(grace_s=1)
+
+
+def test_retry_policy_backoff_is_exponential_and_capped() -> None:
+    from perfbox.client import RetryPolicy
+
+    assert list(RetryPolicy(5, 0.2, 0.5).backoffs_s()) == [0.2, 0.4, 0.5, 0.5]
+    assert list(RetryPolicy(1).backoffs_s()) == []

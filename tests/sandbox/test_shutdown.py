@@ -15,7 +15,7 @@ import pytest
 
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1.tools_pb2_grpc import ToolServiceStub
-from perfbox.client import ToolClient
+from perfbox.client import RetryPolicy, ToolClient
 from tests.conftest import TRITON_KERNEL, requires_bwrap, sandbox_processes, triton_request
 
 pytestmark = requires_bwrap
@@ -80,7 +80,7 @@ SLEEPY = TRITON_KERNEL + "\nimport time\ntime.sleep(2)\nprint('FINISHED')\n"
 
 def test_sigterm_lets_running_jobs_finish(tmp_path: Path) -> None:
     proc, port = start_serve(tmp_path, "--grace-s", "20")
-    with ToolClient(f"127.0.0.1:{port}", max_attempts=2) as client:
+    with ToolClient(f"127.0.0.1:{port}", retry=RetryPolicy(max_attempts=2)) as client:
         future = client.stub.Run.future(triton_request(SLEEPY, no_cache=True), timeout=60)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
