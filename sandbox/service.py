@@ -73,7 +73,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         except Exception:  # checksummed, so only a format change lands here
             return None
         result.request_id = valid.request_id
+        result.job_id = ""
         result.cache_hit = True
+        result.timings.Clear()  # this call ran nothing; the report keeps the original compile_ms
         result.identity.CopyFrom(self.identity)
         return result
 
