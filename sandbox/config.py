@@ -33,6 +33,7 @@ class ServerConfig:
     use_cgroups: bool = True
     rpc_threads: int = 64  # gRPC handler threads (streams hold one each)
     default_limits: JobLimits = DEFAULT_LIMITS  # for requests that leave a limit at zero
+    batch_window: int = 256  # calls of one RunBatch stream in the scheduler at once
 
 
 class ConfigError(ValueError):

@@ -51,7 +51,7 @@ class ToolServer:
         self.scheduler = Scheduler(slots, config.max_queue)
         self.cache = ResultCache(config.cache_dir)
         self.service = ToolService(self.scheduler, self.cache, config.backend,
-                                   config.default_limits)
+                                   config.default_limits, config.batch_window)
         self.health = health.HealthServicer()
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),

@@ -14,6 +14,7 @@ import grpc
 from perfbox import __version__
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1 import tools_pb2_grpc
+from perfbox.sandbox.batch import BatchStream, elapsed_ms, rejected
 from perfbox.sandbox.cache import ResultCache, cache_key
 from perfbox.sandbox.device import device_info, gpu_count
 from perfbox.sandbox.limits import DEFAULT_LIMITS, JobLimits
@@ -30,8 +31,9 @@ _CACHEABLE_STATUSES = (pb.OK, pb.COMPILE_ERROR)
 
 class ToolService(tools_pb2_grpc.ToolServiceServicer):
     def __init__(self, scheduler: Scheduler, cache: ResultCache, backend: str,
-                 default_limits: JobLimits = DEFAULT_LIMITS) -> None:
+                 default_limits: JobLimits = DEFAULT_LIMITS, batch_window: int = 256) -> None:
         self.scheduler = scheduler
+        self.batch_window = batch_window
         self.default_limits = default_limits
         self.cache = cache
         self.backend = backend
@@ -181,78 +183,44 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     def RunBatch(self, request_iterator: Iterator[pb.ToolRequest],
                  context: grpc.ServicerContext) -> Iterator[pb.ToolResult]:
-        results: queue.Queue[pb.ToolResult | None] = queue.Queue()
-        outstanding: dict[str, Job] = {}
-        lock = threading.Lock()
-        state = {"reading": True, "pending": 0}
-
-        def finish(job: Job, valid: ValidRequest, started: float) -> None:
-            results.put(self._result(job, valid, started))
-            with lock:
-                outstanding.pop(job.job_id, None)
-                state["pending"] -= 1
-                if not state["reading"] and state["pending"] == 0:
-                    results.put(None)
+        batch = BatchStream(self.batch_window, self.scheduler.cancel)
 
         def read() -> None:
             try:
                 for request in request_iterator:
-                    self._batch_one(request, results, outstanding, lock, state, finish)
-            except Exception as e:  # client hung up mid-stream; cancel what it left
+                    if not batch.reserve():
+                        break
+                    self._batch_one(batch, request)
+            except Exception as e:  # the client hung up mid-stream
                 log.info("batch stream ended: %s", e)
-            with lock:
-                state["reading"] = False
-                if state["pending"] == 0:
-                    results.put(None)
+            batch.done_reading()
 
-        def on_rpc_end() -> None:
-            with lock:
-                jobs = list(outstanding.values())
-            for job in jobs:
-                self.scheduler.cancel(job)
+        context.add_callback(batch.close)
+        threading.Thread(target=read, daemon=True, name="batch-reader").start()
+        yield from batch.stream()
 
-        context.add_callback(on_rpc_end)
-        reader = threading.Thread(target=read, daemon=True, name="batch-reader")
-        reader.start()
-        while True:
-            result = results.get()
-            if result is None:
-                return
-            yield result
-
-    def _batch_one(self, request: pb.ToolRequest, results: "queue.Queue[pb.ToolResult | None]",
-                   outstanding: dict[str, Job], lock: threading.Lock, state: dict[str, Any],
-                   finish: Any) -> None:
+    def _batch_one(self, batch: BatchStream, request: pb.ToolRequest) -> None:
+        """Validates and submits one call of a batch; holds one window slot until answered."""
         started = time.monotonic()
         try:
             valid = self._validate(request)
         except RequestError as e:
-            results.put(pb.ToolResult(request_id=request.request_id, tool=request.tool,
-                                      status=pb.REJECTED, error=e.message,
-                                      summary=f"Request rejected: {e.message}",
-                                      identity=self.identity))
+            batch.answer(rejected(request, e.message, self.identity), reserved=True)
             return
         early = self._unavailable(valid) or self._cached(request, valid)
         if early is not None:
-            results.put(early)
+            early.timings.total_ms = elapsed_ms(started)
+            batch.answer(early, reserved=True)
             return
         job = self._job(valid)
-        job.listeners.append(
-            lambda j, event: finish(j, valid, started) if event.get("type") == "finished" else None
-        )
-        with lock:
-            outstanding[job.job_id] = job
-            state["pending"] += 1
+        job.listeners.append(lambda j, event: batch.answer(
+            lambda: self._result(j, valid, started), j, reserved=True)
+            if event.get("type") == "finished" else None)
+        batch.started(job)
         try:
             self._submit(job, None)
         except RequestError as e:
-            with lock:
-                outstanding.pop(job.job_id, None)
-                state["pending"] -= 1
-            results.put(pb.ToolResult(request_id=request.request_id, tool=request.tool,
-                                      status=pb.REJECTED, error=e.message,
-                                      summary=f"Request rejected: {e.message}",
-                                      identity=self.identity))
+            batch.answer(rejected(request, e.message, self.identity), job, reserved=True)
 
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext
                ) -> pb.CancelResponse:

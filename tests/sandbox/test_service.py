@@ -230,3 +230,16 @@ def test_retry_policy_backoff_is_exponential_and_capped() -> None:
 
     assert list(RetryPolicy(5, 0.2, 0.5).backoffs_s()) == [0.2, 0.4, 0.5, 0.5]
     assert list(RetryPolicy(1).backoffs_s()) == []
+
+
+def test_batch_larger_than_the_queue_is_streamed_not_refused(tmp_path: Path) -> None:
+    srv, port = start_server(tmp_path, workers=2, max_queue=3, batch_window=2, preload=())
+    try:
+        with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
+            requests = [cuda_request(SAMPLE_CU.replace("scale", f"window{i}"),
+                                     request_id=f"w{i}") for i in range(12)]
+            results = client.run_batch_dict(requests)
+        assert sorted(results) == sorted(f"w{i}" for i in range(12))
+        assert all(r.status == pb.OK for r in results.values())
+    finally:
+        srv.stop(grace_s=1)

@@ -72,3 +72,19 @@ def test_process_backend_runs_when_allowed(tmp_path: Path) -> None:
         assert result.status == pb.OK and result.identity.backend == "process"
     finally:
         server.stop(grace_s=1)
+
+
+@requires_bwrap
+def test_stop_leaves_no_runtime_files_cgroups_or_workers(tmp_path: Path) -> None:
+    import os
+
+    server, port = start_server(tmp_path, workers=2, preload=())
+    with ToolClient(f"127.0.0.1:{port}") as client:
+        assert client.run(triton_request(no_cache=True)).status == pb.OK
+    cgroup_dirs = [] if server.cgroups is None else list(server.cgroups.parents.values())
+    workers = [s.worker.proc.pid for s in server.scheduler.slots if s.worker and s.worker.proc]
+    runtime_dir = server.runtime_dir
+    server.stop(grace_s=1)
+    assert not runtime_dir.exists()
+    assert not any(d.exists() for d in cgroup_dirs)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
