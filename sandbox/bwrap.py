@@ -58,17 +58,17 @@ def package_roots() -> list[str]:
     import perfbox.sandbox
     import perfbox.tools
 
-    roots = {str(Path(m.__file__).resolve().parent) for m in (perfbox, perfbox.sandbox,
-                                                                perfbox.tools)}
+    roots = {str(Path(str(m.__file__)).resolve().parent)
+             for m in (perfbox, perfbox.sandbox, perfbox.tools)}
     return sorted(roots)
 
 
 def default_layout(extra_ro_paths: list[str] | None = None) -> BwrapLayout:
     """The standard worker sandbox for this Python installation."""
     paths = {sys.prefix, sys.base_prefix, *package_roots(), *(extra_ro_paths or [])}
-    for env in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(env):
-            paths.add(os.environ[env])
+    for name in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(name):
+            paths.add(os.environ[name])
     paths = {str(Path(p).resolve()) for p in paths if p and Path(p).exists()}
     # drop paths already covered by a parent in the set, or by /usr
     covered = sorted(paths)

@@ -34,7 +34,7 @@ def _limit_words(job: Job) -> dict[str, Any]:
     }
 
 
-def classify(job: Job, run: JobRun) -> tuple[int, str]:
+def classify(job: Job, run: JobRun) -> tuple[Any, str]:
     """(Status, one-line reason) for a job that did not answer for itself."""
     words = _limit_words(job)
     done = run.done or {}

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from perfbox.api.v1 import tools_pb2 as pb
-from perfbox.client import AsyncToolClient, ToolClient, make_request
+from perfbox.client import AsyncToolClient, ToolClient
 from tests.conftest import SAMPLE_CU, TRITON_KERNEL, cuda_request, start_server, triton_request
 
 SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
@@ -78,7 +78,7 @@ def test_batch_preserves_request_ids_and_rejects_bad_items(client: ToolClient) -
     results = client.run_batch_dict(requests + [bad])
     assert set(results) == {f"b{i}" for i in range(6)} | {"bad"}
     assert all(results[f"b{i}"].status == pb.OK for i in range(6))
-    assert f"batch3" in results["b3"].compile.kernels[0].demangled
+    assert "batch3" in results["b3"].compile.kernels[0].demangled
     assert results["bad"].status == pb.REJECTED and ".." in results["bad"].error
 
 

@@ -119,7 +119,7 @@ def test_sigkill_of_the_server_kills_every_job(tmp_path: Path) -> None:
         assert len(children) >= 3  # bwrap, the worker, its job
         proc.kill()
         proc.wait()
-        with pytest.raises(Exception):
+        with pytest.raises(grpc.RpcError):
             future.result()
     deadline = time.monotonic() + 10
     while alive(children) and time.monotonic() < deadline:

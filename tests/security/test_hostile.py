@@ -100,7 +100,7 @@ print("INSIDE", os.getcwd())
 
 def test_cannot_read_shadow_or_the_servers_environment(client: ToolClient) -> None:
     assert os.environ["PERFBOX_TEST_SECRET"]  # set in the server's process by the fixture
-    body = f"""
+    body = """
 import os
 try:
     print("SHADOW", open("/etc/shadow").read()[:20])
@@ -110,7 +110,7 @@ print("ENV", sorted(os.environ))
 for pid in os.listdir("/proc"):
     if pid.isdigit():
         try:
-            print("PROC", pid, open(f"/proc/{{pid}}/environ", "rb").read()[:200])
+            print("PROC", pid, open(f"/proc/{pid}/environ", "rb").read()[:200])
         except OSError as e:
             print("PROCDENIED", pid, type(e).__name__)
 print("ROOT", sorted(os.listdir("/")))
