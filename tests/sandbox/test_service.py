@@ -189,14 +189,21 @@ def test_client_retries_until_the_server_is_up(tmp_path: Path) -> None:
 
 def test_full_queue_answers_resource_exhausted(tmp_path: Path) -> None:
     srv, port = start_server(tmp_path, workers=1, max_queue=1, preload=("triton",))
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             spin = triton_request(SPIN, no_cache=True)
             spin.limits.wall_time_ms = 8000
             running = client.stub.Run.future(spin, timeout=60)
-            time.sleep(1.0)  # the first job is now running; the next one fills the queue
+            wait_for(lambda: len(srv.scheduler.running_jobs()) == 1)
             queued = client.stub.Run.future(spin, timeout=60)
-            time.sleep(0.5)
+            wait_for(lambda: srv.scheduler.queue_depth == 1)
             with pytest.raises(grpc.RpcError) as info:
                 client.run(cuda_request(), timeout_s=30)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

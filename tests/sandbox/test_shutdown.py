@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from signal import SIGTERM
 import socket
 import subprocess
 import sys
@@ -81,10 +82,13 @@ SLEEPY = TRITON_KERNEL + "\nimport time\ntime.sleep(2)\nprint('FINISHED')\n"
 def test_sigterm_lets_running_jobs_finish(tmp_path: Path) -> None:
     proc, port = start_serve(tmp_path, "--grace-s", "20")
     with ToolClient(f"127.0.0.1:{port}", retry=RetryPolicy(max_attempts=2)) as client:
-        future = client.stub.Run.future(triton_request(SLEEPY, no_cache=True), timeout=60)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        result = future.result()
+        result = None
+        for event in client.run_stream(triton_request(SLEEPY, no_cache=True), timeout_s=60):
+            if event.HasField("started"):
+                proc.send_signal(SIGTERM)  # the job is running now
+            if event.HasField("result"):
+                result = event.result
+    assert result is not None
     assert result.status == pb.OK and "FINISHED" in result.stdout
     assert proc.wait(timeout=60) == 0
     assert b"shutting down" in proc.stdout.read()
@@ -96,12 +100,12 @@ def test_sigterm_cancels_jobs_past_the_grace_period(tmp_path: Path) -> None:
     spin = triton_request(TRITON_KERNEL + "\nwhile True:\n    pass\n", no_cache=True)
     # a bare channel: the client SDK would wait for the server to come back and retry
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        future = ToolServiceStub(channel).Run.future(spin, timeout=60)
-        time.sleep(1.5)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        stream = ToolServiceStub(channel).RunStream(spin, timeout=60)
         with pytest.raises(grpc.RpcError) as info:
-            future.result()
+            for event in stream:
+                if event.HasField("started"):
+                    started = time.monotonic()
+                    proc.send_signal(signal.SIGTERM)  # the job is running now
     assert proc.wait(timeout=60) == 0
     assert time.monotonic() - started < 15
     assert info.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
