@@ -24,7 +24,7 @@ from perfbox.exit_codes import ExitCode
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 _STATUS_STYLE = {pb.OK: "bold green", pb.CANCELLED: "yellow"}
-TOOL_NAMES = ("compile", "disasm")
+TOOL_NAMES = ("compile", "disasm", "check")
 
 
 # -- embedded service ------------------------------------------------------------------------
@@ -134,6 +134,16 @@ def print_result(result: pb.ToolResult) -> None:
         console.print(_kernel_table(compile_report.kernels))
     if compile_report is not None and compile_report.diagnostics:
         console.print(_diagnostics_table(compile_report.diagnostics))
+    if result.HasField("check") and result.check.outputs:
+        table = Table(title=f"check on {result.check.device}", title_justify="left")
+        for column in ("set", "out", "shape", "dtype", "max abs err", "max rel err", "bad %",
+                       "ok"):
+            table.add_column(column)
+        for o in result.check.outputs[-10:]:
+            table.add_row(str(o.input_set), str(o.output_index), "x".join(map(str, o.shape)),
+                          o.dtype, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}",
+                          f"{100 * o.mismatch_fraction:.1f}", "yes" if o.passed else o.problem)
+        console.print(table)
     if result.HasField("disasm") and result.disasm.kernels:
         console.print(_mix_table(result.disasm.kernels))
         for k in result.disasm.kernels:
@@ -190,15 +200,28 @@ def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
     from perfbox.client import make_request
 
     files: dict[str, str] = {}
-    for path in args.files:
+    paths = list(args.files) + ([args.reference] if args.reference else [])
+    if args.tool == "check" and not args.reference:
+        raise ValueError("--tool check needs --reference REF.py (Model, get_inputs, "
+                         "get_init_inputs)")
+    for path in paths:
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"{path}: no such file")
         if p.name in files:
             raise ValueError(f"two files are named {p.name}; rename one")
         files[p.name] = p.read_text()
+    language = args.language or ("kernelbench" if args.tool == "check" else None)
+    check = {}
+    if args.tool == "check":
+        check = {"reference_file": Path(args.reference).name,
+                 "submission_file": Path(args.files[0]).name,
+                 "num_input_sets": args.input_sets or 0,
+                 "tolerances": {k: float(v) for k, v in
+                                _pairs(args.tolerance, "--tolerance").items()},
+                 "device": args.device or ""}
     return make_request(
-        args.tool, files, language=args.language, request_id=args.request_id or "",
+        args.tool, files, language=language, request_id=args.request_id or "", **check,
         archs=args.arch or [], limits=_limits_from(args), no_cache=args.no_cache,
         kernel=args.kernel or "", signature=_pairs(args.signature, "--signature"),
         constants=_pairs(args.constant, "--constant"), num_warps=args.num_warps or 0,
@@ -208,7 +231,8 @@ def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
 
 
 def _preload_for(request: pb.ToolRequest) -> tuple[str, ...]:
-    return ("triton",) if request.language == pb.LANGUAGE_TRITON else ()
+    return {pb.LANGUAGE_TRITON: ("triton",), pb.LANGUAGE_KERNELBENCH: ("torch",)}.get(
+        request.language, ())
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -407,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="include PTX/TTIR/TTGIR texts in the report")
     submit.add_argument("--sass", action="store_true", help="disasm: include SASS text")
     submit.add_argument("--ptx", action="store_true", help="disasm: include PTX text")
+    submit.add_argument("--reference", metavar="REF.py",
+                        help="check: the reference (Model, get_inputs, get_init_inputs); "
+                             "FILE is then the submission with ModelNew")
+    submit.add_argument("--input-sets", type=int, help="check: random input sets (default 5)")
+    submit.add_argument("--tolerance", action="append", metavar="DTYPE=TOL",
+                        help="check: tolerance per dtype, e.g. float16=2e-2 (repeatable)")
+    submit.add_argument("--device", choices=("cpu", "cuda"),
+                        help="check: where to run (default: a GPU when present)")
     submit.add_argument("--wall-time-s", type=float, help="job wall-time limit")
     submit.add_argument("--memory-mb", type=float, help="job memory limit")
     submit.add_argument("--no-cache", action="store_true", help="do not answer from the cache")

@@ -87,7 +87,7 @@ def test_submit_with_an_embedded_service_and_cache(tmp_path: Path) -> None:
 def test_tools_and_device_info() -> None:
     tools = perfbox("tools", "--json")
     assert tools.returncode == 0, tools.stderr
-    assert {t["name"] for t in json.loads(tools.stdout)["tools"]} == {"compile", "disasm"}
+    assert {t["name"] for t in json.loads(tools.stdout)["tools"]} == {"compile", "disasm", "check"}
     info = perfbox("device-info")
     assert info.returncode == 0 and "nvcc" in info.stdout
 
@@ -100,3 +100,17 @@ def test_demo_runs_the_samples() -> None:
     for name in ("demo-cuda-compile", "demo-cuda-disasm", "demo-triton-compile",
                  "demo-triton-disasm", "vector_add", "softmax_kernel"):
         assert name in out.stdout
+
+
+@requires_bwrap
+def test_check_from_the_command_line(server, tmp_path: Path) -> None:
+    reference = Path(__file__).resolve().parent / "fixtures" / "kernelbench" / "reference.py"
+    new = tmp_path / "new.py"
+    new.write_text(reference.read_text().replace("class Model(", "class ModelNew("))
+    out = perfbox("submit", str(new), "--reference", str(reference), "--tool", "check",
+                  "--server", f"127.0.0.1:{server[1]}", "--json")
+    assert out.returncode == ExitCode.OK, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "OK" and result["check"]["passed"] is True
+    missing = perfbox("submit", str(new), "--tool", "check", "--server", f"127.0.0.1:{server[1]}")
+    assert missing.returncode == ExitCode.USAGE and "--reference" in missing.stderr

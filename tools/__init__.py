@@ -37,6 +37,12 @@ TOOLS: dict[str, ToolSpec] = {
                  "mix (memory, tensor-core, FP, integer, control ops).",
                  "disasm", ("cuda", "triton"), needs_gpu=False, cacheable=True,
                  options_field="disasm"),
+        ToolSpec("check", "KernelBench ModelNew against the reference Model on several random "
+                 "input sets (secret seed, reference in another process), per-dtype "
+                 "tolerances, shape/dtype/NaN/Inf checks, determinism. GPU when present, "
+                 "else CPU.",
+                 "check", ("kernelbench",), needs_gpu=False, cacheable=False,
+                 options_field="check"),
     )
 }
 

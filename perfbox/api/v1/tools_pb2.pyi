@@ -115,14 +115,36 @@ class DisasmOptions(_message.Message):
     include_ptx: bool
     def __init__(self, compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., include_sass: _Optional[bool] = ..., include_ptx: _Optional[bool] = ...) -> None: ...
 
+class CheckOptions(_message.Message):
+    __slots__ = ("reference_file", "submission_file", "num_input_sets", "tolerances", "device")
+    class TolerancesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REFERENCE_FILE_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_FILE_FIELD_NUMBER: _ClassVar[int]
+    NUM_INPUT_SETS_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    reference_file: str
+    submission_file: str
+    num_input_sets: int
+    tolerances: _containers.ScalarMap[str, float]
+    device: str
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., num_input_sets: _Optional[int] = ..., tolerances: _Optional[_Mapping[str, float]] = ..., device: _Optional[str] = ...) -> None: ...
+
 class ToolRequest(_message.Message):
-    __slots__ = ("request_id", "tool", "language", "files", "compile", "disasm", "limits", "no_cache")
+    __slots__ = ("request_id", "tool", "language", "files", "compile", "disasm", "check", "limits", "no_cache")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     COMPILE_FIELD_NUMBER: _ClassVar[int]
     DISASM_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
@@ -131,9 +153,10 @@ class ToolRequest(_message.Message):
     files: _containers.RepeatedCompositeFieldContainer[SourceFile]
     compile: CompileOptions
     disasm: DisasmOptions
+    check: CheckOptions
     limits: Limits
     no_cache: bool
-    def __init__(self, request_id: _Optional[str] = ..., tool: _Optional[str] = ..., language: _Optional[_Union[Language, str]] = ..., files: _Optional[_Iterable[_Union[SourceFile, _Mapping]]] = ..., compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., disasm: _Optional[_Union[DisasmOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., tool: _Optional[str] = ..., language: _Optional[_Union[Language, str]] = ..., files: _Optional[_Iterable[_Union[SourceFile, _Mapping]]] = ..., compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., disasm: _Optional[_Union[DisasmOptions, _Mapping]] = ..., check: _Optional[_Union[CheckOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
 
 class Diagnostic(_message.Message):
     __slots__ = ("file", "line", "column", "severity", "message")
@@ -274,6 +297,52 @@ class DisasmReport(_message.Message):
     compile: CompileReport
     def __init__(self, kernels: _Optional[_Iterable[_Union[KernelDisasm, _Mapping]]] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ...) -> None: ...
 
+class OutputCheck(_message.Message):
+    __slots__ = ("input_set", "output_index", "shape", "expected_shape", "dtype", "expected_dtype", "max_abs_error", "max_rel_error", "mismatch_fraction", "first_mismatch_index", "passed", "problem")
+    INPUT_SET_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    FIRST_MISMATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    input_set: int
+    output_index: int
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    expected_shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    expected_dtype: str
+    max_abs_error: float
+    max_rel_error: float
+    mismatch_fraction: float
+    first_mismatch_index: _containers.RepeatedScalarFieldContainer[int]
+    passed: bool
+    problem: str
+    def __init__(self, input_set: _Optional[int] = ..., output_index: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., expected_shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., expected_dtype: _Optional[str] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., mismatch_fraction: _Optional[float] = ..., first_mismatch_index: _Optional[_Iterable[int]] = ..., passed: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class CheckReport(_message.Message):
+    __slots__ = ("passed", "num_input_sets", "device", "deterministic", "atol", "outputs", "reason")
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    NUM_INPUT_SETS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
+    ATOL_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    passed: bool
+    num_input_sets: int
+    device: str
+    deterministic: bool
+    atol: float
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputCheck]
+    reason: str
+    def __init__(self, passed: _Optional[bool] = ..., num_input_sets: _Optional[int] = ..., device: _Optional[str] = ..., deterministic: _Optional[bool] = ..., atol: _Optional[float] = ..., outputs: _Optional[_Iterable[_Union[OutputCheck, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "run_ms", "total_ms", "cpu_ms")
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -301,7 +370,7 @@ class Identity(_message.Message):
     def __init__(self, perfbox_version: _Optional[str] = ..., toolkit: _Optional[str] = ..., device: _Optional[str] = ..., node: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class ToolResult(_message.Message):
-    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "stdout", "stderr", "timings", "cache_hit", "identity")
+    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "check", "stdout", "stderr", "timings", "cache_hit", "identity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +379,7 @@ class ToolResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     COMPILE_FIELD_NUMBER: _ClassVar[int]
     DISASM_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -323,12 +393,13 @@ class ToolResult(_message.Message):
     error: str
     compile: CompileReport
     disasm: DisasmReport
+    check: CheckReport
     stdout: str
     stderr: str
     timings: Timings
     cache_hit: bool
     identity: Identity
-    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("request_id", "job_id", "queued", "started", "log", "result")

@@ -1,0 +1,95 @@
+"""check: KernelBench ModelNew against Model, in-process (the service path is in tests/security)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfbox import tools
+from perfbox.tools.types import Status, ToolInputError, ToolOutcome
+
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / "reference.py"
+
+HEADER = "import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n" \
+         "    def __init__(self, features):\n        super().__init__()\n" \
+         "        self.linear = nn.Linear(features, features)\n\n    def forward(self, x):\n"
+
+
+def submission(body: str) -> str:
+    return HEADER + "".join(f"        {line}\n" for line in body.strip().splitlines())
+
+
+# The tool forks the submission's process; forking pytest itself (which runs gRPC servers for
+# other tests) is unreliable, so each call runs the tool in a fresh interpreter.
+_RUN = """
+import json, sys, pathlib
+from perfbox import tools
+from perfbox.tools.types import ToolRequest
+workdir, options = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
+out = tools.run(ToolRequest("check", "kernelbench", ["new.py", "reference.py"], workdir, options))
+print("OUTCOME" + json.dumps(out.to_json()))
+"""
+
+
+def check(tmp_path: Path, body: str, **options: object) -> ToolOutcome:
+    shutil.copy(REFERENCE, tmp_path / "reference.py")
+    (tmp_path / "new.py").write_text(submission(body))
+    proc = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path), json.dumps(options)],
+                          capture_output=True, text=True, timeout=300)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("OUTCOME")), None)
+    assert line is not None, proc.stderr[-2000:]
+    return ToolOutcome.from_json(json.loads(line[len("OUTCOME"):]))
+
+
+def test_equivalent_implementation_passes(tmp_path: Path) -> None:
+    out = check(tmp_path, "return torch.clamp_min(x @ self.linear.weight.t() + self.linear.bias, 0)")
+    assert out.status == Status.OK, out.summary
+    report = out.report
+    assert report["passed"] and report["num_input_sets"] == 5 and report["deterministic"]
+    assert len(report["outputs"]) == 5 and all(o["passed"] for o in report["outputs"])
+
+
+def test_small_error_beyond_tolerance_is_wrong_with_statistics(tmp_path: Path) -> None:
+    out = check(tmp_path, "return torch.relu(self.linear(x)) * 1.001 + 1e-3")
+    assert out.status == Status.WRONG_ANSWER
+    (entry,) = out.report["outputs"]
+    assert entry["problem"] == "values" and 0 < entry["mismatch_fraction"] <= 1
+    assert entry["max_abs_error"] > 1e-4 and len(entry["first_mismatch_index"]) == 2
+
+
+def test_tolerance_can_be_widened(tmp_path: Path) -> None:
+    out = check(tmp_path, "return torch.relu(self.linear(x)) + 1e-3",
+                tolerances={"float32": 1e-2})
+    assert out.status == Status.OK, out.summary
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("return torch.relu(self.linear(x))[:, :16]", "shape"),
+    ("return torch.relu(self.linear(x)).double()", "dtype"),
+    ("y = torch.relu(self.linear(x))\ny[0, 0] = float('nan')\nreturn y", "nan"),
+    ("y = torch.relu(self.linear(x))\ny[3, 1] = float('inf')\nreturn y", "inf"),
+])
+def test_structural_problems_are_named(tmp_path: Path, body: str, problem: str) -> None:
+    out = check(tmp_path, body)
+    assert out.status == Status.WRONG_ANSWER
+    assert out.report["outputs"][-1]["problem"] == problem
+    assert problem in out.summary or problem in out.report["reason"] or problem == "nan" \
+        or problem == "inf"
+
+
+def test_raising_submission_is_a_runtime_error(tmp_path: Path) -> None:
+    out = check(tmp_path, "raise ValueError('boom')")
+    assert out.status == Status.RUNTIME_ERROR and "boom" in out.summary
+
+
+def test_missing_reference_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(ToolInputError, match="reference_file"):
+        tools.validate("check", "kernelbench", ["new.py"], {})
+    with pytest.raises(ToolInputError, match="num_input_sets"):
+        tools.validate("check", "kernelbench", ["new.py", "reference.py"],
+                       {"num_input_sets": 1000})

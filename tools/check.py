@@ -1,0 +1,377 @@
+"""The check tool: is a KernelBench `ModelNew` numerically the reference `Model`?
+
+Trust boundary. The tool process (trusted code) forks the submission's process *first*, before
+it draws the input seed or computes a single reference output, so nothing the submission could
+hunt for (seed, reference tensors, the verdict) exists in its memory. The submission's process
+gets the weight-init seed and the inputs as tensors over a pipe, runs `ModelNew` twice per input
+set (determinism), and sends its outputs back serialised with `torch.save`; the tool loads them
+with `torch.load(weights_only=True)`, which only rebuilds plain tensors and containers (a tensor
+subclass, a lazy object or any code cannot come through), and compares them here. The verdict
+goes out on the tool's own result channel, which the submission's process closed at fork.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import secrets
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
+
+LANGUAGES = ("kernelbench",)
+DEFAULT_REFERENCE = "reference.py"
+DEFAULT_INPUT_SETS = 5
+MAX_INPUT_SETS = 100
+MAX_REPORTED_OUTPUTS = 64
+DEFAULT_TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2, "float64": 1e-7}
+_MAX_MESSAGE_BYTES = 1 << 31
+
+
+def _names(files: list[str], options: dict[str, Any]) -> tuple[str, str]:
+    reference = str(options.get("reference_file") or DEFAULT_REFERENCE)
+    if reference not in files:
+        raise ToolInputError(f"reference file {reference!r} is not among the sources "
+                             f"({', '.join(files)}); set check option reference_file")
+    submission = str(options.get("submission_file") or "")
+    if not submission:
+        others = [f for f in files if f.endswith(".py") and f != reference]
+        if len(others) != 1:
+            raise ToolInputError("name the submission with check option submission_file "
+                                 f"(candidates: {', '.join(others) or 'none'})")
+        submission = others[0]
+    if submission not in files or submission == reference:
+        raise ToolInputError(f"submission file {submission!r} is not a source distinct from "
+                             "the reference")
+    return reference, submission
+
+
+def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
+    if language not in LANGUAGES:
+        raise ToolInputError(f"check takes language kernelbench; got {language or 'none'}")
+    _names(files, options)
+    sets = int(options.get("num_input_sets") or DEFAULT_INPUT_SETS)
+    if not 1 <= sets <= MAX_INPUT_SETS:
+        raise ToolInputError(f"num_input_sets must be 1..{MAX_INPUT_SETS}, got {sets}")
+    for dtype, tol in dict(options.get("tolerances", {})).items():
+        if dtype not in DEFAULT_TOLERANCES or not 0 <= float(tol) < 1:
+            raise ToolInputError(f"tolerance {dtype}={tol}: dtype must be one of "
+                                 f"{', '.join(DEFAULT_TOLERANCES)} and 0 <= tolerance < 1")
+    if str(options.get("device", "")) not in ("", "cpu", "cuda"):
+        raise ToolInputError("device must be cpu, cuda or empty (automatic)")
+
+
+def normalize(options: dict[str, Any]) -> dict[str, Any]:
+    return dict(options)
+
+
+# -- moving tensors between the processes -----------------------------------------------------
+
+
+def _dumps(obj: Any) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _loads(data: bytes) -> Any:
+    """Rebuilds tensors and plain containers only: never runs code from the sender."""
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+
+
+def _load_module(path: Path, name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ToolInputError(f"cannot load {path.name}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [x for item in value for x in _flatten(item)]
+    return [value]
+
+
+# -- the submission's side ---------------------------------------------------------------------
+
+
+def _submission_process(conn: Connection, workdir: Path, submission: str, device: str) -> None:
+    """Runs in the forked submission process. Never returns."""
+    code = 0
+    try:
+        import torch
+
+        request = _loads(conn.recv_bytes(_MAX_MESSAGE_BYTES))
+        if str(workdir) not in sys.path:
+            sys.path.insert(0, str(workdir))
+        module = _load_module(workdir / submission, "perfbox_submission")
+        if not hasattr(module, "ModelNew"):
+            raise ToolInputError(f"{submission} defines no ModelNew")
+        torch.manual_seed(request["init_seed"])
+        model = module.ModelNew(*request["init_inputs"]).to(device)
+        conn.send_bytes(b"ready")
+        while True:
+            message = conn.recv_bytes(_MAX_MESSAGE_BYTES)
+            if message == b"done":
+                break
+            inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in _loads(message)]
+            runs = []
+            for _ in range(2):  # twice: a deterministic kernel answers the same both times
+                args = [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+                with torch.no_grad():
+                    out = model(*args)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                runs.append([_plain(t) for t in _flatten(out)])
+            conn.send_bytes(_dumps(runs))
+    except BaseException:  # noqa: BLE001 - report the submission's failure, whatever it is
+        code = 1
+        text = traceback.format_exc(limit=8)
+        for action in (lambda: conn.send_bytes(b"error:" + text.encode()[-4000:]),
+                       lambda: sys.stderr.write(text)):
+            try:
+                action()
+            except (OSError, ValueError):
+                pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _plain(value: Any) -> Any:
+    """A CPU copy of a tensor output; anything else is sent as is and judged by the tool (this
+    runs in the submission's process, so the tool trusts none of it)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().contiguous()
+    return value
+
+
+def _start_submission(workdir: Path, submission: str, device: str, keep_fds: tuple[int, ...]
+                      ) -> tuple[int, Connection]:
+    parent_end, child_end = _pipe_pair()
+    pid = os.fork()
+    if pid == 0:
+        parent_end.close()
+        # The submission keeps stdin/stdout/stderr and its pipe to us, nothing else: not the
+        # result channel.
+        os.closerange(3, child_end.fileno())
+        os.closerange(child_end.fileno() + 1, 65536)
+        _submission_process(child_end, workdir, submission, device)
+    child_end.close()
+    return pid, parent_end
+
+
+def _set_dumpable(on: bool) -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(4, 1 if on else 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _pipe_pair() -> tuple[Connection, Connection]:
+    from multiprocessing import Pipe
+
+    a, b = Pipe(duplex=True)
+    return a, b
+
+
+# -- the tool's side ---------------------------------------------------------------------------
+
+
+def _compare(expected: Any, got: Any, tol_for: dict[str, float], input_set: int, index: int
+             ) -> dict[str, Any]:
+    import torch
+
+    entry: dict[str, Any] = {"input_set": input_set, "output_index": index, "passed": False}
+    if not isinstance(got, torch.Tensor) or type(got) is not torch.Tensor:
+        entry["problem"] = "type"
+        return entry
+    entry.update(shape=list(got.shape), expected_shape=list(expected.shape),
+                 dtype=str(got.dtype).removeprefix("torch."),
+                 expected_dtype=str(expected.dtype).removeprefix("torch."))
+    if got.shape != expected.shape:
+        entry["problem"] = "shape"
+        return entry
+    if got.dtype != expected.dtype:
+        entry["problem"] = "dtype"
+        return entry
+    tol = tol_for.get(entry["expected_dtype"], 1e-4)
+    exp, out = expected.double(), got.double()
+    nan_bad = torch.isnan(out) & ~torch.isnan(exp)
+    inf_bad = torch.isinf(out) & ~(torch.isinf(exp) & (torch.sign(out) == torch.sign(exp)))
+    finite = torch.isfinite(exp) & torch.isfinite(out)
+    diff = torch.where(finite, (out - exp).abs(), torch.zeros_like(exp))
+    rel = diff / exp.abs().clamp_min(1e-12)
+    bad = (finite & (diff > tol + tol * exp.abs())) | nan_bad | inf_bad
+    bad = bad | (torch.isnan(exp) & ~torch.isnan(out))
+    count = int(bad.sum())
+    entry.update(max_abs_error=float(diff.max()) if diff.numel() else 0.0,
+                 max_rel_error=float(rel.max()) if rel.numel() else 0.0,
+                 mismatch_fraction=count / max(1, bad.numel()))
+    if count:
+        first = torch.nonzero(bad)[0].tolist()
+        entry["first_mismatch_index"] = [int(i) for i in first]
+        entry["problem"] = "nan" if bool(nan_bad.any()) else ("inf" if bool(inf_bad.any())
+                                                               else "values")
+        return entry
+    entry["passed"] = True
+    return entry
+
+
+def _finite_or_zero(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def run(request: ToolRequest) -> ToolOutcome:
+    import torch
+
+    reference, submission = _names(request.files, request.options)
+    options = request.options
+    device = str(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device == "cuda" and not torch.cuda.is_available():
+        return ToolOutcome(Status.UNAVAILABLE_HERE, "check on device cuda needs a GPU; this "
+                           "node has none (leave device empty to check on the CPU)",
+                           error="no GPU on this node")
+    num_sets = int(options.get("num_input_sets") or DEFAULT_INPUT_SETS)
+    tol_for = {**DEFAULT_TOLERANCES, **{k: float(v) for k, v in
+                                        dict(options.get("tolerances", {})).items()}}
+    # 1. the submission's process first, while nothing secret exists here yet; and this
+    # process undumpable, so the submission cannot ptrace it or read its memory
+    _set_dumpable(False)
+    pid, conn = _start_submission(request.workdir, submission, device, ())
+    try:
+        return _check(request, conn, reference, device, num_sets, tol_for)
+    finally:
+        conn.close()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
+
+def _receive(conn: Connection) -> tuple[Any | None, str]:
+    """(payload, "") or (None, why the submission failed)."""
+    try:
+        data = conn.recv_bytes(_MAX_MESSAGE_BYTES)
+    except (EOFError, OSError):
+        return None, "the submission's process exited before answering"
+    if data.startswith(b"error:"):
+        return None, data[len(b"error:"):].decode(errors="replace").strip().splitlines()[-1]
+    if data == b"ready":
+        return data, ""
+    try:
+        return _loads(data), ""
+    except Exception as e:  # not plain tensors: a subclass, a lazy object, code...
+        return None, f"outputs are not plain tensors ({type(e).__name__})"
+
+
+def _check(request: ToolRequest, conn: Connection, reference: str, device: str, num_sets: int,
+           tol_for: dict[str, float]) -> ToolOutcome:
+    import torch
+
+    # 2. now the secrets: the seeds, then the reference's inputs and outputs
+    init_seed = secrets.randbits(31)
+    try:
+        ref = _load_module(request.workdir / reference, "perfbox_reference")
+    except ToolInputError:
+        raise
+    except Exception as e:  # the reference is the caller's: its failure is a bad request
+        raise ToolInputError(f"the reference {reference} failed to import: "
+                             f"{type(e).__name__}: {e}") from e
+    for name in ("Model", "get_inputs", "get_init_inputs"):
+        if not hasattr(ref, name):
+            raise ToolInputError(f"{reference} defines no {name} (KernelBench format)")
+    init_inputs = list(ref.get_init_inputs())
+    torch.manual_seed(init_seed)
+    model = ref.Model(*init_inputs).to(device)
+    conn.send_bytes(_dumps({"init_seed": init_seed, "init_inputs": init_inputs}))
+    ready, why = _receive(conn)
+    if ready is None:
+        return _failed(Status.RUNTIME_ERROR, f"ModelNew failed to build: {why}", device, num_sets)
+    outputs: list[dict[str, Any]] = []
+    deterministic = True
+    for input_set in range(num_sets):
+        torch.manual_seed(secrets.randbits(63))
+        inputs = list(ref.get_inputs())
+        with torch.no_grad():
+            expected = [t.detach().cpu() for t in _flatten(model(
+                *[x.clone().to(device) if isinstance(x, torch.Tensor) else x for x in inputs]))]
+        conn.send_bytes(_dumps([x.cpu() if isinstance(x, torch.Tensor) else x for x in inputs]))
+        runs, why = _receive(conn)
+        if runs is None:
+            return _failed(Status.RUNTIME_ERROR, f"ModelNew raised on input set {input_set}: "
+                           f"{why}", device, num_sets, outputs)
+        first, second = runs
+        if len(first) != len(expected):
+            return _failed(Status.WRONG_ANSWER, f"ModelNew returned {len(first)} outputs, the "
+                           f"reference {len(expected)}", device, num_sets, outputs)
+        for index, (exp, got) in enumerate(zip(expected, first)):
+            entry = _compare(exp, got, tol_for, input_set, index)
+            outputs.append(entry)
+            if not entry["passed"]:
+                return _failed(Status.WRONG_ANSWER, _describe(entry), device, num_sets, outputs)
+        if any(not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                    and a.shape == b.shape and torch.equal(a, b)) for a, b in zip(first, second)):
+            deterministic = False
+    conn.send_bytes(b"done")
+    report = _report(True, "", device, num_sets, outputs, deterministic)
+    worst = max((o.get("max_abs_error", 0.0) for o in outputs), default=0.0)
+    summary = (f"Correct on {num_sets} random input sets ({device}); max abs error "
+               f"{_finite_or_zero(worst):.3g}.")
+    if not deterministic:
+        summary += " Note: two runs on the same input gave different outputs."
+    return ToolOutcome(Status.OK, summary, report)
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    where = f"output {entry['output_index']} of input set {entry['input_set']}"
+    problem = entry.get("problem")
+    if problem == "shape":
+        return f"{where}: shape {entry['shape']}, expected {entry['expected_shape']}"
+    if problem == "dtype":
+        return f"{where}: dtype {entry['dtype']}, expected {entry['expected_dtype']}"
+    if problem == "type":
+        return f"{where}: not a plain tensor"
+    return (f"{where}: {entry['mismatch_fraction']:.1%} of elements outside tolerance "
+            f"({problem}); max abs error {entry['max_abs_error']:.3g}, first at index "
+            f"{entry.get('first_mismatch_index')}")
+
+
+def _report(passed: bool, reason: str, device: str, num_sets: int,
+            outputs: list[dict[str, Any]], deterministic: bool) -> dict[str, Any]:
+    clean = []
+    for o in outputs[:MAX_REPORTED_OUTPUTS]:
+        o = dict(o)
+        for key in ("max_abs_error", "max_rel_error"):
+            if key in o:
+                o[key] = _finite_or_zero(o[key])
+        clean.append(o)
+    return {"passed": passed, "reason": reason, "device": device, "num_input_sets": num_sets,
+            "outputs": clean, "deterministic": deterministic}
+
+
+def _failed(status: Status, reason: str, device: str, num_sets: int,
+            outputs: list[dict[str, Any]] | None = None) -> ToolOutcome:
+    report = _report(False, reason, device, num_sets, outputs or [], True)
+    word = "Wrong answer" if status == Status.WRONG_ANSWER else "Runtime error"
+    return ToolOutcome(status, f"{word}: {reason}", report, error=reason)
