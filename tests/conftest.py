@@ -107,3 +107,22 @@ def wait_no_job_processes(timeout_s: float = 10.0) -> list[tuple[int, int, str]]
             return []
         time.sleep(0.1)
     return job_processes()
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked gpu are skipped, with the reason, on machines without a CUDA GPU."""
+    if _has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

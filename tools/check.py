@@ -241,13 +241,26 @@ def _finite_or_zero(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-def run(request: ToolRequest) -> ToolOutcome:
-    import torch
+def _gpu_present() -> bool:
+    """Asks NVML, not CUDA: initialising CUDA here would break it in the forked submission."""
+    try:
+        import pynvml
 
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount()) > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver or no library: no GPU
+        return False
+
+
+def run(request: ToolRequest) -> ToolOutcome:
     reference, submission = _names(request.files, request.options)
     options = request.options
-    device = str(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device == "cuda" and not torch.cuda.is_available():
+    gpu = _gpu_present()
+    device = str(options.get("device") or ("cuda" if gpu else "cpu"))
+    if device == "cuda" and not gpu:
         return ToolOutcome(Status.UNAVAILABLE_HERE, "check on device cuda needs a GPU; this "
                            "node has none (leave device empty to check on the CPU)",
                            error="no GPU on this node")

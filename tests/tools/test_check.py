@@ -93,3 +93,19 @@ def test_missing_reference_names_the_option(tmp_path: Path) -> None:
     with pytest.raises(ToolInputError, match="num_input_sets"):
         tools.validate("check", "kernelbench", ["new.py", "reference.py"],
                        {"num_input_sets": 1000})
+
+
+@pytest.mark.gpu
+def test_check_on_the_gpu(tmp_path: Path) -> None:
+    out = check(tmp_path, "return torch.relu(self.linear(x))", device="cuda")
+    assert out.status == Status.OK, out.summary
+    assert out.report["device"] == "cuda"
+
+
+def test_cuda_device_without_a_gpu_is_unavailable_here(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = check(tmp_path, "return torch.relu(self.linear(x))", device="cuda")
+    assert out.status == Status.UNAVAILABLE_HERE and "GPU" in out.summary
