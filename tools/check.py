@@ -267,12 +267,15 @@ def run(request: ToolRequest) -> ToolOutcome:
     num_sets = int(options.get("num_input_sets") or DEFAULT_INPUT_SETS)
     tol_for = {**DEFAULT_TOLERANCES, **{k: float(v) for k, v in
                                         dict(options.get("tolerances", {})).items()}}
-    # 1. the submission's process first, while nothing secret exists here yet; and this
-    # process undumpable, so the submission cannot ptrace it or read its memory
+    # 1. the reference module, before the submission can run: its process shares the
+    # workspace and could otherwise rewrite reference.py under us
+    ref = _import_reference(request.workdir, reference)
+    # 2. the submission's process, while nothing secret exists here yet; and this process
+    # undumpable, so the submission cannot ptrace it or read its memory
     _set_dumpable(False)
     pid, conn = _start_submission(request.workdir, submission, device, ())
     try:
-        return _check(request, conn, reference, device, num_sets, tol_for)
+        return _check(ref, conn, device, num_sets, tol_for)
     finally:
         conn.close()
         try:
@@ -298,14 +301,9 @@ def _receive(conn: Connection) -> tuple[Any | None, str]:
         return None, f"outputs are not plain tensors ({type(e).__name__})"
 
 
-def _check(request: ToolRequest, conn: Connection, reference: str, device: str, num_sets: int,
-           tol_for: dict[str, float]) -> ToolOutcome:
-    import torch
-
-    # 2. now the secrets: the seeds, then the reference's inputs and outputs
-    init_seed = secrets.randbits(31)
+def _import_reference(workdir: Path, reference: str) -> Any:
     try:
-        ref = _load_module(request.workdir / reference, "perfbox_reference")
+        ref = _load_module(workdir / reference, "perfbox_reference")
     except ToolInputError:
         raise
     except Exception as e:  # the reference is the caller's: its failure is a bad request
@@ -314,6 +312,15 @@ def _check(request: ToolRequest, conn: Connection, reference: str, device: str, 
     for name in ("Model", "get_inputs", "get_init_inputs"):
         if not hasattr(ref, name):
             raise ToolInputError(f"{reference} defines no {name} (KernelBench format)")
+    return ref
+
+
+def _check(ref: Any, conn: Connection, device: str, num_sets: int, tol_for: dict[str, float]
+           ) -> ToolOutcome:
+    import torch
+
+    # 3. now the secrets: the seeds, then the reference's inputs and outputs
+    init_seed = secrets.randbits(31)
     init_inputs = list(ref.get_init_inputs())
     torch.manual_seed(init_seed)
     model = ref.Model(*init_inputs).to(device)

@@ -79,6 +79,16 @@ self.calls = getattr(self, "calls", 0) + 1
 y = torch.relu(self.linear(x))
 return y if self.calls <= 2 else y * 0
 """, "", pb.WRONG_ANSWER),
+    ("rewrite the reference file on disk", """
+return torch.zeros(16, 32)
+""", """
+with open("reference.py", "w") as f:
+    f.write("import torch\\nclass Model(torch.nn.Module):\\n    def __init__(self, n):\\n"
+            "        super().__init__()\\n    def forward(self, x):\\n"
+            "        return torch.zeros(16, 32)\\n"
+            "def get_inputs():\\n    return [torch.randn(16, 32)]\\n"
+            "def get_init_inputs():\\n    return [32]\\n")
+""", pb.WRONG_ANSWER),
     ("guess the seed", """
 torch.manual_seed(0)
 guess = torch.randn(16, 32)
