@@ -53,9 +53,14 @@ def _names(files: list[str], options: dict[str, Any]) -> tuple[str, str]:
 
 
 def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
+    from perfbox.tools import gpumode
+
     if language not in LANGUAGES:
         raise ToolInputError(f"check takes language kernelbench; got {language or 'none'}")
-    _names(files, options)
+    if gpumode.is_gpumode(files):
+        gpumode.names(files, options)
+    else:
+        _names(files, options)
     sets = int(options.get("num_input_sets") or DEFAULT_INPUT_SETS)
     if not 1 <= sets <= MAX_INPUT_SETS:
         raise ToolInputError(f"num_input_sets must be 1..{MAX_INPUT_SETS}, got {sets}")
@@ -119,7 +124,14 @@ def _submission_process(conn: Connection, workdir: Path, submission: str, device
         request = _loads(conn.recv_bytes(_MAX_MESSAGE_BYTES))
         if str(workdir) not in sys.path:
             sys.path.insert(0, str(workdir))
-        module = _load_module(workdir / submission, "perfbox_submission")
+        module = _load_module(workdir / submission, "submission")
+        if request.get("format") == "gpumode":
+            if not hasattr(module, "custom_kernel"):
+                raise ToolInputError(f"{submission} defines no custom_kernel")
+            kernel = module.custom_kernel
+            conn.send_bytes(b"ready")
+            _serve_gpumode(conn, kernel, device)
+            raise SystemExit(0)
         if not hasattr(module, "ModelNew"):
             raise ToolInputError(f"{submission} defines no ModelNew")
         torch.manual_seed(request["init_seed"])
@@ -154,6 +166,48 @@ def _submission_process(conn: Connection, workdir: Path, submission: str, device
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+def _serve_gpumode(conn: Connection, kernel: Any, device: str) -> None:
+    """GPU MODE: custom_kernel(data) on each test case's data, twice (determinism)."""
+    import torch
+
+    while True:
+        message = conn.recv_bytes(_MAX_MESSAGE_BYTES)
+        if message == b"done":
+            return
+        data = _to_device(_loads(message), device)
+        runs = []
+        for _ in range(2):
+            out = kernel(_clone(data))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            runs.append([_plain(t) for t in _flatten(out)])
+        conn.send_bytes(_dumps(runs))
+
+
+def _clone(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    return value
+
+
+def _to_device(value: Any, device: str) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -256,6 +310,10 @@ def _gpu_present() -> bool:
 
 
 def run(request: ToolRequest) -> ToolOutcome:
+    from perfbox.tools import gpumode
+
+    if gpumode.is_gpumode(request.files):
+        return gpumode.run(request)
     reference, submission = _names(request.files, request.options)
     options = request.options
     gpu = _gpu_present()

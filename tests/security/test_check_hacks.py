@@ -103,3 +103,15 @@ def test_hack_is_caught(client: ToolClient, name: str, forward: str, prelude: st
     result = run_check(client, forward, prelude)
     assert result.status == status, (name, result.summary)
     assert result.error  # the reason is named
+
+
+def test_gpumode_task_through_the_service(client: ToolClient) -> None:
+    task = Path(__file__).resolve().parents[1] / "fixtures" / "gpumode" / "vectoradd"
+    files = {p.name: p.read_text() for p in sorted(task.iterdir()) if p.is_file()}
+    request = make_request("check", files, language="kernelbench")
+    result = client.run(request, timeout_s=120)
+    assert result.status == pb.OK, result.summary + result.stderr[-800:]
+    assert result.check.num_input_sets == 3
+    files["submission.py"] = "def custom_kernel(data):\n    return data[0]\n"
+    result = client.run(make_request("check", files, language="kernelbench"), timeout_s=120)
+    assert result.status == pb.WRONG_ANSWER and "test 0" in result.error

@@ -30,20 +30,25 @@ _RUN = """
 import json, sys, pathlib
 from perfbox import tools
 from perfbox.tools.types import ToolRequest
-workdir, options = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
-out = tools.run(ToolRequest("check", "kernelbench", ["new.py", "reference.py"], workdir, options))
+workdir, files, options = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+out = tools.run(ToolRequest("check", "kernelbench", files, workdir, options))
 print("OUTCOME" + json.dumps(out.to_json()))
 """
+
+
+def run_tool_isolated(workdir: Path, files: list[str], options: dict) -> ToolOutcome:
+    proc = subprocess.run([sys.executable, "-c", _RUN, str(workdir), json.dumps(files),
+                           json.dumps(options)], capture_output=True, text=True, timeout=300,
+                          cwd=workdir)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("OUTCOME")), None)
+    assert line is not None, proc.stderr[-2000:]
+    return ToolOutcome.from_json(json.loads(line[len("OUTCOME"):]))
 
 
 def check(tmp_path: Path, body: str, **options: object) -> ToolOutcome:
     shutil.copy(REFERENCE, tmp_path / "reference.py")
     (tmp_path / "new.py").write_text(submission(body))
-    proc = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path), json.dumps(options)],
-                          capture_output=True, text=True, timeout=300)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("OUTCOME")), None)
-    assert line is not None, proc.stderr[-2000:]
-    return ToolOutcome.from_json(json.loads(line[len("OUTCOME"):]))
+    return run_tool_isolated(tmp_path, ["new.py", "reference.py"], dict(options))
 
 
 def test_equivalent_implementation_passes(tmp_path: Path) -> None:
