@@ -24,7 +24,7 @@ from perfbox.exit_codes import ExitCode
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 _STATUS_STYLE = {pb.OK: "bold green", pb.CANCELLED: "yellow"}
-TOOL_NAMES = ("compile", "disasm", "check")
+TOOL_NAMES = ("compile", "disasm", "check", "bench")
 
 
 # -- embedded service ------------------------------------------------------------------------
@@ -144,6 +144,18 @@ def print_result(result: pb.ToolResult) -> None:
                           o.dtype, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}",
                           f"{100 * o.mismatch_fraction:.1f}", "yes" if o.passed else o.problem)
         console.print(table)
+    if result.HasField("bench") and result.bench.submission.num_samples:
+        table = Table(title=f"bench on {result.bench.device} ({result.bench.clock} clock)",
+                      title_justify="left")
+        for column in ("side", "median us", "mean us", "min us", "IQR us", "rel err",
+                       "samples", "calls/sample"):
+            table.add_column(column, justify="left" if column == "side" else "right")
+        for side in ("submission", "reference"):
+            t = getattr(result.bench, side)
+            table.add_row(side, f"{t.median_us:.2f}", f"{t.mean_us:.2f}", f"{t.min_us:.2f}",
+                          f"{t.iqr_us:.2f}", f"{100 * t.rel_error:.2f}%", str(t.num_samples),
+                          str(t.calls_per_sample))
+        console.print(table)
     if result.HasField("disasm") and result.disasm.kernels:
         console.print(_mix_table(result.disasm.kernels))
         for k in result.disasm.kernels:
@@ -201,8 +213,8 @@ def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
 
     files: dict[str, str] = {}
     paths = list(args.files) + ([args.reference] if args.reference else [])
-    if args.tool == "check" and not args.reference:
-        raise ValueError("--tool check needs --reference REF.py (Model, get_inputs, "
+    if args.tool in ("check", "bench") and not args.reference:
+        raise ValueError(f"--tool {args.tool} needs --reference REF.py (Model, get_inputs, "
                          "get_init_inputs)")
     for path in paths:
         p = Path(path)
@@ -211,8 +223,12 @@ def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
         if p.name in files:
             raise ValueError(f"two files are named {p.name}; rename one")
         files[p.name] = p.read_text()
-    language = args.language or ("kernelbench" if args.tool == "check" else None)
-    check = {}
+    language = args.language or ("kernelbench" if args.tool in ("check", "bench") else None)
+    check: dict[str, Any] = {}
+    if args.tool == "bench":
+        check = {"reference_file": Path(args.reference).name,
+                 "submission_file": Path(args.files[0]).name, "device": args.device or "",
+                 "time_budget_s": args.time_budget_s or 0.0}
     if args.tool == "check":
         check = {"reference_file": Path(args.reference).name,
                  "submission_file": Path(args.files[0]).name,
@@ -439,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check: tolerance per dtype, e.g. float16=2e-2 (repeatable)")
     submit.add_argument("--device", choices=("cpu", "cuda"),
                         help="check: where to run (default: a GPU when present)")
+    submit.add_argument("--time-budget-s", type=float,
+                        help="bench: seconds of sampling at most (default 5)")
     submit.add_argument("--wall-time-s", type=float, help="job wall-time limit")
     submit.add_argument("--memory-mb", type=float, help="job memory limit")
     submit.add_argument("--no-cache", action="store_true", help="do not answer from the cache")

@@ -107,9 +107,10 @@ def make_request(tool: str, files: Mapping[str, str], *, language: str | None = 
         request.disasm.CopyFrom(pb.DisasmOptions(
             compile=compile_options, include_sass=bool(options.get("include_sass")),
             include_ptx=bool(options.get("include_ptx"))))
-    elif tool == "check":
-        fields = pb.CheckOptions.DESCRIPTOR.fields_by_name
-        request.check.CopyFrom(pb.CheckOptions(
+    elif tool in ("check", "bench"):
+        message = pb.CheckOptions if tool == "check" else pb.BenchOptions
+        fields = message.DESCRIPTOR.fields_by_name
+        getattr(request, tool).CopyFrom(message(
             **{k: v for k, v in options.items() if k in fields and v not in (None, "", 0, {})}))
     return request
 

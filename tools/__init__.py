@@ -43,6 +43,11 @@ TOOLS: dict[str, ToolSpec] = {
                  "else CPU.",
                  "check", ("kernelbench",), needs_gpu=False, cacheable=False,
                  options_field="check"),
+        ToolSpec("bench", "KernelBench ModelNew timed against the reference Model: the clock "
+                 "in the tool's process, samples alternated, adaptive repetition to a target "
+                 "relative error; median/mean/min/IQR and speedup. GPU when present, else CPU.",
+                 "bench", ("kernelbench",), needs_gpu=False, cacheable=False,
+                 options_field="bench"),
     )
 }
 

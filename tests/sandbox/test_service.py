@@ -138,14 +138,14 @@ def test_health_and_reflection(server) -> None:
 
 def test_list_tools_and_device_info(client: ToolClient) -> None:
     tools = {t.name: t for t in client.list_tools().tools}
-    assert set(tools) == {"compile", "disasm", "check"}
+    assert set(tools) == {"compile", "disasm", "check", "bench"}
     assert tools["compile"].available and pb.LANGUAGE_TRITON in tools["compile"].languages
     info = client.device_info()
     versions = {t.name: t.version for t in info.toolchain}
     assert versions["nvcc"] and versions["triton"]
     if not info.gpu_available:
         assert "No NVIDIA GPU" in info.message and "compile" in info.message
-        assert set(info.available_tools) == {"compile", "disasm", "check"}
+        assert set(info.available_tools) == {"compile", "disasm", "check", "bench"}
 
 
 def test_async_client_run_and_batch(server) -> None:

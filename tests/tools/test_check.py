@@ -31,7 +31,8 @@ import json, sys, pathlib
 from perfbox import tools
 from perfbox.tools.types import ToolRequest
 workdir, files, options = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
-out = tools.run(ToolRequest("check", "kernelbench", files, workdir, options))
+tool = options.pop("tool", "check")
+out = tools.run(ToolRequest(tool, "kernelbench", files, workdir, options))
 print("OUTCOME" + json.dumps(out.to_json()))
 """
 

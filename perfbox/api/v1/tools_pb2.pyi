@@ -136,8 +136,24 @@ class CheckOptions(_message.Message):
     device: str
     def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., num_input_sets: _Optional[int] = ..., tolerances: _Optional[_Mapping[str, float]] = ..., device: _Optional[str] = ...) -> None: ...
 
+class BenchOptions(_message.Message):
+    __slots__ = ("reference_file", "submission_file", "device", "target_rel_error", "time_budget_s", "min_samples")
+    REFERENCE_FILE_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_FILE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    reference_file: str
+    submission_file: str
+    device: str
+    target_rel_error: float
+    time_budget_s: float
+    min_samples: int
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., device: _Optional[str] = ..., target_rel_error: _Optional[float] = ..., time_budget_s: _Optional[float] = ..., min_samples: _Optional[int] = ...) -> None: ...
+
 class ToolRequest(_message.Message):
-    __slots__ = ("request_id", "tool", "language", "files", "compile", "disasm", "check", "limits", "no_cache")
+    __slots__ = ("request_id", "tool", "language", "files", "compile", "disasm", "check", "bench", "limits", "no_cache")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +161,7 @@ class ToolRequest(_message.Message):
     COMPILE_FIELD_NUMBER: _ClassVar[int]
     DISASM_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
+    BENCH_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
@@ -154,9 +171,10 @@ class ToolRequest(_message.Message):
     compile: CompileOptions
     disasm: DisasmOptions
     check: CheckOptions
+    bench: BenchOptions
     limits: Limits
     no_cache: bool
-    def __init__(self, request_id: _Optional[str] = ..., tool: _Optional[str] = ..., language: _Optional[_Union[Language, str]] = ..., files: _Optional[_Iterable[_Union[SourceFile, _Mapping]]] = ..., compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., disasm: _Optional[_Union[DisasmOptions, _Mapping]] = ..., check: _Optional[_Union[CheckOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., tool: _Optional[str] = ..., language: _Optional[_Union[Language, str]] = ..., files: _Optional[_Iterable[_Union[SourceFile, _Mapping]]] = ..., compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., disasm: _Optional[_Union[DisasmOptions, _Mapping]] = ..., check: _Optional[_Union[CheckOptions, _Mapping]] = ..., bench: _Optional[_Union[BenchOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
 
 class Diagnostic(_message.Message):
     __slots__ = ("file", "line", "column", "severity", "message")
@@ -343,6 +361,42 @@ class CheckReport(_message.Message):
     reason: str
     def __init__(self, passed: _Optional[bool] = ..., num_input_sets: _Optional[int] = ..., device: _Optional[str] = ..., deterministic: _Optional[bool] = ..., atol: _Optional[float] = ..., outputs: _Optional[_Iterable[_Union[OutputCheck, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class TimingStats(_message.Message):
+    __slots__ = ("median_us", "mean_us", "min_us", "iqr_us", "rel_error", "num_samples", "calls_per_sample")
+    MEDIAN_US_FIELD_NUMBER: _ClassVar[int]
+    MEAN_US_FIELD_NUMBER: _ClassVar[int]
+    MIN_US_FIELD_NUMBER: _ClassVar[int]
+    IQR_US_FIELD_NUMBER: _ClassVar[int]
+    REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CALLS_PER_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    median_us: float
+    mean_us: float
+    min_us: float
+    iqr_us: float
+    rel_error: float
+    num_samples: int
+    calls_per_sample: int
+    def __init__(self, median_us: _Optional[float] = ..., mean_us: _Optional[float] = ..., min_us: _Optional[float] = ..., iqr_us: _Optional[float] = ..., rel_error: _Optional[float] = ..., num_samples: _Optional[int] = ..., calls_per_sample: _Optional[int] = ...) -> None: ...
+
+class BenchReport(_message.Message):
+    __slots__ = ("submission", "reference", "speedup", "device", "clock", "converged", "budget_used_s")
+    SUBMISSION_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USED_S_FIELD_NUMBER: _ClassVar[int]
+    submission: TimingStats
+    reference: TimingStats
+    speedup: float
+    device: str
+    clock: str
+    converged: bool
+    budget_used_s: float
+    def __init__(self, submission: _Optional[_Union[TimingStats, _Mapping]] = ..., reference: _Optional[_Union[TimingStats, _Mapping]] = ..., speedup: _Optional[float] = ..., device: _Optional[str] = ..., clock: _Optional[str] = ..., converged: _Optional[bool] = ..., budget_used_s: _Optional[float] = ...) -> None: ...
+
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "run_ms", "total_ms", "cpu_ms")
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -370,7 +424,7 @@ class Identity(_message.Message):
     def __init__(self, perfbox_version: _Optional[str] = ..., toolkit: _Optional[str] = ..., device: _Optional[str] = ..., node: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class ToolResult(_message.Message):
-    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "check", "stdout", "stderr", "timings", "cache_hit", "identity")
+    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "check", "bench", "stdout", "stderr", "timings", "cache_hit", "identity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
@@ -380,6 +434,7 @@ class ToolResult(_message.Message):
     COMPILE_FIELD_NUMBER: _ClassVar[int]
     DISASM_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
+    BENCH_FIELD_NUMBER: _ClassVar[int]
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -394,12 +449,13 @@ class ToolResult(_message.Message):
     compile: CompileReport
     disasm: DisasmReport
     check: CheckReport
+    bench: BenchReport
     stdout: str
     stderr: str
     timings: Timings
     cache_hit: bool
     identity: Identity
-    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., bench: _Optional[_Union[BenchReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("request_id", "job_id", "queued", "started", "log", "result")
