@@ -115,3 +115,15 @@ def test_gpumode_task_through_the_service(client: ToolClient) -> None:
     files["submission.py"] = "def custom_kernel(data):\n    return data[0]\n"
     result = client.run(make_request("check", files, language="kernelbench"), timeout_s=120)
     assert result.status == pb.WRONG_ANSWER and "test 0" in result.error
+
+
+def test_bench_through_the_service(client: ToolClient) -> None:
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench"
+    reference = (fixtures / "slow_reference.py").read_text()
+    submission = HEADER + "        return torch.relu(self.linear(x))\n"
+    request = make_request("bench", {"new.py": submission, "reference.py": reference},
+                           language="kernelbench", reference_file="reference.py",
+                           submission_file="new.py", time_budget_s=2.0)
+    result = client.run(request, timeout_s=120)
+    assert result.status == pb.OK, result.summary + result.stderr[-800:]
+    assert result.bench.speedup > 3 and result.bench.submission.num_samples >= 10
