@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import signal
 import statistics
 import time
 from multiprocessing.connection import Connection
@@ -168,14 +167,8 @@ def run(request: ToolRequest) -> ToolOutcome:
     except SideFailed as e:
         return _failed(Status.RUNTIME_ERROR, f"a benchmarked side failed: {e}", device)
     finally:
-        for conn in conns:
-            conn.close()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+        for pid, conn in zip(pids, conns):
+            kb.stop_side(pid, conn)
 
 
 def _bench(ref: Any, sub: Connection, refc: Connection, device: str, options: dict[str, Any]

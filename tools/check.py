@@ -12,6 +12,7 @@ goes out on the tool's own result channel, which the submission's process closed
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -21,7 +22,7 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
 
@@ -333,19 +334,30 @@ def run(request: ToolRequest) -> ToolOutcome:
     # 1. the reference module, before the submission can run: its process shares the
     # workspace and could otherwise rewrite reference.py under us
     ref = _import_reference(request.workdir, reference)
-    # 2. the submission's process, while nothing secret exists here yet; and this process
-    # undumpable, so the submission cannot ptrace it or read its memory
-    _set_dumpable(False)
-    pid, conn = _start_submission(request.workdir, submission, device, ())
-    try:
+    # 2. the submission's process, while nothing secret exists here yet
+    with submission_side(request.workdir, submission, device) as conn:
         return _check(ref, conn, device, num_sets, tol_for)
+
+
+@contextlib.contextmanager
+def submission_side(workdir: Path, submission: str, device: str) -> Iterator[Connection]:
+    """The submission's process, forked now; this process becomes undumpable first, so the
+    submission can neither ptrace it nor read its memory. Killed and reaped on exit."""
+    _set_dumpable(False)
+    pid, conn = _start_submission(workdir, submission, device, ())
+    try:
+        yield conn
     finally:
-        conn.close()
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
+        stop_side(pid, conn)
+
+
+def stop_side(pid: int, conn: Connection) -> None:
+    conn.close()
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
 
 
 def _receive(conn: Connection) -> tuple[Any | None, str]:

@@ -10,9 +10,7 @@ this trusted process, on outputs that came back from the submission's process as
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,17 +74,8 @@ def run(request: ToolRequest) -> ToolOutcome:
         return ToolOutcome(Status.UNAVAILABLE_HERE, "check on device cuda needs a GPU; this "
                            "node has none", error="no GPU on this node")
     ref = _import_reference(request.workdir, reference)  # before the submission can run
-    kb._set_dumpable(False)
-    pid, conn = kb._start_submission(request.workdir, submission, device, ())
-    try:
+    with kb.submission_side(request.workdir, submission, device) as conn:
         return _check(ref, conn, cases, device, request.options)
-    finally:
-        conn.close()
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
 
 
 def _check(ref: Any, conn: Any, cases: list[dict[str, Any]], device: str,

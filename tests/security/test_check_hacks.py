@@ -126,4 +126,4 @@ def test_bench_through_the_service(client: ToolClient) -> None:
                            submission_file="new.py", time_budget_s=2.0)
     result = client.run(request, timeout_s=120)
     assert result.status == pb.OK, result.summary + result.stderr[-800:]
-    assert result.bench.speedup > 3 and result.bench.submission.num_samples >= 10
+    assert result.bench.speedup > 2 and result.bench.submission.num_samples >= 10  # ~28x idle
