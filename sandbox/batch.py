@@ -68,12 +68,16 @@ class BatchStream:
             self.results.put(_END)
 
     def close(self) -> None:
-        """The RPC ended (client gone, deadline, shutdown): cancel what is still running."""
+        """The RPC ended (client gone, deadline, shutdown): cancel what is still running and
+        wake the stream's thread, which may be waiting for a result nobody will read."""
         with self._lock:
+            already = self._closed
             self._closed = True
             jobs = list(self._in_flight.values())
         for job in jobs:
             self._cancel(job)
+        if not already:
+            self.results.put(_END)
 
     def stream(self) -> Iterator[pb.ToolResult]:
         while True:
