@@ -372,13 +372,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- argument parsing ------------------------------------------------------------------------
 
 
+def _add_backend_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--backend", default="bwrap", choices=("bwrap", "process"),
+                   help=f"isolation {what} (default: bwrap)")
+    p.add_argument("--allow-unsafe-process-backend", action="store_true",
+                   help="permit --backend process (no isolation; development only)")
+
+
 def _add_service_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="HOST:PORT",
                    help="a running perfbox service; without it an embedded one is started")
-    p.add_argument("--backend", default="bwrap", choices=("bwrap", "process"),
-                   help="isolation of the embedded service (default: bwrap)")
-    p.add_argument("--allow-unsafe-process-backend", action="store_true",
-                   help="permit --backend process (no isolation; development only)")
+    _add_backend_flags(p, "of the embedded service")
     p.add_argument("--json", action="store_true",
                    help="print the response message as JSON (field names as in the .proto)")
 
@@ -386,8 +390,9 @@ def _add_service_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perfbox",
-        description="Compile, disassemble (and soon check, bench, profile, sanitize) GPU "
-                    "kernels in isolated sandboxes, from a shell or through the gRPC service.",
+        description="Compile, disassemble, check and benchmark GPU kernels (profile and "
+                    "sanitize are next) in isolated sandboxes, from a shell or through the gRPC "
+                    "service.",
         epilog="Exit codes: 0 OK, 1 the kernel failed the tool, 2 usage error or rejected "
                "request, 3 service unreachable, 4 internal error.",
     )
@@ -403,10 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default="127.0.0.1:50051",
                        help="HOST:PORT to listen on; port 0 picks one (default 127.0.0.1:50051)")
     serve.add_argument("--workers", type=int, default=2, help="concurrent jobs (default 2)")
-    serve.add_argument("--backend", default="bwrap", choices=("bwrap", "process"),
-                       help="isolation backend (default bwrap)")
-    serve.add_argument("--allow-unsafe-process-backend", action="store_true",
-                       help="permit --backend process (no isolation; development only)")
+    _add_backend_flags(serve, "backend")
     serve.add_argument("--cold", action="store_true",
                        help="start a fresh worker per job instead of a warm pool")
     serve.add_argument("--preload", default="torch,triton",

@@ -80,6 +80,8 @@ class Zygote:
         # Never true for the process backend, where kill(-1) would hit the whole host.
         self.init = isolate and os.getpid() == 1
         self.spare: _Spare | None = None
+        # code paths a job's fresh /tmp would hide; the same for every job, so found once
+        self.keep_under_tmp = _code_paths_under_tmp() if isolate else []
         self.cancelled: list[str] = []  # ids cancelled before their job arrived
 
     # -- control channel -------------------------------------------------------------------
@@ -118,7 +120,7 @@ class Zygote:
         if pid == 0:
             for fd in (job_w, out_r, err_r, res_r, self.ctrl_in, self.ctrl_out):
                 os.close(fd)
-            _job_child(job_r, self.isolate, out_w, err_w, res_w)
+            _job_child(job_r, self.isolate, self.keep_under_tmp, out_w, err_w, res_w)
         for fd in (job_r, out_w, err_w, res_w):
             os.close(fd)
         self.spare = _Spare(pid, job_w, out_r, err_r, res_r)
@@ -350,7 +352,8 @@ def _workspace_from(job: _RunningJob) -> str:
 # -- the job process ------------------------------------------------------------------------
 
 
-def _job_child(job_r: int, isolate: bool, out_w: int, err_w: int, res_w: int) -> None:
+def _job_child(job_r: int, isolate: bool, keep_under_tmp: list[str], out_w: int, err_w: int,
+               res_w: int) -> None:
     """Runs in a forked child: enter a fresh sandbox, wait for one job on `job_r`, run the tool,
     report on `res_w`, exit. Never returns."""
     code = 0
@@ -358,7 +361,7 @@ def _job_child(job_r: int, isolate: bool, out_w: int, err_w: int, res_w: int) ->
         _set_dumpable(True)
         if isolate:
             jobns.enter_namespaces()
-            jobns.mount_fresh_filesystems(ISOLATED_WORKDIR, _code_paths_under_tmp())
+            jobns.mount_fresh_filesystems(ISOLATED_WORKDIR, keep_under_tmp)
             workdir = ISOLATED_WORKDIR
         else:
             jobns.die_with_parent()

@@ -143,12 +143,11 @@ def _stats(samples: list[float], calls: int) -> dict[str, Any]:
 def run(request: ToolRequest) -> ToolOutcome:
     reference, submission = kb._names(request.files, request.options)
     options = {**DEFAULTS, **{k: v for k, v in request.options.items() if v}}
-    gpu = kb._gpu_present()
-    device = str(options.get("device") or ("cuda" if gpu else "cpu"))
-    if device == "cuda" and not gpu:
-        return ToolOutcome(Status.UNAVAILABLE_HERE, "bench on device cuda needs a GPU; this "
-                           "node has none", error="no GPU on this node")
-    ref = kb._import_reference(request.workdir, reference)
+    device, refusal = kb.choose_device("bench", options)
+    if refusal is not None:
+        return refusal
+    ref = kb.import_reference(request.workdir, reference, "perfbox_reference",
+                              ("Model", "get_inputs", "get_init_inputs"), "KernelBench format")
     kb._set_dumpable(False)
     sub_pid, sub = kb._start_submission(request.workdir, submission, device, ())
     pids, conns = [sub_pid], [sub]

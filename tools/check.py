@@ -315,6 +315,17 @@ def _gpu_present() -> bool:
         return False
 
 
+def choose_device(tool: str, options: dict[str, Any]) -> tuple[str, ToolOutcome | None]:
+    """(device, None), or ("", the refusal) when cuda is asked for on a node without a GPU."""
+    gpu = _gpu_present()
+    device = str(options.get("device") or ("cuda" if gpu else "cpu"))
+    if device == "cuda" and not gpu:
+        return "", ToolOutcome(Status.UNAVAILABLE_HERE, f"{tool} on device cuda needs a GPU; "
+                               "this node has none (leave device empty to run on the CPU)",
+                               error="no GPU on this node")
+    return device, None
+
+
 def run(request: ToolRequest) -> ToolOutcome:
     from perfbox.tools import gpumode
 
@@ -322,18 +333,16 @@ def run(request: ToolRequest) -> ToolOutcome:
         return gpumode.run(request)
     reference, submission = _names(request.files, request.options)
     options = request.options
-    gpu = _gpu_present()
-    device = str(options.get("device") or ("cuda" if gpu else "cpu"))
-    if device == "cuda" and not gpu:
-        return ToolOutcome(Status.UNAVAILABLE_HERE, "check on device cuda needs a GPU; this "
-                           "node has none (leave device empty to check on the CPU)",
-                           error="no GPU on this node")
+    device, refusal = choose_device("check", options)
+    if refusal is not None:
+        return refusal
     num_sets = int(options.get("num_input_sets") or DEFAULT_INPUT_SETS)
     tol_for = {**DEFAULT_TOLERANCES, **{k: float(v) for k, v in
                                         dict(options.get("tolerances", {})).items()}}
     # 1. the reference module, before the submission can run: its process shares the
     # workspace and could otherwise rewrite reference.py under us
-    ref = _import_reference(request.workdir, reference)
+    ref = import_reference(request.workdir, reference, "perfbox_reference",
+                           ("Model", "get_inputs", "get_init_inputs"), "KernelBench format")
     # 2. the submission's process, while nothing secret exists here yet
     with submission_side(request.workdir, submission, device) as conn:
         return _check(ref, conn, device, num_sets, tol_for)
@@ -376,17 +385,23 @@ def _receive(conn: Connection) -> tuple[Any | None, str]:
         return None, f"outputs are not plain tensors ({type(e).__name__})"
 
 
-def _import_reference(workdir: Path, reference: str) -> Any:
+def import_reference(workdir: Path, reference: str, module_name: str,
+                     required: tuple[str, ...], layout: str) -> Any:
+    """Imports the caller's reference (its failure is a bad request, not the kernel's) and
+    checks it defines what the task format needs. The workspace goes on sys.path first, for
+    references that import helper files sent with them (GPU MODE's task.py and utils.py)."""
+    if str(workdir) not in sys.path:
+        sys.path.insert(0, str(workdir))
     try:
-        ref = _load_module(workdir / reference, "perfbox_reference")
+        ref = _load_module(workdir / reference, module_name)
     except ToolInputError:
         raise
-    except Exception as e:  # the reference is the caller's: its failure is a bad request
+    except Exception as e:
         raise ToolInputError(f"the reference {reference} failed to import: "
                              f"{type(e).__name__}: {e}") from e
-    for name in ("Model", "get_inputs", "get_init_inputs"):
+    for name in required:
         if not hasattr(ref, name):
-            raise ToolInputError(f"{reference} defines no {name} (KernelBench format)")
+            raise ToolInputError(f"{reference} defines no {name} ({layout})")
     return ref
 
 

@@ -11,7 +11,6 @@ this trusted process, on outputs that came back from the submission's process as
 from __future__ import annotations
 
 import secrets
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,29 +50,15 @@ def test_cases(workdir: Path) -> list[dict[str, Any]]:
     return [dict(c) for c in cases]
 
 
-def _import_reference(workdir: Path, reference: str) -> Any:
-    if str(workdir) not in sys.path:
-        sys.path.insert(0, str(workdir))  # the reference imports task.py and utils.py
-    try:
-        ref = kb._load_module(workdir / reference, "reference")
-    except Exception as e:  # the task is the caller's: its failure is a bad request
-        raise ToolInputError(f"the reference {reference} failed to import: "
-                             f"{type(e).__name__}: {e}") from e
-    for name in ("generate_input", "ref_kernel", "check_implementation"):
-        if not hasattr(ref, name):
-            raise ToolInputError(f"{reference} defines no {name} (GPU MODE task format)")
-    return ref
-
-
 def run(request: ToolRequest) -> ToolOutcome:
     reference, submission = names(request.files, request.options)
     cases = test_cases(request.workdir)
-    gpu = kb._gpu_present()
-    device = str(request.options.get("device") or ("cuda" if gpu else "cpu"))
-    if device == "cuda" and not gpu:
-        return ToolOutcome(Status.UNAVAILABLE_HERE, "check on device cuda needs a GPU; this "
-                           "node has none", error="no GPU on this node")
-    ref = _import_reference(request.workdir, reference)  # before the submission can run
+    device, refusal = kb.choose_device("check", request.options)
+    if refusal is not None:
+        return refusal
+    ref = kb.import_reference(request.workdir, reference, "reference",  # before the submission
+                              ("generate_input", "ref_kernel", "check_implementation"),
+                              "GPU MODE task format")
     with kb.submission_side(request.workdir, submission, device) as conn:
         return _check(ref, conn, cases, device, request.options)
 
