@@ -9,7 +9,11 @@ Steps:
 Each call runs the real tool (its own processes, its own clock) on this machine's CPU; a GPU node
 runs the same script on the GPU path.
 
-    python benchmarks/bench_timing_quality.py [--calls 10] [--trials 5] [--out FILE]
+  3. GPU path only: agreement with triton.testing.do_bench on the same kernel (same process
+     as this script, L2 flushed by do_bench too): the ratio of the medians.
+
+    python benchmarks/bench_timing_quality.py [--device cpu|cuda] [--calls 10] [--trials 5]
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from perfbox.tools.types import ToolRequest  # noqa: E402
 
 PASSES = 100
 
-REFERENCE = f'''
+REFERENCE_TEMPLATE = '''
 import torch
 import torch.nn as nn
 
@@ -39,13 +43,16 @@ import torch.nn as nn
 class Model(nn.Module):
     def forward(self, x):
         y = x
-        for _ in range({PASSES}):
+        for _ in range({passes}):
             y = torch.sin(y)
         return y
 
 
+SHAPE = {shape}
+
+
 def get_inputs():
-    return [torch.randn(64, 256)]
+    return [torch.randn(*SHAPE)]
 
 
 def get_init_inputs():
@@ -69,29 +76,57 @@ class ModelNew(nn.Module):
 '''
 
 
-def bench_once(workdir: Path, passes: int, extra: int, budget_s: float) -> dict:
-    (workdir / "reference.py").write_text(REFERENCE)
+SHAPES = {"cpu": (64, 256), "cuda": (2048, 2048)}
+
+
+def bench_once(workdir: Path, passes: int, extra: int, budget_s: float, device: str) -> dict:
+    (workdir / "reference.py").write_text(REFERENCE_TEMPLATE.format(passes=PASSES,
+                                                                    shape=SHAPES[device]))
     (workdir / "new.py").write_text(SUBMISSION.format(passes=passes, extra=extra))
     out = tools.run(ToolRequest("bench", "kernelbench", ["new.py", "reference.py"], workdir,
-                                {"time_budget_s": budget_s}))
+                                {"time_budget_s": budget_s, "device": device}))
     if out.status.name != "OK":
         raise RuntimeError(out.summary)
     return out.report
 
 
+def do_bench_agreement(workdir: Path, medians_us: list[float]) -> dict:
+    """triton.testing.do_bench on the same submission in this process: its median against
+    the median of our medians."""
+    import statistics
+
+    import torch
+    import triton.testing
+
+    sys.path.insert(0, str(workdir))
+    namespace: dict = {}
+    exec((workdir / "new.py").read_text(), namespace)
+    model = namespace["ModelNew"]().cuda()
+    x = torch.randn(*SHAPES["cuda"], device="cuda")
+    with torch.no_grad():
+        ms = triton.testing.do_bench(lambda: model(x), warmup=100, rep=1000,
+                                     return_mode="median")
+    ours = statistics.median(medians_us) / 1e3
+    print(f"do_bench median {ms * 1e3:.1f} us vs bench {ours * 1e3:.1f} us: ratio "
+          f"{ours / ms:.4f}")
+    return {"do_bench_median_ms": ms, "bench_median_ms": ours, "ratio": ours / ms}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--budget-s", type=float, default=3.0)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
-                                             "timing_quality.json"))
+    parser.add_argument("--out", help="default: benchmarks/results/timing_quality[_gpu].json")
     args = parser.parse_args()
+    args.out = args.out or str(REPO / "benchmarks" / "results" / (
+        "timing_quality.json" if args.device == "cpu" else "timing_quality_gpu.json"))
     os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp())
     workdir = Path(tempfile.mkdtemp(prefix="timing-quality-"))
 
     # Step 1: the same kernel, separate calls
-    same = [bench_once(workdir, PASSES, 0, args.budget_s) for _ in range(args.calls)]
+    same = [bench_once(workdir, PASSES, 0, args.budget_s, args.device) for _ in range(args.calls)]
     medians = [r["submission"]["median_us"] for r in same]
     rel_errors = [r["submission"]["rel_error"] for r in same]
     speedups = [r["speedup"] for r in same]
@@ -105,8 +140,8 @@ def main() -> int:
     extra = round(PASSES * 0.03)
     trials = []
     for _ in range(args.trials):
-        fast_report = bench_once(workdir, PASSES, 0, args.budget_s)
-        slow_report = bench_once(workdir, PASSES, extra, args.budget_s)
+        fast_report = bench_once(workdir, PASSES, 0, args.budget_s, args.device)
+        slow_report = bench_once(workdir, PASSES, extra, args.budget_s, args.device)
         fast, slow = (r["submission"]["median_us"] for r in (fast_report, slow_report))
         fast_x, slow_x = fast_report["speedup"], slow_report["speedup"]
         trials.append({"fast_us": fast, "slow_us": slow, "correct": fast < slow,
@@ -116,6 +151,7 @@ def main() -> int:
               f"{'ranked correctly' if fast < slow else 'RANKED WRONG'}; by speedup against "
               f"the interleaved reference {fast_x:.3f} vs {slow_x:.3f} -> "
               f"{'correct' if fast_x > slow_x else 'WRONG'}")
+    agreement = do_bench_agreement(workdir, medians) if args.device == "cuda" else None
     correct = sum(t["correct"] for t in trials)
     correct_x = sum(t["correct_by_speedup"] for t in trials)
     result = {
@@ -128,6 +164,8 @@ def main() -> int:
                         "rel_errors": rel_errors},
         "pair_3_percent": {"trials": trials, "ranked_correctly": correct,
                            "ranked_correctly_by_speedup": correct_x, "of": args.trials},
+        "do_bench_agreement": agreement,
+        "gpu": same[0].get("gpu"),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

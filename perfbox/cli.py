@@ -24,7 +24,8 @@ from perfbox.exit_codes import ExitCode
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 _STATUS_STYLE = {pb.OK: "bold green", pb.CANCELLED: "yellow"}
-TOOL_NAMES = ("compile", "disasm", "check", "bench")
+TOOL_NAMES = ("compile", "disasm", "check", "bench", "profile", "sanitize")
+_KERNELBENCH_TOOLS = ("check", "bench")
 
 
 # -- embedded service ------------------------------------------------------------------------
@@ -120,6 +121,22 @@ def _diagnostics_table(diagnostics: Any) -> Table:
     return table
 
 
+def _profile_table(kernels: Any) -> Table:
+    table = Table(title="profile (Nsight Compute)", title_justify="left")
+    for column in ("kernel", "us", "bound", "SM %", "mem %", "DRAM %", "L2 hit %",
+                   "occupancy %", "regs", "top stall"):
+        table.add_column(column, justify="left" if column in ("kernel", "bound", "top stall")
+                         else "right")
+    for k in kernels:
+        stall = max(k.warp_stalls.items(), key=lambda kv: kv[1], default=("", 0.0))[0]
+        table.add_row(k.name[:48], f"{k.duration_us:.1f}", k.bound,
+                      f"{k.sm_throughput_pct:.0f}", f"{k.memory_throughput_pct:.0f}",
+                      f"{k.dram_throughput_pct:.0f}", f"{k.l2_hit_rate_pct:.0f}",
+                      f"{k.achieved_occupancy_pct:.0f}/{k.theoretical_occupancy_pct:.0f}",
+                      str(k.registers_per_thread), stall.replace("_", " "))
+    return table
+
+
 def print_result(result: pb.ToolResult) -> None:
     style = _STATUS_STYLE.get(result.status, "bold red")
     cached = " (cache hit)" if result.cache_hit else ""
@@ -156,6 +173,14 @@ def print_result(result: pb.ToolResult) -> None:
                           f"{t.iqr_us:.2f}", f"{100 * t.rel_error:.2f}%", str(t.num_samples),
                           str(t.calls_per_sample))
         console.print(table)
+    if result.HasField("profile") and result.profile.kernels:
+        console.print(_profile_table(result.profile.kernels))
+    if result.HasField("sanitize"):
+        for run in result.sanitize.runs:
+            for e in run.errors[:10]:
+                where = f"{e.file}:{e.line}" if e.file else ""
+                console.print(f"[red]{run.tool}[/] {e.kind} {e.kernel} {where} "
+                              f"thread {e.thread} block {e.block}", markup=True)
     if result.HasField("disasm") and result.disasm.kernels:
         console.print(_mix_table(result.disasm.kernels))
         for k in result.disasm.kernels:
@@ -208,6 +233,23 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _launch_spec(path: str) -> dict[str, Any]:
+    """A launch spec file (JSON or YAML) for a bare CUDA kernel."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{path}: no such launch spec file")
+    try:
+        spec = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not JSON or YAML: {e}") from e
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a launch spec is a mapping (kernel, grid, block, args, "
+                         "outputs)")
+    return spec
+
+
 def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
     from perfbox.client import make_request
 
@@ -223,12 +265,25 @@ def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
         if p.name in files:
             raise ValueError(f"two files are named {p.name}; rename one")
         files[p.name] = p.read_text()
-    language = args.language or ("kernelbench" if args.tool in ("check", "bench") else None)
+    language = args.language or ("kernelbench" if args.tool in _KERNELBENCH_TOOLS
+                                 or args.reference else None)
     check: dict[str, Any] = {}
+    launch = _launch_spec(args.launch) if args.launch else None
+    if launch is not None and args.tool not in _KERNELBENCH_TOOLS:
+        raise ValueError("--launch goes with --tool check or bench")
     if args.tool == "bench":
         check = {"reference_file": Path(args.reference).name,
                  "submission_file": Path(args.files[0]).name, "device": args.device or "",
                  "time_budget_s": args.time_budget_s or 0.0}
+    if args.tool in ("profile", "sanitize"):
+        check = {"reference_file": Path(args.reference).name if args.reference else "",
+                 "submission_file": Path(args.files[0]).name if args.reference else "",
+                 "args": args.program_arg or []}
+        if args.tool == "profile":
+            check.update(sections=args.section or [], kernel_filter=args.kernel_filter or "",
+                         max_kernels=args.max_kernels or 0, nsys=args.nsys)
+        else:
+            check.update(checks=args.check or [], max_errors=args.max_errors or 0)
     if args.tool == "check":
         check = {"reference_file": Path(args.reference).name,
                  "submission_file": Path(args.files[0]).name,
@@ -236,6 +291,8 @@ def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
                  "tolerances": {k: float(v) for k, v in
                                 _pairs(args.tolerance, "--tolerance").items()},
                  "device": args.device or ""}
+    if launch is not None:
+        check["launch"] = launch
     return make_request(
         args.tool, files, language=language, request_id=args.request_id or "", **check,
         archs=args.arch or [], limits=_limits_from(args), no_cache=args.no_cache,
@@ -452,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--reference", metavar="REF.py",
                         help="check: the reference (Model, get_inputs, get_init_inputs); "
                              "FILE is then the submission with ModelNew")
+    submit.add_argument("--launch", metavar="SPEC.json",
+                        help="check/bench: FILE is a bare CUDA kernel launched as this spec "
+                             "says (kernel, grid, block, args, outputs; GPU only)")
     submit.add_argument("--input-sets", type=int, help="check: random input sets (default 5)")
     submit.add_argument("--tolerance", action="append", metavar="DTYPE=TOL",
                         help="check: tolerance per dtype, e.g. float16=2e-2 (repeatable)")
@@ -459,6 +519,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check: where to run (default: a GPU when present)")
     submit.add_argument("--time-budget-s", type=float,
                         help="bench: seconds of sampling at most (default 5)")
+    submit.add_argument("--section", action="append", metavar="NAME",
+                        help="profile: ncu section, repeatable (default: SpeedOfLight, memory, "
+                             "occupancy, launch, warp state, compute, roofline)")
+    submit.add_argument("--kernel-filter", metavar="REGEX", help="profile: kernels to profile")
+    submit.add_argument("--max-kernels", type=int, help="profile: launches profiled (default 20)")
+    submit.add_argument("--nsys", action="store_true",
+                        help="profile: add an Nsight Systems summary where nsys works")
+    submit.add_argument("--check", action="append", choices=("memcheck", "racecheck",
+                                                            "initcheck", "synccheck"),
+                        help="sanitize: compute-sanitizer tool, repeatable (default memcheck)")
+    submit.add_argument("--max-errors", type=int, help="sanitize: errors kept per check (20)")
+    submit.add_argument("--program-arg", action="append", metavar="ARG",
+                        help="profile/sanitize of a CUDA program: argument, repeatable")
     submit.add_argument("--wall-time-s", type=float, help="job wall-time limit")
     submit.add_argument("--memory-mb", type=float, help="job memory limit")
     submit.add_argument("--no-cache", action="store_true", help="do not answer from the cache")

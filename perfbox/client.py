@@ -107,12 +107,17 @@ def make_request(tool: str, files: Mapping[str, str], *, language: str | None = 
         request.disasm.CopyFrom(pb.DisasmOptions(
             compile=compile_options, include_sass=bool(options.get("include_sass")),
             include_ptx=bool(options.get("include_ptx"))))
-    elif tool in ("check", "bench"):
-        message = pb.CheckOptions if tool == "check" else pb.BenchOptions
+    elif tool in _OPTION_MESSAGES:
+        message = _OPTION_MESSAGES[tool]
         fields = message.DESCRIPTOR.fields_by_name
         getattr(request, tool).CopyFrom(message(
-            **{k: v for k, v in options.items() if k in fields and v not in (None, "", 0, {})}))
+            **{k: v for k, v in options.items() if k in fields and v not in (None, "", 0, {}, [], ())}))
     return request
+
+
+_OPTION_MESSAGES: dict[str, Any] = {"check": pb.CheckOptions, "bench": pb.BenchOptions,
+                                    "profile": pb.ProfileOptions,
+                                    "sanitize": pb.SanitizeOptions}
 
 
 def read_files(paths: Iterable[str | Path]) -> dict[str, str]:

@@ -28,6 +28,9 @@ _GPU_DEVICE_PREFIXES = ("nvidia", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools",
                         "dri")
 
 
+_NSIGHT_DIRS = (Path("/opt/nvidia"),)  # Nsight Compute/Systems installs outside /usr
+
+
 class BwrapUnavailable(RuntimeError):
     """bubblewrap is missing or cannot create namespaces here; the message says how to fix it."""
 
@@ -66,6 +69,7 @@ def package_roots() -> list[str]:
 def default_layout(extra_ro_paths: list[str] | None = None) -> BwrapLayout:
     """The standard worker sandbox for this Python installation."""
     paths = {sys.prefix, sys.base_prefix, *package_roots(), *(extra_ro_paths or [])}
+    paths |= {str(p) for p in _NSIGHT_DIRS if p.is_dir()}
     for name in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(name):
             paths.add(os.environ[name])
@@ -90,7 +94,8 @@ def default_layout(extra_ro_paths: list[str] | None = None) -> BwrapLayout:
         "TRITON_CACHE_DIR": "/tmp/.triton",
         "TRITON_DEFAULT_FP_FUSION": "1",
     }
-    for name in ("CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+    for name in ("CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+                 "LD_LIBRARY_PATH"):
         if os.environ.get(name):
             env[name] = os.environ[name]
     gpus = sorted(str(p) for p in Path("/dev").iterdir()
@@ -144,6 +149,10 @@ def worker_argv(layout: BwrapLayout, command: list[str], slot: int) -> list[str]
     argv += ["--perms", "0755", "--dir", JOB_DIR, "--chdir", JOB_DIR, "--clearenv"]
     for device in layout.gpu_devices:
         argv += ["--dev-bind", device, device]
+    if layout.gpu_devices and Path("/sys").is_dir():
+        # the CUDA driver and NVML read the GPU's PCI topology from sysfs (read-only, as
+        # container runtimes mount it)
+        argv += ["--ro-bind", "/sys", "/sys"]
     for key, value in layout.env.items():
         argv += ["--setenv", key, value]
     if privileged:

@@ -87,7 +87,8 @@ def test_submit_with_an_embedded_service_and_cache(tmp_path: Path) -> None:
 def test_tools_and_device_info() -> None:
     tools = perfbox("tools", "--json")
     assert tools.returncode == 0, tools.stderr
-    assert {t["name"] for t in json.loads(tools.stdout)["tools"]} == {"compile", "disasm", "check", "bench"}
+    assert {t["name"] for t in json.loads(tools.stdout)["tools"]} == {
+        "compile", "disasm", "check", "bench", "profile", "sanitize"}
     info = perfbox("device-info")
     assert info.returncode == 0 and "nvcc" in info.stdout
 

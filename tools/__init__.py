@@ -48,6 +48,16 @@ TOOLS: dict[str, ToolSpec] = {
                  "relative error; median/mean/min/IQR and speedup. GPU when present, else CPU.",
                  "bench", ("kernelbench",), needs_gpu=False, cacheable=False,
                  options_field="bench"),
+        ToolSpec("profile", "Nsight Compute on the kernels of a KernelBench ModelNew or a CUDA "
+                 "program: duration, % of peak, cache hit rates, occupancy, warp stalls, "
+                 "roofline, ncu's advice, one condensed line per kernel. Needs a GPU and ncu.",
+                 "profile", ("kernelbench", "cuda"), needs_gpu=True, cacheable=False,
+                 options_field="profile"),
+        ToolSpec("sanitize", "compute-sanitizer memcheck/racecheck/initcheck/synccheck on a "
+                 "KernelBench ModelNew or a CUDA program: errors with kernel, thread, block, "
+                 "address and source line. Needs a GPU.",
+                 "sanitize", ("kernelbench", "cuda"), needs_gpu=True, cacheable=False,
+                 options_field="sanitize"),
     )
 }
 

@@ -33,6 +33,7 @@ MAX_INPUT_SETS = 100
 MAX_REPORTED_OUTPUTS = 64
 DEFAULT_TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2, "float64": 1e-7}
 _MAX_MESSAGE_BYTES = 1 << 31
+COMPILE_FAILED = "NVRTC compile error: "
 
 
 def _names(files: list[str], options: dict[str, Any]) -> tuple[str, str]:
@@ -41,8 +42,9 @@ def _names(files: list[str], options: dict[str, Any]) -> tuple[str, str]:
         raise ToolInputError(f"reference file {reference!r} is not among the sources "
                              f"({', '.join(files)}); set check option reference_file")
     submission = str(options.get("submission_file") or "")
+    suffix = ".cu" if options.get("launch") else ".py"
     if not submission:
-        others = [f for f in files if f.endswith(".py") and f != reference]
+        others = [f for f in files if f.endswith(suffix) and f != reference]
         if len(others) != 1:
             raise ToolInputError("name the submission with check option submission_file "
                                  f"(candidates: {', '.join(others) or 'none'})")
@@ -69,8 +71,19 @@ def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
         if dtype not in DEFAULT_TOLERANCES or not 0 <= float(tol) < 1:
             raise ToolInputError(f"tolerance {dtype}={tol}: dtype must be one of "
                                  f"{', '.join(DEFAULT_TOLERANCES)} and 0 <= tolerance < 1")
+    check_device_and_launch(options)
+
+
+def check_device_and_launch(options: dict[str, Any]) -> None:
+    """The options check and bench share: device, and a bare kernel's launch spec."""
+    from perfbox.tools import launch_spec
+
     if str(options.get("device", "")) not in ("", "cpu", "cuda"):
         raise ToolInputError("device must be cpu, cuda or empty (automatic)")
+    if options.get("launch"):
+        launch_spec.validate(dict(options["launch"]))
+        if str(options.get("device", "")) == "cpu":
+            raise ToolInputError("a bare CUDA kernel (launch) runs on device cuda only")
 
 
 def normalize(options: dict[str, Any]) -> dict[str, Any]:
@@ -123,25 +136,28 @@ def _submission_process(conn: Connection, workdir: Path, submission: str, device
         import torch
 
         request = _loads(conn.recv_bytes(_MAX_MESSAGE_BYTES))
+        timer = None
+        if request.get("mode") == "bench" and device == "cuda":
+            from perfbox.tools.gpu_timing import CudaTimer
+
+            timer = CudaTimer()  # bound before the submission's code can patch anything
         if str(workdir) not in sys.path:
             sys.path.insert(0, str(workdir))
-        module = _load_module(workdir / submission, "submission")
-        if request.get("format") == "gpumode":
+        module = None if request.get("launch") else _load_module(workdir / submission,
+                                                                 "submission")
+        if request.get("format") == "gpumode" and module is not None:
             if not hasattr(module, "custom_kernel"):
                 raise ToolInputError(f"{submission} defines no custom_kernel")
             kernel = module.custom_kernel
             conn.send_bytes(b"ready")
             _serve_gpumode(conn, kernel, device)
             raise SystemExit(0)
-        if not hasattr(module, "ModelNew"):
-            raise ToolInputError(f"{submission} defines no ModelNew")
-        torch.manual_seed(request["init_seed"])
-        model = module.ModelNew(*request["init_inputs"]).to(device)
+        model = _build_submission(module, workdir, submission, request, device)
         conn.send_bytes(b"ready")
         if request.get("mode") == "bench":
             from perfbox.tools.bench import serve_timed_runs
 
-            serve_timed_runs(conn, model, device)
+            serve_timed_runs(conn, model, device, timer)
             raise SystemExit(0)
         while True:
             message = conn.recv_bytes(_MAX_MESSAGE_BYTES)
@@ -172,6 +188,24 @@ def _submission_process(conn: Connection, workdir: Path, submission: str, device
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+def _build_submission(module: Any, workdir: Path, submission: str, request: dict[str, Any],
+                      device: str) -> Any:
+    """ModelNew from the submission's module, or a bare CUDA kernel wrapped as one."""
+    import torch
+
+    if request.get("launch"):
+        from perfbox.tools import bare_kernel
+
+        reference = _load_module(workdir / request["reference"], "perfbox_reference_params")
+        params = bare_kernel.reference_params(reference, request["init_inputs"],
+                                              request["init_seed"])
+        return bare_kernel.build_model(workdir / submission, request["launch"], params)
+    if not hasattr(module, "ModelNew"):
+        raise ToolInputError(f"{submission} defines no ModelNew")
+    torch.manual_seed(request["init_seed"])
+    return module.ModelNew(*request["init_inputs"]).to(device)
 
 
 def _serve_gpumode(conn: Connection, kernel: Any, device: str) -> None:
@@ -318,7 +352,19 @@ def _gpu_present() -> bool:
 def choose_device(tool: str, options: dict[str, Any]) -> tuple[str, ToolOutcome | None]:
     """(device, None), or ("", the refusal) when cuda is asked for on a node without a GPU."""
     gpu = _gpu_present()
-    device = str(options.get("device") or ("cuda" if gpu else "cpu"))
+    device = str(options.get("device") or ("cuda" if gpu or options.get("launch") else "cpu"))
+    if options.get("launch") and not gpu:
+        return "", ToolOutcome(Status.UNAVAILABLE_HERE, f"{tool} of a bare CUDA kernel "
+                               "(launch spec) needs a GPU and this node has none; wrap the "
+                               "kernel in a PyTorch ModelNew to run it on the CPU here, or "
+                               "compile/disasm it", error="no GPU on this node")
+    if options.get("launch"):
+        from perfbox.tools import bare_kernel
+
+        if not bare_kernel.cupy_available():
+            return "", ToolOutcome(Status.UNAVAILABLE_HERE, f"{tool} of a bare CUDA kernel "
+                                   "needs CuPy, which is not installed on this node (pip "
+                                   "install 'perfbox[gpu]')", error="cupy not installed")
     if device == "cuda" and not gpu:
         return "", ToolOutcome(Status.UNAVAILABLE_HERE, f"{tool} on device cuda needs a GPU; "
                                "this node has none (leave device empty to run on the CPU)",
@@ -345,7 +391,8 @@ def run(request: ToolRequest) -> ToolOutcome:
                            ("Model", "get_inputs", "get_init_inputs"), "KernelBench format")
     # 2. the submission's process, while nothing secret exists here yet
     with submission_side(request.workdir, submission, device) as conn:
-        return _check(ref, conn, device, num_sets, tol_for)
+        return _check(ref, conn, device, num_sets, tol_for,
+                      launch_request(options, reference))
 
 
 @contextlib.contextmanager
@@ -376,7 +423,10 @@ def _receive(conn: Connection) -> tuple[Any | None, str]:
     except (EOFError, OSError):
         return None, "the submission's process exited before answering"
     if data.startswith(b"error:"):
-        return None, data[len(b"error:"):].decode(errors="replace").strip().splitlines()[-1]
+        text = data[len(b"error:"):].decode(errors="replace").strip()
+        if "CompileException:" in text:  # a bare kernel that NVRTC refused: keep its log
+            return None, COMPILE_FAILED + text.split("CompileException:", 1)[1].strip()[:2000]
+        return None, text.splitlines()[-1]
     if data == b"ready":
         return data, ""
     try:
@@ -405,8 +455,24 @@ def import_reference(workdir: Path, reference: str, module_name: str,
     return ref
 
 
-def _check(ref: Any, conn: Connection, device: str, num_sets: int, tol_for: dict[str, float]
-           ) -> ToolOutcome:
+def failure_word(status: Status) -> str:
+    return {Status.WRONG_ANSWER: "Wrong answer", Status.COMPILE_ERROR: "Compile error"}.get(
+        status, "Runtime error")
+
+
+def build_failure_status(why: str) -> Status:
+    return Status.COMPILE_ERROR if why.startswith(COMPILE_FAILED) else Status.RUNTIME_ERROR
+
+
+def launch_request(options: dict[str, Any], reference: str) -> dict[str, Any]:
+    """What the submission's process needs to build a bare kernel (nothing for ModelNew)."""
+    if not options.get("launch"):
+        return {}
+    return {"launch": dict(options["launch"]), "reference": reference}
+
+
+def _check(ref: Any, conn: Connection, device: str, num_sets: int, tol_for: dict[str, float],
+           extra: dict[str, Any]) -> ToolOutcome:
     import torch
 
     # 3. now the secrets: the seeds, then the reference's inputs and outputs
@@ -414,10 +480,12 @@ def _check(ref: Any, conn: Connection, device: str, num_sets: int, tol_for: dict
     init_inputs = list(ref.get_init_inputs())
     torch.manual_seed(init_seed)
     model = ref.Model(*init_inputs).to(device)
-    conn.send_bytes(_dumps({"init_seed": init_seed, "init_inputs": init_inputs}))
+    conn.send_bytes(_dumps({"init_seed": init_seed, "init_inputs": init_inputs,
+                            **extra}))
     ready, why = _receive(conn)
     if ready is None:
-        return _failed(Status.RUNTIME_ERROR, f"ModelNew failed to build: {why}", device, num_sets)
+        return _failed(build_failure_status(why), f"ModelNew failed to build: {why}", device,
+                       num_sets)
     outputs: list[dict[str, Any]] = []
     deterministic = True
     for input_set in range(num_sets):
@@ -483,5 +551,5 @@ def _report(passed: bool, reason: str, device: str, num_sets: int,
 def _failed(status: Status, reason: str, device: str, num_sets: int,
             outputs: list[dict[str, Any]] | None = None) -> ToolOutcome:
     report = _report(False, reason, device, num_sets, outputs or [], True)
-    word = "Wrong answer" if status == Status.WRONG_ANSWER else "Runtime error"
+    word = failure_word(status)
     return ToolOutcome(status, f"{word}: {reason}", report, error=reason)

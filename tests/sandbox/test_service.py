@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from perfbox.api.v1 import tools_pb2 as pb
-from perfbox.client import AsyncToolClient, ToolClient
+from perfbox.client import AsyncToolClient, ToolClient, make_request
 from tests.conftest import SAMPLE_CU, TRITON_KERNEL, cuda_request, start_server, triton_request
 
 SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
@@ -138,7 +138,8 @@ def test_health_and_reflection(server) -> None:
 
 def test_list_tools_and_device_info(client: ToolClient) -> None:
     tools = {t.name: t for t in client.list_tools().tools}
-    assert set(tools) == {"compile", "disasm", "check", "bench"}
+    assert set(tools) == {"compile", "disasm", "check", "bench", "profile", "sanitize"}
+    assert tools["profile"].needs_gpu and tools["sanitize"].needs_gpu
     assert tools["compile"].available and pb.LANGUAGE_TRITON in tools["compile"].languages
     info = client.device_info()
     versions = {t.name: t.version for t in info.toolchain}
@@ -146,6 +147,7 @@ def test_list_tools_and_device_info(client: ToolClient) -> None:
     if not info.gpu_available:
         assert "No NVIDIA GPU" in info.message and "compile" in info.message
         assert set(info.available_tools) == {"compile", "disasm", "check", "bench"}
+        assert not tools["profile"].available and not tools["sanitize"].available
 
 
 def test_async_client_run_and_batch(server) -> None:
@@ -250,3 +252,22 @@ def test_batch_larger_than_the_queue_is_streamed_not_refused(tmp_path: Path) -> 
         assert all(r.status == pb.OK for r in results.values())
     finally:
         srv.stop(grace_s=1)
+
+
+def test_gpu_only_requests_say_what_is_missing_on_a_cpu_node(client: ToolClient) -> None:
+    """Without a GPU: profile/sanitize are refused by the service, a bare kernel by check."""
+    import json
+
+    info = client.device_info()
+    if info.gpu_available:
+        pytest.skip("this node has a GPU")
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    program = (fixtures / "programs" / "profile_kernels.cu").read_text()
+    for tool in ("profile", "sanitize"):
+        result = client.run(make_request(tool, {"p.cu": program}, language="cuda"))
+        assert result.status == pb.UNAVAILABLE_HERE and "needs a GPU" in result.summary
+    spec = json.loads((fixtures / "bare" / "linear_relu.launch.json").read_text())
+    files = {"reference.py": (fixtures / "kernelbench" / "reference.py").read_text(),
+             "k.cu": (fixtures / "bare" / "linear_relu.cu").read_text()}
+    result = client.run(make_request("check", files, language="kernelbench", launch=spec))
+    assert result.status == pb.UNAVAILABLE_HERE and "bare CUDA kernel" in result.summary

@@ -32,7 +32,8 @@ from perfbox import tools
 from perfbox.tools.types import ToolRequest
 workdir, files, options = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 tool = options.pop("tool", "check")
-out = tools.run(ToolRequest(tool, "kernelbench", files, workdir, options))
+language = options.pop("language", "kernelbench")
+out = tools.run(ToolRequest(tool, language, files, workdir, options))
 print("OUTCOME" + json.dumps(out.to_json()))
 """
 

@@ -116,7 +116,7 @@ class DisasmOptions(_message.Message):
     def __init__(self, compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., include_sass: _Optional[bool] = ..., include_ptx: _Optional[bool] = ...) -> None: ...
 
 class CheckOptions(_message.Message):
-    __slots__ = ("reference_file", "submission_file", "num_input_sets", "tolerances", "device")
+    __slots__ = ("reference_file", "submission_file", "num_input_sets", "tolerances", "device", "launch")
     class TolerancesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -129,31 +129,97 @@ class CheckOptions(_message.Message):
     NUM_INPUT_SETS_FIELD_NUMBER: _ClassVar[int]
     TOLERANCES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_FIELD_NUMBER: _ClassVar[int]
     reference_file: str
     submission_file: str
     num_input_sets: int
     tolerances: _containers.ScalarMap[str, float]
     device: str
-    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., num_input_sets: _Optional[int] = ..., tolerances: _Optional[_Mapping[str, float]] = ..., device: _Optional[str] = ...) -> None: ...
+    launch: LaunchSpec
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., num_input_sets: _Optional[int] = ..., tolerances: _Optional[_Mapping[str, float]] = ..., device: _Optional[str] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ...) -> None: ...
+
+class LaunchSpec(_message.Message):
+    __slots__ = ("kernel", "grid", "block", "args", "outputs", "shared_mem_bytes", "compile_options")
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    kernel: str
+    grid: _containers.RepeatedScalarFieldContainer[str]
+    block: _containers.RepeatedScalarFieldContainer[str]
+    args: _containers.RepeatedScalarFieldContainer[str]
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputSpec]
+    shared_mem_bytes: str
+    compile_options: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kernel: _Optional[str] = ..., grid: _Optional[_Iterable[str]] = ..., block: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[OutputSpec, _Mapping]]] = ..., shared_mem_bytes: _Optional[str] = ..., compile_options: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OutputSpec(_message.Message):
+    __slots__ = ("like", "shape", "dtype")
+    LIKE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    like: str
+    shape: _containers.RepeatedScalarFieldContainer[str]
+    dtype: str
+    def __init__(self, like: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class BenchOptions(_message.Message):
-    __slots__ = ("reference_file", "submission_file", "device", "target_rel_error", "time_budget_s", "min_samples")
+    __slots__ = ("reference_file", "submission_file", "device", "target_rel_error", "time_budget_s", "min_samples", "launch")
     REFERENCE_FILE_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_FILE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     TARGET_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
     TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
     MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_FIELD_NUMBER: _ClassVar[int]
     reference_file: str
     submission_file: str
     device: str
     target_rel_error: float
     time_budget_s: float
     min_samples: int
-    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., device: _Optional[str] = ..., target_rel_error: _Optional[float] = ..., time_budget_s: _Optional[float] = ..., min_samples: _Optional[int] = ...) -> None: ...
+    launch: LaunchSpec
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., device: _Optional[str] = ..., target_rel_error: _Optional[float] = ..., time_budget_s: _Optional[float] = ..., min_samples: _Optional[int] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ...) -> None: ...
+
+class ProfileOptions(_message.Message):
+    __slots__ = ("reference_file", "submission_file", "sections", "kernel_filter", "warmup_calls", "max_kernels", "nsys", "args")
+    REFERENCE_FILE_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_FILE_FIELD_NUMBER: _ClassVar[int]
+    SECTIONS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FILTER_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_KERNELS_FIELD_NUMBER: _ClassVar[int]
+    NSYS_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    reference_file: str
+    submission_file: str
+    sections: _containers.RepeatedScalarFieldContainer[str]
+    kernel_filter: str
+    warmup_calls: int
+    max_kernels: int
+    nsys: bool
+    args: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., sections: _Optional[_Iterable[str]] = ..., kernel_filter: _Optional[str] = ..., warmup_calls: _Optional[int] = ..., max_kernels: _Optional[int] = ..., nsys: _Optional[bool] = ..., args: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SanitizeOptions(_message.Message):
+    __slots__ = ("reference_file", "submission_file", "checks", "max_errors", "args")
+    REFERENCE_FILE_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_FILE_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    reference_file: str
+    submission_file: str
+    checks: _containers.RepeatedScalarFieldContainer[str]
+    max_errors: int
+    args: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., checks: _Optional[_Iterable[str]] = ..., max_errors: _Optional[int] = ..., args: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ToolRequest(_message.Message):
-    __slots__ = ("request_id", "tool", "language", "files", "compile", "disasm", "check", "bench", "limits", "no_cache")
+    __slots__ = ("request_id", "tool", "language", "files", "compile", "disasm", "check", "bench", "profile", "sanitize", "limits", "no_cache")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +228,8 @@ class ToolRequest(_message.Message):
     DISASM_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     BENCH_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SANITIZE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
@@ -172,9 +240,11 @@ class ToolRequest(_message.Message):
     disasm: DisasmOptions
     check: CheckOptions
     bench: BenchOptions
+    profile: ProfileOptions
+    sanitize: SanitizeOptions
     limits: Limits
     no_cache: bool
-    def __init__(self, request_id: _Optional[str] = ..., tool: _Optional[str] = ..., language: _Optional[_Union[Language, str]] = ..., files: _Optional[_Iterable[_Union[SourceFile, _Mapping]]] = ..., compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., disasm: _Optional[_Union[DisasmOptions, _Mapping]] = ..., check: _Optional[_Union[CheckOptions, _Mapping]] = ..., bench: _Optional[_Union[BenchOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., tool: _Optional[str] = ..., language: _Optional[_Union[Language, str]] = ..., files: _Optional[_Iterable[_Union[SourceFile, _Mapping]]] = ..., compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., disasm: _Optional[_Union[DisasmOptions, _Mapping]] = ..., check: _Optional[_Union[CheckOptions, _Mapping]] = ..., bench: _Optional[_Union[BenchOptions, _Mapping]] = ..., profile: _Optional[_Union[ProfileOptions, _Mapping]] = ..., sanitize: _Optional[_Union[SanitizeOptions, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
 
 class Diagnostic(_message.Message):
     __slots__ = ("file", "line", "column", "severity", "message")
@@ -380,7 +450,7 @@ class TimingStats(_message.Message):
     def __init__(self, median_us: _Optional[float] = ..., mean_us: _Optional[float] = ..., min_us: _Optional[float] = ..., iqr_us: _Optional[float] = ..., rel_error: _Optional[float] = ..., num_samples: _Optional[int] = ..., calls_per_sample: _Optional[int] = ...) -> None: ...
 
 class BenchReport(_message.Message):
-    __slots__ = ("submission", "reference", "speedup", "device", "clock", "converged", "budget_used_s")
+    __slots__ = ("submission", "reference", "speedup", "device", "clock", "converged", "budget_used_s", "gpu", "l2_flush_bytes", "verified_outputs", "tool_gap_us", "reference_gap_us")
     SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     SPEEDUP_FIELD_NUMBER: _ClassVar[int]
@@ -388,6 +458,11 @@ class BenchReport(_message.Message):
     CLOCK_FIELD_NUMBER: _ClassVar[int]
     CONVERGED_FIELD_NUMBER: _ClassVar[int]
     BUDGET_USED_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    L2_FLUSH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_GAP_US_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_GAP_US_FIELD_NUMBER: _ClassVar[int]
     submission: TimingStats
     reference: TimingStats
     speedup: float
@@ -395,7 +470,189 @@ class BenchReport(_message.Message):
     clock: str
     converged: bool
     budget_used_s: float
-    def __init__(self, submission: _Optional[_Union[TimingStats, _Mapping]] = ..., reference: _Optional[_Union[TimingStats, _Mapping]] = ..., speedup: _Optional[float] = ..., device: _Optional[str] = ..., clock: _Optional[str] = ..., converged: _Optional[bool] = ..., budget_used_s: _Optional[float] = ...) -> None: ...
+    gpu: GpuConditions
+    l2_flush_bytes: int
+    verified_outputs: int
+    tool_gap_us: float
+    reference_gap_us: float
+    def __init__(self, submission: _Optional[_Union[TimingStats, _Mapping]] = ..., reference: _Optional[_Union[TimingStats, _Mapping]] = ..., speedup: _Optional[float] = ..., device: _Optional[str] = ..., clock: _Optional[str] = ..., converged: _Optional[bool] = ..., budget_used_s: _Optional[float] = ..., gpu: _Optional[_Union[GpuConditions, _Mapping]] = ..., l2_flush_bytes: _Optional[int] = ..., verified_outputs: _Optional[int] = ..., tool_gap_us: _Optional[float] = ..., reference_gap_us: _Optional[float] = ...) -> None: ...
+
+class GpuConditions(_message.Message):
+    __slots__ = ("gpu_name", "sm_clock_mhz_min", "sm_clock_mhz_max", "mem_clock_mhz", "temperature_c_max", "throttle_reasons", "throttled", "samples")
+    GPU_NAME_FIELD_NUMBER: _ClassVar[int]
+    SM_CLOCK_MHZ_MIN_FIELD_NUMBER: _ClassVar[int]
+    SM_CLOCK_MHZ_MAX_FIELD_NUMBER: _ClassVar[int]
+    MEM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_MAX_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_REASONS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    gpu_name: str
+    sm_clock_mhz_min: int
+    sm_clock_mhz_max: int
+    mem_clock_mhz: int
+    temperature_c_max: int
+    throttle_reasons: _containers.RepeatedScalarFieldContainer[str]
+    throttled: bool
+    samples: int
+    def __init__(self, gpu_name: _Optional[str] = ..., sm_clock_mhz_min: _Optional[int] = ..., sm_clock_mhz_max: _Optional[int] = ..., mem_clock_mhz: _Optional[int] = ..., temperature_c_max: _Optional[int] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., throttled: _Optional[bool] = ..., samples: _Optional[int] = ...) -> None: ...
+
+class Roofline(_message.Message):
+    __slots__ = ("achieved_gflops", "dram_gbytes_per_s", "peak_gflops", "peak_dram_gbytes_per_s", "arithmetic_intensity", "ridge_intensity")
+    ACHIEVED_GFLOPS_FIELD_NUMBER: _ClassVar[int]
+    DRAM_GBYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PEAK_GFLOPS_FIELD_NUMBER: _ClassVar[int]
+    PEAK_DRAM_GBYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ARITHMETIC_INTENSITY_FIELD_NUMBER: _ClassVar[int]
+    RIDGE_INTENSITY_FIELD_NUMBER: _ClassVar[int]
+    achieved_gflops: float
+    dram_gbytes_per_s: float
+    peak_gflops: float
+    peak_dram_gbytes_per_s: float
+    arithmetic_intensity: float
+    ridge_intensity: float
+    def __init__(self, achieved_gflops: _Optional[float] = ..., dram_gbytes_per_s: _Optional[float] = ..., peak_gflops: _Optional[float] = ..., peak_dram_gbytes_per_s: _Optional[float] = ..., arithmetic_intensity: _Optional[float] = ..., ridge_intensity: _Optional[float] = ...) -> None: ...
+
+class KernelProfile(_message.Message):
+    __slots__ = ("id", "name", "grid", "block", "duration_us", "sm_throughput_pct", "memory_throughput_pct", "dram_throughput_pct", "l2_throughput_pct", "l1_throughput_pct", "l2_hit_rate_pct", "l1_hit_rate_pct", "achieved_occupancy_pct", "theoretical_occupancy_pct", "registers_per_thread", "shared_memory_per_block_bytes", "warp_stalls", "bound", "roofline", "advice", "summary")
+    class WarpStallsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    DURATION_US_FIELD_NUMBER: _ClassVar[int]
+    SM_THROUGHPUT_PCT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_THROUGHPUT_PCT_FIELD_NUMBER: _ClassVar[int]
+    DRAM_THROUGHPUT_PCT_FIELD_NUMBER: _ClassVar[int]
+    L2_THROUGHPUT_PCT_FIELD_NUMBER: _ClassVar[int]
+    L1_THROUGHPUT_PCT_FIELD_NUMBER: _ClassVar[int]
+    L2_HIT_RATE_PCT_FIELD_NUMBER: _ClassVar[int]
+    L1_HIT_RATE_PCT_FIELD_NUMBER: _ClassVar[int]
+    ACHIEVED_OCCUPANCY_PCT_FIELD_NUMBER: _ClassVar[int]
+    THEORETICAL_OCCUPANCY_PCT_FIELD_NUMBER: _ClassVar[int]
+    REGISTERS_PER_THREAD_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_PER_BLOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WARP_STALLS_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    ROOFLINE_FIELD_NUMBER: _ClassVar[int]
+    ADVICE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    grid: str
+    block: str
+    duration_us: float
+    sm_throughput_pct: float
+    memory_throughput_pct: float
+    dram_throughput_pct: float
+    l2_throughput_pct: float
+    l1_throughput_pct: float
+    l2_hit_rate_pct: float
+    l1_hit_rate_pct: float
+    achieved_occupancy_pct: float
+    theoretical_occupancy_pct: float
+    registers_per_thread: int
+    shared_memory_per_block_bytes: int
+    warp_stalls: _containers.ScalarMap[str, float]
+    bound: str
+    roofline: Roofline
+    advice: _containers.RepeatedScalarFieldContainer[str]
+    summary: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., grid: _Optional[str] = ..., block: _Optional[str] = ..., duration_us: _Optional[float] = ..., sm_throughput_pct: _Optional[float] = ..., memory_throughput_pct: _Optional[float] = ..., dram_throughput_pct: _Optional[float] = ..., l2_throughput_pct: _Optional[float] = ..., l1_throughput_pct: _Optional[float] = ..., l2_hit_rate_pct: _Optional[float] = ..., l1_hit_rate_pct: _Optional[float] = ..., achieved_occupancy_pct: _Optional[float] = ..., theoretical_occupancy_pct: _Optional[float] = ..., registers_per_thread: _Optional[int] = ..., shared_memory_per_block_bytes: _Optional[int] = ..., warp_stalls: _Optional[_Mapping[str, float]] = ..., bound: _Optional[str] = ..., roofline: _Optional[_Union[Roofline, _Mapping]] = ..., advice: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ...) -> None: ...
+
+class NsysRow(_message.Message):
+    __slots__ = ("name", "calls", "total_us", "average_us", "percent")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_US_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    calls: int
+    total_us: float
+    average_us: float
+    percent: float
+    def __init__(self, name: _Optional[str] = ..., calls: _Optional[int] = ..., total_us: _Optional[float] = ..., average_us: _Optional[float] = ..., percent: _Optional[float] = ...) -> None: ...
+
+class NsysSummary(_message.Message):
+    __slots__ = ("available", "note", "kernels", "memory_operations")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    available: bool
+    note: str
+    kernels: _containers.RepeatedCompositeFieldContainer[NsysRow]
+    memory_operations: _containers.RepeatedCompositeFieldContainer[NsysRow]
+    def __init__(self, available: _Optional[bool] = ..., note: _Optional[str] = ..., kernels: _Optional[_Iterable[_Union[NsysRow, _Mapping]]] = ..., memory_operations: _Optional[_Iterable[_Union[NsysRow, _Mapping]]] = ...) -> None: ...
+
+class ProfileReport(_message.Message):
+    __slots__ = ("kernels", "tool_version", "command", "nsys")
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    NSYS_FIELD_NUMBER: _ClassVar[int]
+    kernels: _containers.RepeatedCompositeFieldContainer[KernelProfile]
+    tool_version: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    nsys: NsysSummary
+    def __init__(self, kernels: _Optional[_Iterable[_Union[KernelProfile, _Mapping]]] = ..., tool_version: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., nsys: _Optional[_Union[NsysSummary, _Mapping]] = ...) -> None: ...
+
+class SanitizerError(_message.Message):
+    __slots__ = ("tool", "kind", "kernel", "block", "thread", "address", "size", "file", "line", "detail", "hazards")
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    THREAD_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    HAZARDS_FIELD_NUMBER: _ClassVar[int]
+    tool: str
+    kind: str
+    kernel: str
+    block: str
+    thread: str
+    address: str
+    size: int
+    file: str
+    line: int
+    detail: str
+    hazards: int
+    def __init__(self, tool: _Optional[str] = ..., kind: _Optional[str] = ..., kernel: _Optional[str] = ..., block: _Optional[str] = ..., thread: _Optional[str] = ..., address: _Optional[str] = ..., size: _Optional[int] = ..., file: _Optional[str] = ..., line: _Optional[int] = ..., detail: _Optional[str] = ..., hazards: _Optional[int] = ...) -> None: ...
+
+class SanitizerRun(_message.Message):
+    __slots__ = ("tool", "error_count", "errors", "api_errors", "summary_line", "complete")
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    API_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_LINE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    tool: str
+    error_count: int
+    errors: _containers.RepeatedCompositeFieldContainer[SanitizerError]
+    api_errors: _containers.RepeatedScalarFieldContainer[str]
+    summary_line: str
+    complete: bool
+    def __init__(self, tool: _Optional[str] = ..., error_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[SanitizerError, _Mapping]]] = ..., api_errors: _Optional[_Iterable[str]] = ..., summary_line: _Optional[str] = ..., complete: _Optional[bool] = ...) -> None: ...
+
+class SanitizeReport(_message.Message):
+    __slots__ = ("runs", "tool_version")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[SanitizerRun]
+    tool_version: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[SanitizerRun, _Mapping]]] = ..., tool_version: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "run_ms", "total_ms", "cpu_ms")
@@ -424,7 +681,7 @@ class Identity(_message.Message):
     def __init__(self, perfbox_version: _Optional[str] = ..., toolkit: _Optional[str] = ..., device: _Optional[str] = ..., node: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class ToolResult(_message.Message):
-    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "check", "bench", "stdout", "stderr", "timings", "cache_hit", "identity")
+    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "check", "bench", "profile", "sanitize", "stdout", "stderr", "timings", "cache_hit", "identity")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
@@ -435,6 +692,8 @@ class ToolResult(_message.Message):
     DISASM_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     BENCH_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SANITIZE_FIELD_NUMBER: _ClassVar[int]
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -450,12 +709,14 @@ class ToolResult(_message.Message):
     disasm: DisasmReport
     check: CheckReport
     bench: BenchReport
+    profile: ProfileReport
+    sanitize: SanitizeReport
     stdout: str
     stderr: str
     timings: Timings
     cache_hit: bool
     identity: Identity
-    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., bench: _Optional[_Union[BenchReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., bench: _Optional[_Union[BenchReport, _Mapping]] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ..., sanitize: _Optional[_Union[SanitizeReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("request_id", "job_id", "queued", "started", "log", "result")
