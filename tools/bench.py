@@ -32,6 +32,9 @@ WARMUP_CALLS = 3
 DEFAULTS = {"target_rel_error": 0.01, "time_budget_s": 5.0, "min_samples": 10}
 POOL_SIZE = 4  # input sets on the GPU path
 BATCH_TARGET_US = 10_000.0  # a timed batch of calls lasts about this long (GPU path)
+GPU_MIN_TIME_S = 0.5  # GPU path: sample at least this long before the stop rule applies, as
+# NVBench does: a kernel with little noise would otherwise stop after a handful of samples
+# whose median still moves by a percent
 MAX_BATCH = 200
 VERIFY_ONE_IN = 4  # after a batch, the last timed output is checked with this odds
 GAP_SLACK_US = 30.0  # tool-clock time per call beyond the events, over the reference's
@@ -331,7 +334,9 @@ def _bench_cuda(sub: Connection, refc: Connection, expected: list[list[Any]],
                     verified += 1
             monitor.sample()
             stats = {n: _stats([e / 1e6 for e in v], 1) for n, v in events.items()}
-            enough = min(len(v) for v in events.values()) >= int(options["min_samples"])
+            enough = min(len(v) for v in events.values()) >= int(options["min_samples"]) \
+                and time.monotonic() - started >= min(GPU_MIN_TIME_S,
+                                                      float(options["time_budget_s"]))
             if enough and all(s["rel_error"] < float(options["target_rel_error"])
                               for s in stats.values()):
                 converged = True

@@ -173,6 +173,14 @@ def _submission_process(conn: Connection, workdir: Path, submission: str, device
                     torch.cuda.synchronize()
                 runs.append([_plain(t) for t in _flatten(out)])
             conn.send_bytes(_dumps(runs))
+    except SystemExit as e:
+        code = 0 if e.code in (0, None) else 1  # a side that served its last command
+        if code:
+            text = f"the submission called exit({e.code!r})"
+            try:
+                conn.send_bytes(b"error:" + text.encode())
+            except (OSError, ValueError):
+                pass
     except BaseException:  # noqa: BLE001 - report the submission's failure, whatever it is
         code = 1
         text = traceback.format_exc(limit=8)

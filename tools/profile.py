@@ -79,6 +79,8 @@ def run(request: ToolRequest) -> ToolOutcome:
                            "performance counters to administrators (NVreg_RestrictProfiling"
                            "ToAdminUsers=1); an operator must lift that", error=_PERMISSION)
     rep = workdir / "perfbox_profile.ncu-rep"
+    if not rep.exists() and "No kernels were profiled" in output:
+        return _no_kernels(output, {"command": cmd, "tool_version": _version()})
     if not rep.exists():
         status = Status.RUNTIME_ERROR
         return ToolOutcome(status, "Runtime error: the program failed under Nsight Compute "
@@ -97,11 +99,7 @@ def run(request: ToolRequest) -> ToolOutcome:
         result["nsys"] = nsys_report.summarize(program.argv, workdir, gpu_program.tool_env(),
                                                gpu_program.RUN_TIMEOUT_S)
     if not kernels:
-        available = [line.split(".", 1)[-1].strip() for line in output.splitlines()
-                     if re.match(r"^\d+\. ", line)]
-        hint = f" (kernels seen: {', '.join(available[:10])})" if available else ""
-        return ToolOutcome(Status.OK, f"No kernel was profiled{hint}: check kernel_filter, or "
-                           "whether the code launches GPU kernels at all.", result)
+        return _no_kernels(output, result)
     if done.returncode != 0:
         result_status = Status.RUNTIME_ERROR
         return ToolOutcome(result_status, f"Runtime error: the program exited {done.returncode} "
@@ -115,6 +113,16 @@ def run(request: ToolRequest) -> ToolOutcome:
     total = sum(k.metric("gpu__time_duration.sum") for k in kernels) / 1e3
     return ToolOutcome(Status.OK, f"Profiled {len(kernels)} kernels ({total:.1f} us in all):\n"
                        + "\n".join(lines), result)
+
+
+def _no_kernels(output: str, result: dict[str, Any]) -> ToolOutcome:
+    """OK, but saying so: nothing matched the filter or nothing ran on the GPU; ncu lists the
+    kernels it saw, which the summary passes on."""
+    seen = [line.split(".", 1)[-1].strip() for line in output.splitlines()
+            if re.match(r"^\d+\. ", line)]
+    hint = f" (kernels seen: {', '.join(seen[:10])})" if seen else ""
+    return ToolOutcome(Status.OK, f"No kernel was profiled{hint}: check kernel_filter, or "
+                       "whether the code launches GPU kernels at all.", result)
 
 
 def _version() -> str:
