@@ -424,12 +424,27 @@ def stop_side(pid: int, conn: Connection) -> None:
     os.waitpid(pid, 0)
 
 
-def _receive(conn: Connection) -> tuple[Any | None, str]:
-    """(payload, "") or (None, why the submission failed)."""
+def answer_bytes(expected: list[Any]) -> int:
+    """The most an honest answer to one input set can take: two runs of outputs the size of
+    the reference's (any dtype up to 8 bytes per element), plus serialisation overhead."""
+    import torch
+
+    elements = sum(t.numel() for t in expected if isinstance(t, torch.Tensor))
+    return 2 * 8 * elements + (1 << 20)
+
+
+def _receive(conn: Connection, max_bytes: int = _MAX_MESSAGE_BYTES) -> tuple[Any | None, str]:
+    """(payload, "") or (None, why the submission failed). A message longer than max_bytes
+    (an answer is about as large as the reference's output) is refused at once: the
+    submission wrote something of its own on the channel, and the tool must not wait for a
+    body that never comes."""
     try:
-        data = conn.recv_bytes(_MAX_MESSAGE_BYTES)
-    except (EOFError, OSError):
+        data = conn.recv_bytes(max_bytes)
+    except EOFError:
         return None, "the submission's process exited before answering"
+    except OSError:
+        return None, ("the submission wrote something other than its answer on the tool's "
+                      "channel (a message longer than any output it could send)")
     if data.startswith(b"error:"):
         text = data[len(b"error:"):].decode(errors="replace").strip()
         if "CompileException:" in text:  # a bare kernel that NVRTC refused: keep its log
@@ -503,7 +518,7 @@ def _check(ref: Any, conn: Connection, device: str, num_sets: int, tol_for: dict
             expected = [t.detach().cpu() for t in _flatten(model(
                 *[x.clone().to(device) if isinstance(x, torch.Tensor) else x for x in inputs]))]
         conn.send_bytes(_dumps([x.cpu() if isinstance(x, torch.Tensor) else x for x in inputs]))
-        runs, why = _receive(conn)
+        runs, why = _receive(conn, answer_bytes(expected))
         if runs is None:
             return _failed(Status.RUNTIME_ERROR, f"ModelNew raised on input set {input_set}: "
                            f"{why}", device, num_sets, outputs)

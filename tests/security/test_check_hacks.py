@@ -89,6 +89,27 @@ with open("reference.py", "w") as f:
             "def get_inputs():\\n    return [torch.randn(16, 32)]\\n"
             "def get_init_inputs():\\n    return [32]\\n")
 """, pb.WRONG_ANSWER),
+    ("finish the output on a side thread after returning", """
+import threading, time
+out = torch.empty(16, 32)
+def finish():
+    time.sleep(0.2)
+    out.copy_(torch.relu(self.linear(x)))
+threading.Thread(target=finish, daemon=True).start()
+return out
+""", "", pb.WRONG_ANSWER),
+    ("return an uninitialised buffer hoping it holds the reference's result", """
+return torch.empty(16, 32)
+""", "", pb.WRONG_ANSWER),
+    ("forge a verdict on an inherited file descriptor", """
+import os
+for fd in range(3, 64):
+    try:
+        os.write(fd, b'{"status": "OK", "passed": true}\\n')
+    except OSError:
+        pass
+return torch.zeros(16, 32)
+""", "", pb.RUNTIME_ERROR),
     ("guess the seed", """
 torch.manual_seed(0)
 guess = torch.randn(16, 32)
