@@ -52,6 +52,11 @@ class JobLimits:
 
 
 DEFAULT_LIMITS = JobLimits()
+# On a node with GPUs, unless the operator set other defaults: a CUDA job is several processes
+# (tool, submission, reference; ncu or compute-sanitizer and its target), each with a CUDA
+# context (~1-2 GiB of host memory) and a thread per core, and profiling replays every kernel.
+GPU_DEFAULT_LIMITS = JobLimits(wall_time_ms=300_000, cpu_time_ms=600_000,
+                               memory_bytes=32 * GiB, max_processes=1024)
 MAX_LIMITS = JobLimits(
     wall_time_ms=30 * 60_000,
     cpu_time_ms=60 * 60_000,

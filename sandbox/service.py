@@ -17,7 +17,7 @@ from perfbox.api.v1 import tools_pb2_grpc
 from perfbox.sandbox.batch import BatchStream, elapsed_ms, rejected
 from perfbox.sandbox.cache import ResultCache, cache_key
 from perfbox.sandbox.device import device_info, gpu_count
-from perfbox.sandbox.limits import DEFAULT_LIMITS, JobLimits
+from perfbox.sandbox.limits import DEFAULT_LIMITS, GPU_DEFAULT_LIMITS, JobLimits
 from perfbox.sandbox.results import build_result
 from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
@@ -34,11 +34,13 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                  default_limits: JobLimits = DEFAULT_LIMITS, batch_window: int = 256) -> None:
         self.scheduler = scheduler
         self.batch_window = batch_window
-        self.default_limits = default_limits
         self.cache = cache
         self.backend = backend
         self.toolkit = toolkit_identity()
         self.num_gpus = gpu_count()
+        # CUDA processes need more memory, threads and time than the CPU-sized defaults
+        self.default_limits = GPU_DEFAULT_LIMITS if self.num_gpus and \
+            default_limits == DEFAULT_LIMITS else default_limits
         self.identity = pb.Identity(
             perfbox_version=__version__, toolkit=self.toolkit,
             device="gpu" if self.num_gpus else "cpu", node=socket.gethostname(), backend=backend,

@@ -83,3 +83,11 @@ def test_bare_kernel_check_in_the_sandbox(client: ToolClient) -> None:
     result = client.run(make_request("check", files, language="kernelbench", launch=spec,
                                      limits=GPU_LIMITS))
     assert result.status == pb.OK, result.summary + result.stderr[-2000:]
+
+
+@pytest.mark.gpu
+def test_default_limits_fit_a_cuda_job(client: ToolClient) -> None:
+    """No limits in the request: the GPU node's defaults must hold a CUDA check."""
+    files = {"reference.py": (FIXTURES / "reference.py").read_text(), "new.py": NEW}
+    result = client.run(make_request("check", files, language="kernelbench", device="cuda"))
+    assert result.status == pb.OK, result.summary + result.stderr[-2000:]
