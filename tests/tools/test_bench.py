@@ -39,7 +39,9 @@ def test_faster_kernel_gets_a_speedup_with_statistics(tmp_path: Path) -> None:
     out = bench(tmp_path, FAST)
     assert out.status == Status.OK, out.summary
     report = out.report
-    assert report["speedup"] > 2  # the reference repeats the work 30 times (~28x when idle)
+    # the reference repeats the work 30 times: ~28x on an idle machine, 1.7x was seen with both
+    # cores busy compiling; the direction is what this test asserts
+    assert report["speedup"] > 1.3
     sub = report["submission"]
     assert sub["num_samples"] >= 10 and sub["calls_per_sample"] >= 1
     assert sub["min_us"] <= sub["median_us"] and sub["iqr_us"] >= 0

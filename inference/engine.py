@@ -1,0 +1,77 @@
+"""The engine interface the rollout worker drives: sequences with addressable KV state.
+
+A sequence lives in a slot of the engine's KV cache. The worker starts it, feeds it tokens
+(a prompt or a tool's output: *delta prefill*, only the new tokens), decodes it one token per
+step batched with every other sequence, keeps it resident while its tool runs, forks it for the
+samples of a group and drops it. `step` is the one batched forward pass: each input carries the
+tokens to add to one sequence (one for decode, many for prefill) and whether the caller wants
+the next token after them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class StepInput:
+    """Tokens to append to one sequence in this forward pass."""
+
+    seq_id: int
+    tokens: list[int]  # 1 for a decode step, more for (chunked) prefill
+    want_next: bool = True  # compute the next token after the last one (greedy)
+
+
+@dataclass
+class StepOutput:
+    """What one forward pass produced."""
+
+    next_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> greedy next token
+    num_prefill_tokens: int = 0  # tokens of inputs with more than one token
+    num_decode_tokens: int = 0  # tokens of single-token inputs
+    elapsed_s: float = 0.0  # wall time of the forward pass
+
+
+class Engine(Protocol):
+    """What every engine offers (llama.cpp on the CPU, vLLM on GPU nodes)."""
+
+    name: str
+    num_slots: int  # sequences that can hold KV at once
+    max_tokens_per_seq: int  # context length of one sequence
+    max_batch_tokens: int  # tokens one step may take in all
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of text; special tokens (chat template markers) are parsed."""
+        ...
+
+    def detokenize(self, tokens: list[int]) -> str:
+        ...
+
+    def eos_tokens(self) -> set[int]:
+        ...
+
+    def start(self) -> int:
+        """A free slot's seq_id (empty KV); raises RuntimeError when none is free."""
+        ...
+
+    def length(self, seq_id: int) -> int:
+        """Tokens held in the sequence's KV."""
+        ...
+
+    def truncate(self, seq_id: int, num_tokens: int) -> None:
+        """Keep the first num_tokens of the sequence's KV (prefix reuse)."""
+        ...
+
+    def fork(self, seq_id: int) -> int:
+        """A new sequence sharing (a copy of) this one's KV."""
+        ...
+
+    def drop(self, seq_id: int) -> None:
+        """Free the slot and its KV."""
+        ...
+
+    def step(self, inputs: list[StepInput]) -> StepOutput:
+        """One batched forward pass over the inputs (their tokens together must fit
+        max_batch_tokens)."""
+        ...
