@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,13 +34,14 @@ _KERNELBENCH_TOOLS = ("check", "bench")
 
 @contextlib.contextmanager
 def embedded_server(backend: str, preload: tuple[str, ...], workers: int = 1,
-                    allow_unsafe: bool = False) -> Iterator[str]:
+                    allow_unsafe: bool = False, nice: int = 0) -> Iterator[str]:
     """Starts a tool service on a free loopback port for one command; yields its address."""
     from perfbox.sandbox.config import ServerConfig
     from perfbox.sandbox.server import create_server
 
     config = ServerConfig(address="127.0.0.1:0", workers=workers, backend=backend,
-                          allow_unsafe_process_backend=allow_unsafe, preload=preload, grace_s=5)
+                          allow_unsafe_process_backend=allow_unsafe, preload=preload, grace_s=5,
+                          nice=nice)
     server, port = create_server(config)
     try:
         yield f"127.0.0.1:{port}"
@@ -48,14 +50,16 @@ def embedded_server(backend: str, preload: tuple[str, ...], workers: int = 1,
 
 
 @contextlib.contextmanager
-def service_target(args: argparse.Namespace, preload: tuple[str, ...]) -> Iterator[str]:
+def service_target(args: argparse.Namespace, preload: tuple[str, ...], workers: int = 1,
+                   nice: int = 0) -> Iterator[str]:
     if args.server:
         yield args.server
         return
     with err_console.status("starting an embedded perfbox service..."):
         stack = contextlib.ExitStack()
-        target = stack.enter_context(embedded_server(args.backend, preload,
-                                                     allow_unsafe=args.allow_unsafe_process_backend))
+        target = stack.enter_context(embedded_server(args.backend, preload, workers,
+                                                     allow_unsafe=args.allow_unsafe_process_backend,
+                                                     nice=nice))
     with stack:
         yield target
 
@@ -379,6 +383,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else
                                               ServerConfig().cache_dir),
         max_queue=args.max_queue, grace_s=args.grace_s, default_limits=_serve_limits(args),
+        nice=args.nice,
     )
     serve(config)
     return ExitCode.OK
@@ -400,7 +405,8 @@ def _serve_limits(args: argparse.Namespace) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The README's main job: a tool service plus the bundled kernels through it."""
+    """The README's main job: a tool service, the bundled kernels through it, and the rollout
+    worker replaying a kernel-agent trajectory against it."""
     from perfbox.client import make_request, read_files
     from perfbox.samples import SOFTMAX_PY, VECTOR_ADD_CU
 
@@ -423,7 +429,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print_json(result) if args.json else print_result(result)
             if result.status != pb.OK:
                 worst = ExitCode.KERNEL_FAILURE
+        if not args.no_rollout:
+            _demo_rollout(target, args)
     return worst
+
+
+def _demo_rollout(target: str, args: argparse.Namespace) -> None:
+    """The rollout worker beside the service: one kernel-agent trajectory in each mode."""
+    from perfbox.rollout_cli import _engine_check, run_rollout
+
+    try:
+        _engine_check()
+    except ValueError as e:
+        err_console.print(f"[yellow]rollout worker skipped:[/] {e}")
+        return
+    console.rule("rollout worker: a kernel-agent trajectory, each mode")
+    run_rollout(target, ["resubmit", "resident", "resident+speculate"], 1, None, True,
+                os.cpu_count() or 1, None, None)
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -465,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", default="127.0.0.1:50051",
                        help="HOST:PORT to listen on; port 0 picks one (default 127.0.0.1:50051)")
     serve.add_argument("--workers", type=int, default=2, help="concurrent jobs (default 2)")
+    serve.add_argument("--nice", type=int, default=0,
+                       help="CPU niceness of workers and jobs, e.g. 10 beside a CPU inference "
+                            "engine that should keep priority (default 0)")
     _add_backend_flags(serve, "backend")
     serve.add_argument("--cold", action="store_true",
                        help="start a fresh worker per job instead of a warm pool")
@@ -552,8 +577,14 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Start a tool service and compile + disassemble the "
                                       "bundled CUDA and Triton sample kernels through it.")
     demo.add_argument("--arch", action="append", metavar="SM", help="target arch (sm_90)")
+    demo.add_argument("--no-rollout", action="store_true",
+                      help="skip the rollout worker part (tool service only)")
     _add_service_flags(demo)
     demo.set_defaults(func=cmd_demo)
+
+    from perfbox.rollout_cli import add_commands
+
+    add_commands(sub, _add_service_flags)
     return parser
 
 

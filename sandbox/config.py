@@ -27,6 +27,7 @@ class ServerConfig:
     allow_unsafe_process_backend: bool = False  # the process backend is refused without this
     warm: bool = True  # keep pre-started workers; False starts one worker per job (cold)
     preload: tuple[str, ...] = DEFAULT_PRELOAD  # modules the warm workers import up front
+    nice: int = 0  # CPU niceness of workers and jobs (a colocated engine keeps priority)
     cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no result cache
     max_queue: int = DEFAULT_MAX_QUEUE
     grace_s: float = DEFAULT_GRACE_S

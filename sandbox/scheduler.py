@@ -86,12 +86,14 @@ class WorkerSlot:
     """One concurrent job's worth of capacity: a worker, its cgroup, its respawns."""
 
     def __init__(self, index: int, isolate: bool, layout: BwrapLayout | None,
-                 cgroups: CgroupManager | None, preload: list[str], warm: bool) -> None:
+                 cgroups: CgroupManager | None, preload: list[str], warm: bool,
+                 nice: int = 0) -> None:
         self.index = index
         self.isolate = isolate
         self.layout = layout
         self.cgroups = cgroups
         self.preload = preload
+        self.nice = nice
         self.warm = warm
         self.cgroup: WorkerCgroup | None = cgroups.create(f"w{index}") if cgroups else None
         self.worker: WorkerProcess | None = None
@@ -102,7 +104,7 @@ class WorkerSlot:
         if self.worker is not None:
             self.worker.kill()
         worker = WorkerProcess(self.index, self.isolate, self.layout, self.cgroup, self.preload,
-                               warm_up=self.warm)
+                               warm_up=self.warm, nice=self.nice)
         worker.start()
         self.worker = worker
         return worker

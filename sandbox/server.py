@@ -46,7 +46,8 @@ class ToolServer:
             bwrap.write_etc(Path(layout.etc_dir), config.workers)
         self.cgroups = CgroupManager(f"perfbox-{os.getpid()}-{id(self) & 0xffff:x}") \
             if config.use_cgroups else None
-        slots = [WorkerSlot(i, isolate, layout, self.cgroups, list(config.preload), config.warm)
+        slots = [WorkerSlot(i, isolate, layout, self.cgroups, list(config.preload), config.warm,
+                            config.nice)
                  for i in range(config.workers)]
         self.scheduler = Scheduler(slots, config.max_queue)
         self.cache = ResultCache(config.cache_dir)

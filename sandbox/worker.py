@@ -31,7 +31,8 @@ class WorkerProcess:
     """Starts a worker, hands it one job at a time and relays its frames."""
 
     def __init__(self, slot: int, isolate: bool, layout: bwrap.BwrapLayout | None,
-                 cgroup: WorkerCgroup | None, preload: list[str], warm_up: bool = True) -> None:
+                 cgroup: WorkerCgroup | None, preload: list[str], warm_up: bool = True,
+                 nice: int = 0) -> None:
         self.slot = slot
         self.name = f"worker-{slot}"
         self.isolate = isolate
@@ -39,6 +40,7 @@ class WorkerProcess:
         self.cgroup = cgroup
         self.preload = preload
         self.warm_up = warm_up  # worth it only for a worker that serves many jobs
+        self.nice = nice  # > 0: the worker and its jobs yield the CPU to a colocated engine
         self.proc: subprocess.Popen[bytes] | None = None
         self.reader = framing.FrameReader()
         self.pending: list[dict[str, Any]] = []
@@ -53,13 +55,16 @@ class WorkerProcess:
         if self.warm_up:
             command.append("--warm-up")
         if not self.isolate:
-            return command
+            return self._niced(command)
         assert self.layout is not None
         command.append("--isolate")
         argv = bwrap.worker_argv(self.layout, command, self.slot)
         if self.cgroup is not None:
             argv = ["/bin/sh", "-c", _CGROUP_JOIN, "perfbox-worker", *argv]
-        return argv
+        return self._niced(argv)
+
+    def _niced(self, argv: list[str]) -> list[str]:
+        return ["nice", "-n", str(self.nice), *argv] if self.nice else argv
 
     def _env(self) -> dict[str, str]:
         """The only environment the worker (or bwrap) inherits: nothing of the server's."""

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "proto"
 OUT_DIR = Path(__file__).resolve().parent / "v1"
-PROTOS = ["perfbox/v1/tools.proto"]
+PROTOS = ["perfbox/v1/tools.proto", "perfbox/v1/rollout.proto"]
 _IMPORT_RE = re.compile(r"^from perfbox\.v1 import (\w+_pb2)", re.MULTILINE)
 
 

