@@ -32,6 +32,7 @@ import concurrent.futures as cf
 import enum
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.workload import ChatTemplate, Trajectory
 
 log = logging.getLogger(__name__)
+
+
+class RolloutCancelled(RuntimeError):
+    """cancel() was called before every trajectory finished."""
 
 
 class Mode(str, enum.Enum):
@@ -172,6 +177,11 @@ class Rollout:
         self._rng = random.Random(config.seed)
         self._idle_s = self._decode_s = self._prefill_s = self._overhead_s = 0.0
         self._steps = 0
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stops run() at its next step (from another thread); queued tool calls are dropped."""
+        self._cancelled.set()
 
     # -- driver ------------------------------------------------------------------------------
 
@@ -189,6 +199,10 @@ class Rollout:
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
             self._pool = pool
             while any(s.state != State.DONE for s in seqs):
+                if self._cancelled.is_set():
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise RolloutCancelled(f"cancelled with {sum(s.state != State.DONE for s in seqs)}"
+                                           " trajectories unfinished")
                 self._collect_tools(seqs)
                 self._admit(seqs)
                 inputs, kinds = self._compose(seqs)
@@ -332,6 +346,7 @@ class Rollout:
         piece = seq.decoder.decode(self.engine.piece(token)) if hasattr(self.engine, "piece") \
             else self.engine.detokenize([token])
         seq.text += piece
+        self.on_event("token", {"id": seq.traj.id, "token": token, "text": piece})
         event = seq.parser.feed(piece)
         if self._speculating:
             for call in event.arguments_complete:  # early launch
@@ -462,7 +477,7 @@ class Rollout:
             generated_tokens=len(seq.tokens_out), prefill_tokens=seq.prefill_tokens,
             reprefill_tokens=seq.reprefill_tokens, turn_generation_s=seq.turn_generation_s,
             calls=seq.calls, tokens=seq.tokens_out, text=seq.text)
-        self.on_event("done", {"id": seq.traj.id})
+        self.on_event("done", {"id": seq.traj.id, "result": seq.result})
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

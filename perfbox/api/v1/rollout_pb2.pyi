@@ -75,3 +75,91 @@ class StatsResponse(_message.Message):
     wasted_tool_s: float
     entries: int
     def __init__(self, hits: _Optional[int] = ..., misses: _Optional[int] = ..., launched: _Optional[int] = ..., deduplicated: _Optional[int] = ..., expired: _Optional[int] = ..., wasted_tool_s: _Optional[float] = ..., entries: _Optional[int] = ...) -> None: ...
+
+class RolloutRequest(_message.Message):
+    __slots__ = ("trajectory_ids", "count", "mode", "free_generation", "max_turn_tokens", "max_turns", "kv_slots")
+    TRAJECTORY_IDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FREE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_TURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
+    KV_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    trajectory_ids: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    mode: str
+    free_generation: bool
+    max_turn_tokens: int
+    max_turns: int
+    kv_slots: int
+    def __init__(self, trajectory_ids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., mode: _Optional[str] = ..., free_generation: _Optional[bool] = ..., max_turn_tokens: _Optional[int] = ..., max_turns: _Optional[int] = ..., kv_slots: _Optional[int] = ...) -> None: ...
+
+class TokensEvent(_message.Message):
+    __slots__ = ("token_ids", "text")
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    text: str
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ToolEvent(_message.Message):
+    __slots__ = ("tool", "status", "speculative_hit")
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SPECULATIVE_HIT_FIELD_NUMBER: _ClassVar[int]
+    tool: str
+    status: str
+    speculative_hit: bool
+    def __init__(self, tool: _Optional[str] = ..., status: _Optional[str] = ..., speculative_hit: _Optional[bool] = ...) -> None: ...
+
+class TrajectoryDone(_message.Message):
+    __slots__ = ("generated_tokens", "prefill_tokens", "reprefill_tokens", "wall_s", "text")
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REPREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WALL_S_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    generated_tokens: int
+    prefill_tokens: int
+    reprefill_tokens: int
+    wall_s: float
+    text: str
+    def __init__(self, generated_tokens: _Optional[int] = ..., prefill_tokens: _Optional[int] = ..., reprefill_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+
+class RolloutSummary(_message.Message):
+    __slots__ = ("mode", "wall_s", "tokens_per_s", "prefill_tokens", "reprefill_tokens", "idle_s", "spec_hits", "spec_misses", "wasted_tool_s")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WALL_S_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REPREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HITS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_MISSES_FIELD_NUMBER: _ClassVar[int]
+    WASTED_TOOL_S_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    wall_s: float
+    tokens_per_s: float
+    prefill_tokens: int
+    reprefill_tokens: int
+    idle_s: float
+    spec_hits: int
+    spec_misses: int
+    wasted_tool_s: float
+    def __init__(self, mode: _Optional[str] = ..., wall_s: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., prefill_tokens: _Optional[int] = ..., reprefill_tokens: _Optional[int] = ..., idle_s: _Optional[float] = ..., spec_hits: _Optional[int] = ..., spec_misses: _Optional[int] = ..., wasted_tool_s: _Optional[float] = ...) -> None: ...
+
+class RolloutEvent(_message.Message):
+    __slots__ = ("trajectory_id", "tokens", "tool_call", "tool_result", "done", "summary")
+    TRAJECTORY_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    trajectory_id: str
+    tokens: TokensEvent
+    tool_call: ToolEvent
+    tool_result: ToolEvent
+    done: TrajectoryDone
+    summary: RolloutSummary
+    def __init__(self, trajectory_id: _Optional[str] = ..., tokens: _Optional[_Union[TokensEvent, _Mapping]] = ..., tool_call: _Optional[_Union[ToolEvent, _Mapping]] = ..., tool_result: _Optional[_Union[ToolEvent, _Mapping]] = ..., done: _Optional[_Union[TrajectoryDone, _Mapping]] = ..., summary: _Optional[_Union[RolloutSummary, _Mapping]] = ...) -> None: ...

@@ -187,3 +187,81 @@ class ToolCache:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RolloutServiceStub:
+    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
+    while another rollout holds the engine (retry later); CANCELLED stops the rollout.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Run = channel.unary_stream(
+                '/perfbox.v1.RolloutService/Run',
+                request_serializer=perfbox_dot_v1_dot_rollout__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=perfbox_dot_v1_dot_rollout__pb2.RolloutEvent.FromString,
+                _registered_method=True)
+
+
+class RolloutServiceServicer:
+    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
+    while another rollout holds the engine (retry later); CANCELLED stops the rollout.
+    """
+
+    def Run(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RolloutServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Run': grpc.unary_stream_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=perfbox_dot_v1_dot_rollout__pb2.RolloutRequest.FromString,
+                    response_serializer=perfbox_dot_v1_dot_rollout__pb2.RolloutEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'perfbox.v1.RolloutService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('perfbox.v1.RolloutService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RolloutService:
+    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
+    while another rollout holds the engine (retry later); CANCELLED stops the rollout.
+    """
+
+    @staticmethod
+    def Run(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/perfbox.v1.RolloutService/Run',
+            perfbox_dot_v1_dot_rollout__pb2.RolloutRequest.SerializeToString,
+            perfbox_dot_v1_dot_rollout__pb2.RolloutEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

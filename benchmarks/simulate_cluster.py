@@ -1,0 +1,51 @@
+"""Cluster-scale predictions from the measured per-node rollout figures.
+
+Steps:
+  1. Fit the node model (step overhead, per-sequence decode cost, prefill cost per token, KV
+     slots, re-submission overhead) and the workload model (turns, tokens per turn, tool
+     time, measured alpha) to a `perfbox bench rollout` result.
+  2. Simulate every mode for a grid of nodes x concurrent trajectories
+     (perfbox.inference.simulate; its docstring lists the assumptions, copied into the output).
+  3. Write the predictions with the fitted models next to them.
+
+    python benchmarks/simulate_cluster.py [--rollout benchmarks/results/rollout.json]
+        [--out benchmarks/results/cluster_sim.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from perfbox.inference import simulate  # noqa: E402
+
+GRID = [(1, 32), (8, 256), (64, 2048), (256, 8192)]  # (nodes, concurrent trajectories)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollout", default=str(REPO / "benchmarks/results/rollout.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/cluster_sim.json"))
+    args = parser.parse_args()
+    measured = json.loads(Path(args.rollout).read_text())
+    node, work = simulate.models_from_benchmark(measured)
+    out = {"source": args.rollout, "assumptions": simulate.__doc__,
+           **simulate.describe(node, work), "grid": []}
+    for nodes, trajectories in GRID:
+        row = simulate.simulate_cluster(node, work, nodes, trajectories)
+        out["grid"].append(row)
+        print(f"{nodes:4d} nodes, {trajectories:5d} trajectories: " + ", ".join(
+            f"{m} {v['tokens_per_s']:.0f} tok/s ({row['speedup_vs_resubmit'][m]:.2f}x)"
+            for m, v in row["modes"].items()))
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""perfbox.v1.RolloutService: a training job asks the worker for trajectories and receives
+tokens, tool calls and results as they happen, then a summary. One rollout holds the engine at
+a time (a second call gets RESOURCE_EXHAUSTED); a cancelled call stops its rollout."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from perfbox.api.v1 import rollout_pb2 as rpb
+from perfbox.api.v1 import rollout_pb2_grpc
+from perfbox.inference import workload as W
+from perfbox.inference.engine import Engine
+from perfbox.inference.rollout import Mode, Rollout, RolloutCancelled, RolloutConfig
+from perfbox.inference.tools_bridge import ToolOutput
+from perfbox.inference.toolcall import ToolCall
+
+MAX_COUNT = 4096
+_END = object()
+
+
+class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
+    def __init__(self, make_engine: Callable[[int], Engine],
+                 run_tool: Callable[[ToolCall], ToolOutput],
+                 workload: W.Workload | None = None) -> None:
+        self.make_engine = make_engine  # slots -> a fresh engine
+        self.run_tool = run_tool
+        self.workload = workload or W.load()
+        self._busy = threading.Lock()
+
+    def _trajectories(self, request: rpb.RolloutRequest, context: grpc.ServicerContext
+                      ) -> list[W.Trajectory]:
+        known = {t.id: t for t in self.workload.trajectories}
+        chosen = [known[i] for i in request.trajectory_ids if i in known]
+        unknown = [i for i in request.trajectory_ids if i not in known]
+        if unknown:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown trajectories "
+                          f"{', '.join(unknown)}; known: {', '.join(known)}")
+        base = W.Workload(chosen or self.workload.trajectories, self.workload.problems,
+                          self.workload.start_tag, self.workload.end_tag)
+        count = request.count or len(base.trajectories)
+        if count > MAX_COUNT:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"count is at most {MAX_COUNT}")
+        return W.replicate(base, count)
+
+    def Run(self, request: rpb.RolloutRequest, context: grpc.ServicerContext
+            ) -> Iterator[rpb.RolloutEvent]:
+        try:
+            mode = Mode(request.mode or "resident")
+        except ValueError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mode must be one of "
+                          f"{', '.join(m.value for m in Mode)}")
+        trajectories = self._trajectories(request, context)
+        if not self._busy.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "another rollout holds the "
+                          "engine; retry when it ends")
+        try:
+            yield from self._run(request, mode, trajectories, context)
+        finally:
+            self._busy.release()
+
+    def _run(self, request: rpb.RolloutRequest, mode: Mode, trajectories: list[W.Trajectory],
+             context: grpc.ServicerContext) -> Iterator[rpb.RolloutEvent]:
+        events: queue.Queue[Any] = queue.Queue()
+        config = RolloutConfig(mode=mode, forced=not request.free_generation,
+                               max_turn_tokens=request.max_turn_tokens or 256,
+                               max_turns=request.max_turns or 8)
+        engine = self.make_engine(request.kv_slots or len(trajectories))
+        rollout = Rollout(engine, self.run_tool, config,
+                          on_event=lambda kind, data: events.put((kind, data)))
+        context.add_callback(rollout.cancel)
+        with cf.ThreadPoolExecutor(1) as runner:
+            done = runner.submit(rollout.run, trajectories)
+            done.add_done_callback(lambda _: events.put(_END))
+            while True:
+                item = events.get()
+                if item is _END:
+                    break
+                event = _event(*item)
+                if event is not None:
+                    yield event
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+        try:
+            stats = done.result()
+        except RolloutCancelled:
+            return
+        yield rpb.RolloutEvent(summary=rpb.RolloutSummary(
+            mode=stats.mode, wall_s=stats.wall_s, tokens_per_s=stats.tokens_per_s,
+            prefill_tokens=stats.prefill_tokens, reprefill_tokens=stats.reprefill_tokens,
+            idle_s=stats.idle_s, spec_hits=stats.spec_hits, spec_misses=stats.spec_misses,
+            wasted_tool_s=stats.wasted_tool_s))
+
+
+def _event(kind: str, data: dict[str, Any]) -> rpb.RolloutEvent | None:
+    tid = str(data.get("id", ""))
+    if kind == "token":
+        return rpb.RolloutEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
+            token_ids=[data["token"]], text=data["text"]))
+    if kind == "tool_call":
+        return rpb.RolloutEvent(trajectory_id=tid, tool_call=rpb.ToolEvent(
+            tool=data["tool"], speculative_hit=bool(data.get("speculative_hit"))))
+    if kind == "tool_result":
+        return rpb.RolloutEvent(trajectory_id=tid, tool_result=rpb.ToolEvent(
+            tool=data["tool"], status=data["status"]))
+    if kind == "done":
+        r = data.get("result")
+        if r is None:
+            return None
+        return rpb.RolloutEvent(trajectory_id=tid, done=rpb.TrajectoryDone(
+            generated_tokens=r.generated_tokens, prefill_tokens=r.prefill_tokens,
+            reprefill_tokens=r.reprefill_tokens, wall_s=r.wall_s, text=r.text))
+    return None
+
+
+def create_server(service: RolloutService, address: str = "127.0.0.1:0"
+                  ) -> tuple[grpc.Server, int]:
+    server = grpc.server(cf.ThreadPoolExecutor(max_workers=8))
+    rollout_pb2_grpc.add_RolloutServiceServicer_to_server(service, server)
+    port = server.add_insecure_port(address)
+    server.start()
+    return server, port
