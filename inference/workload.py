@@ -62,9 +62,19 @@ def load(path: Path = DEFAULT_WORKLOAD, template: ChatTemplate | None = None) ->
                     fmt.get("start_tag", "<tool_call>"), fmt.get("end_tag", "</tool_call>"))
 
 
+def _distinct(turn: str, index: int) -> str:
+    """The turn with its kernel sources marked as trajectory `index`'s own (a comment line),
+    so replicas call the tools with different sources, as different samples would: a shared
+    tool cache must not serve one trajectory's call from another's."""
+    return (turn.replace('"source": "', f'"source": "// trajectory {index}\\n')
+                .replace('"submission": "', f'"submission": "# trajectory {index}\\n'))
+
+
 def replicate(workload: Workload, count: int) -> list[Trajectory]:
-    """count trajectories cycling through the workload's (ids made unique)."""
+    """count trajectories cycling through the workload's, ids and kernel sources made
+    distinct."""
     base = workload.trajectories
     return [Trajectory(f"{base[i % len(base)].id}-{i}", base[i % len(base)].prompt,
-                       base[i % len(base)].turns, base[i % len(base)].problem)
+                       [_distinct(t, i) for t in base[i % len(base)].turns],
+                       base[i % len(base)].problem)
             for i in range(count)]
