@@ -109,7 +109,11 @@ def summary_row(stats: RolloutStats) -> dict[str, Any]:
 
 
 def run(run_tool: Callable[..., Any], concurrencies: list[int], kv_fraction: float,
-        threads: int, model: str | None, progress: ProgressFn) -> dict[str, Any]:
+        threads: int, model: str | None, progress: ProgressFn,
+        checkpoint: Callable[[dict[str, Any]], None] = lambda result: None,
+        check_identity: bool = True) -> dict[str, Any]:
+    """Every mode at every concurrency; `checkpoint` gets the result so far after each
+    concurrency (long runs are not lost to an interruption)."""
     workload = W.load()
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                            "machine": {"cpus": os.cpu_count(), "host": platform.node(),
@@ -139,8 +143,10 @@ def run(run_tool: Callable[..., Any], concurrencies: list[int], kv_fraction: flo
         row["reprefill_cut"] = (1 - spec.reprefill_tokens / base.reprefill_tokens
                                 if base.reprefill_tokens else None)
         out["runs"].append(row)
-    progress("greedy free generation in every mode (identity check) ...")
-    out["outputs_identical"] = identical_outputs(run_tool, threads, model)
+        checkpoint(out)
+    if check_identity:
+        progress("greedy free generation in every mode (identity check) ...")
+        out["outputs_identical"] = identical_outputs(run_tool, threads, model)
     # the issue's flat layout: per mode figures of the largest concurrency
     last = out["runs"][-1]["modes"]
     out.update({mode: {k: last[mode][k] for k in ("wall_s", "tokens_per_s", "prefill_tokens",

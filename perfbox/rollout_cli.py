@@ -91,19 +91,24 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     from perfbox.inference import bench_rollout, workload
 
     _engine_check()
-    concurrencies = [1, 4] if args.quick else [1, 8, 32]
+    concurrencies = args.concurrency or ([1, 4] if args.quick else [1, 8, 32])
+    out = Path(args.out)
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target, \
             ToolClient(target, timeout_s=600) as client:
         from perfbox.inference.tools_bridge import ToolBridge
 
         bridge = ToolBridge(client, workload.load().problems)
         result = bench_rollout.run(bridge.run, concurrencies, args.kv_fraction, _threads(args),
-                                   args.model, lambda line: err_console.print(line))
+                                   args.model, lambda line: err_console.print(line),
+                                   checkpoint=lambda partial: bench_rollout.save(partial, out),
+                                   check_identity=not args.no_identity_check)
     result["command"] = "perfbox bench rollout " + " ".join(
-        (["--quick"] if args.quick else []) + [f"--kv-fraction {args.kv_fraction}",
-                                               f"--tool-nice {args.tool_nice}"])
+        (["--quick"] if args.quick else []) + [f"--concurrency {c}" for c in
+                                               args.concurrency or []]
+        + [f"--kv-fraction {args.kv_fraction}", f"--threads {_threads(args)}",
+           f"--tool-nice {args.tool_nice}"] + (["--no-identity-check"]
+                                               if args.no_identity_check else []))
     result["tool_nice"] = args.tool_nice
-    out = Path(args.out)
     bench_rollout.save(result, out)
     plotted = bench_rollout.plot(result, out.with_suffix(".png"))
     for row in result["runs"]:
@@ -112,7 +117,7 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
                       f"resident+speculate / resubmit tokens/s "
                       f"{row['speedup_tokens_per_s']:.2f}x, wall {row['measured_speedup_wall']:.2f}x"
                       f" (analytic model {predicted:.2f}x)" if predicted else "")
-    console.print(f"outputs identical across modes: {result['outputs_identical']}; written to "
+    console.print(f"outputs identical across modes: {result.get('outputs_identical')}; written to "
                   f"{out}" + (f" and {out.with_suffix('.png')}" if plotted else ""))
     return 0
 
@@ -141,6 +146,10 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
     br = bench_sub.add_parser("rollout", help="all rollout modes side by side at 1, 8 and 32 "
                                                "concurrent trajectories")
     br.add_argument("--quick", action="store_true", help="1 and 4 trajectories only")
+    br.add_argument("--concurrency", type=int, action="append",
+                    help="trajectories at once, repeatable (default 1, 8, 32)")
+    br.add_argument("--no-identity-check", action="store_true",
+                    help="skip the greedy free-generation identity check")
     br.add_argument("--kv-fraction", type=float, default=0.5,
                     help="KV slots per trajectory (default 0.5: the cache is oversubscribed, "
                          "as in RL rollouts)")

@@ -163,6 +163,20 @@ def _size_sample(conn: Connection, overhead_s: float) -> int:
     return calls
 
 
+def _stop_rule(stats: dict[str, dict[str, Any]], options: dict[str, Any], started: float,
+               min_time_s: float) -> tuple[bool, bool]:
+    """(converged, stop): stop once both sides have min_samples and min_time_s of sampling
+    and their relative errors are below target (converged), or the budget is spent."""
+    elapsed = time.monotonic() - started
+    budget = float(options["time_budget_s"])
+    enough = min(s["num_samples"] for s in stats.values()) >= int(options["min_samples"]) \
+        and elapsed >= min(min_time_s, budget)
+    if enough and all(s["rel_error"] < float(options["target_rel_error"])
+                      for s in stats.values()):
+        return True, True
+    return False, enough and elapsed > budget
+
+
 def _stats(samples: list[float], calls: int) -> dict[str, Any]:
     quartiles = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
     mean = statistics.fmean(samples)
@@ -242,12 +256,8 @@ def _bench(ref: Any, sub: Connection, refc: Connection, device: str, options: di
         for name, conn in (("submission", sub), ("reference", refc)):
             samples[name].append(_time_calls(conn, calls[name], overhead[name]))
         stats = {n: _stats(s, calls[n]) for n, s in samples.items()}
-        enough = min(len(s) for s in samples.values()) >= int(options["min_samples"])
-        if enough and all(s["rel_error"] < float(options["target_rel_error"])
-                          for s in stats.values()):
-            converged = True
-            break
-        if time.monotonic() - started > float(options["time_budget_s"]) and enough:
+        converged, stop = _stop_rule(stats, options, started, 0.0)
+        if stop:
             break
     for conn in (sub, refc):
         conn.send_bytes(b"done")
@@ -334,14 +344,8 @@ def _bench_cuda(sub: Connection, refc: Connection, expected: list[list[Any]],
                     verified += 1
             monitor.sample()
             stats = {n: _stats([e / 1e6 for e in v], 1) for n, v in events.items()}
-            enough = min(len(v) for v in events.values()) >= int(options["min_samples"]) \
-                and time.monotonic() - started >= min(GPU_MIN_TIME_S,
-                                                      float(options["time_budget_s"]))
-            if enough and all(s["rel_error"] < float(options["target_rel_error"])
-                              for s in stats.values()):
-                converged = True
-                break
-            if time.monotonic() - started > float(options["time_budget_s"]) and enough:
+            converged, stop = _stop_rule(stats, options, started, GPU_MIN_TIME_S)
+            if stop:
                 break
         for conn in sides.values():
             conn.send_bytes(b"done")

@@ -13,19 +13,7 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient, make_request
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "kernelbench"
-NEW = """
-import torch
-import torch.nn as nn
-
-
-class ModelNew(nn.Module):
-    def __init__(self, features):
-        super().__init__()
-        self.linear = nn.Linear(features, features)
-
-    def forward(self, x):
-        return torch.relu(self.linear(x))
-"""
+NEW = (Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / "new.py").read_text()
 
 
 # CUDA processes (the tool, the submission, the reference; ncu and its target) need more

@@ -14,18 +14,7 @@ from tests.tools.test_check import run_tool_isolated
 SLOW_REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / \
     "slow_reference.py"
 
-FAST = """import torch
-import torch.nn as nn
-
-
-class ModelNew(nn.Module):
-    def __init__(self, features):
-        super().__init__()
-        self.linear = nn.Linear(features, features)
-
-    def forward(self, x):
-        return torch.relu(self.linear(x))
-"""
+FAST = (Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / "new.py").read_text()
 
 
 def bench(tmp_path: Path, submission: str, **options: object):

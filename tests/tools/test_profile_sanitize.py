@@ -15,18 +15,7 @@ from tests.tools.test_check import run_tool_isolated
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PROGRAMS = FIXTURES / "programs"
-NEW = """import torch
-import torch.nn as nn
-
-
-class ModelNew(nn.Module):
-    def __init__(self, features):
-        super().__init__()
-        self.linear = nn.Linear(features, features)
-
-    def forward(self, x):
-        return torch.relu(self.linear(x))
-"""
+NEW = (Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / "new.py").read_text()
 needs_no_gpu = pytest.mark.skipif(gpu_program.gpu_arch() is not None, reason="this node has a GPU")
 
 

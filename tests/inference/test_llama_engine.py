@@ -1,0 +1,80 @@
+"""The embedded engine on real weights: several sequences in one context, delta prefill, fork,
+truncate (prefix reuse) and clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+from perfbox.inference.engine import StepInput  # noqa: E402
+from perfbox.inference.engines.llama_cpp import EngineUnavailable, LlamaCppEngine  # noqa: E402
+
+PROMPT = "<|im_start|>user\nName three GPU memory spaces.<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    e = LlamaCppEngine(num_slots=4, ctx_per_seq=512, max_batch_tokens=256, threads=2)
+    yield e
+    e.close()
+
+
+def _greedy(engine: LlamaCppEngine, seq: int, first: int, n: int) -> list[int]:
+    tokens = [first]
+    for _ in range(n - 1):
+        tokens.append(engine.step([StepInput(seq, [tokens[-1]])]).next_tokens[seq])
+    return tokens
+
+
+def test_batched_sequences_decode_as_they_would_alone(engine: LlamaCppEngine) -> None:
+    prompt = engine.tokenize(PROMPT)
+    assert engine.detokenize(prompt) == PROMPT
+    a = engine.start()
+    first = engine.step([StepInput(a, prompt)]).next_tokens[a]
+    alone = _greedy(engine, a, first, 12)
+    engine.drop(a)
+    # the same prompt in two sequences prefilled and decoded in shared steps
+    b, c = engine.start(), engine.start()
+    out = engine.step([StepInput(b, prompt), StepInput(c, prompt)])
+    assert out.num_prefill_tokens == 2 * len(prompt)
+    tb, tc = [out.next_tokens[b]], [out.next_tokens[c]]
+    for _ in range(11):
+        out = engine.step([StepInput(b, [tb[-1]]), StepInput(c, [tc[-1]])])
+        tb.append(out.next_tokens[b])
+        tc.append(out.next_tokens[c])
+    assert tb == tc == alone
+    assert engine.length(b) == len(prompt) + 11
+    engine.drop(b)
+    engine.drop(c)
+
+
+def test_fork_and_truncate_reuse_the_prefix(engine: LlamaCppEngine) -> None:
+    prompt = engine.tokenize(PROMPT)
+    a = engine.start()
+    first = engine.step([StepInput(a, prompt)]).next_tokens[a]
+    child = engine.fork(a)
+    assert engine.length(child) == len(prompt)
+    continuation = _greedy(engine, a, first, 8)
+    assert _greedy(engine, child, first, 8) == continuation  # the fork holds the same KV
+    engine.truncate(a, len(prompt))  # forget what was generated, keep the prompt's KV
+    assert engine.length(a) == len(prompt)
+    assert _greedy(engine, a, first, 8) == continuation
+    engine.drop(a)
+    engine.drop(child)
+
+
+def test_clear_errors(engine: LlamaCppEngine, tmp_path: Path) -> None:
+    seq = engine.start()
+    with pytest.raises(ValueError, match="exceed its context of 512"):
+        engine.step([StepInput(seq, [1] * 600)])
+    engine.drop(seq)
+    with pytest.raises(EngineUnavailable, match="does not exist"):
+        LlamaCppEngine(tmp_path / "missing.gguf")
+    held = [engine.start() for _ in range(4)]
+    with pytest.raises(RuntimeError, match="no free sequence slot"):
+        engine.start()
+    for s in held:
+        engine.drop(s)
