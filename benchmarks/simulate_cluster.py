@@ -15,6 +15,7 @@ Steps:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -35,7 +36,18 @@ def main() -> int:
     measured = json.loads(Path(args.rollout).read_text())
     node, work = simulate.models_from_benchmark(measured)
     out = {"source": args.rollout, "assumptions": simulate.__doc__,
-           **simulate.describe(node, work), "grid": []}
+           **simulate.describe(node, work), "validation": [], "grid": []}
+    # the simulator against the measured runs it was fitted to (same concurrency and slots)
+    for row in measured["runs"]:
+        local = dataclasses.replace(node, slots=row["kv_slots"])
+        sim = simulate.simulate_cluster(local, work, 1, row["concurrency"])
+        check = {"concurrency": row["concurrency"], "kv_slots": row["kv_slots"],
+                 "measured_speedup": row["measured_speedup_wall"],
+                 "simulated_speedup": sim["speedup_vs_resubmit"]["resident+speculate"]}
+        out["validation"].append(check)
+        print(f"validation, 1 node, {row['concurrency']} trajectories, {row['kv_slots']} slots: "
+              f"measured {check['measured_speedup']:.2f}x, simulated "
+              f"{check['simulated_speedup']:.2f}x")
     for nodes, trajectories in GRID:
         row = simulate.simulate_cluster(node, work, nodes, trajectories)
         out["grid"].append(row)

@@ -80,6 +80,7 @@ def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode:
                    decode_left=work.tokens_per_turn) for _ in range(trajectories)]
     slot_owner: list[int | None] = [None] * node.slots
     slot_cache: dict[int, int] = {}  # resubmit: slot -> trajectory whose prefix it holds
+    released: dict[int, float] = {}  # slot -> when it was last freed
     tool_free_at = [0.0] * node.tool_workers
     heapq.heapify(tool_free_at)
     now = idle = 0.0
@@ -110,7 +111,7 @@ def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode:
         for i, t in enumerate(trajs):
             if t.done_at is not None or t.slot is not None or t.waiting_until is not None:
                 continue
-            lost = _acquire(i, t, slot_owner, slot_cache, trajs, node, mode, now)
+            lost = _acquire(i, t, slot_owner, slot_cache, trajs, node, mode, now, released)
             if lost is None:
                 break
             reprefilled += lost
@@ -144,6 +145,7 @@ def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode:
                 continue
             if t.turn >= work.turns:  # the answer is written
                 t.done_at = now
+                released[t.slot] = now  # type: ignore[index]
                 slot_owner[t.slot] = None  # type: ignore[index]
                 t.slot = None
                 continue
@@ -160,6 +162,7 @@ def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode:
                 slot_cache[t.slot] = trajs.index(t)  # type: ignore[index]
                 t.cached_slot = t.slot
                 slot_owner[t.slot] = None  # type: ignore[index]
+                released[t.slot] = now  # type: ignore[index]
                 t.slot = None
     makespan = max((t.done_at or now) for t in trajs)
     return {"makespan_s": makespan, "generated_tokens": generated,
@@ -168,15 +171,16 @@ def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode:
 
 
 def _acquire(i: int, t: _Traj, owners: list[int | None], cache: dict[int, int],
-             trajs: list[_Traj], node: NodeModel, mode: str, now: float) -> int | None:
+             trajs: list[_Traj], node: NodeModel, mode: str, now: float,
+             released: dict[int, float]) -> int | None:
     """Gives t a slot; returns the tokens it must prefill again (its prefix was lost), or
     None when no slot can be had now."""
     free = [s for s, o in enumerate(owners) if o is None]
     own = t.cached_slot if mode == "resubmit" else None
     if own is not None and own in free and cache.get(own) == i:
         slot = own
-    elif free:
-        slot = free[0]
+    elif free:  # the least recently released slot: recent prefixes survive longest (LRU)
+        slot = min(free, key=lambda s: released.get(s, -1.0))
     else:
         waiters = [s for s, o in enumerate(owners) if o is not None
                    and trajs[o].waiting_until is not None

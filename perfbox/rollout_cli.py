@@ -114,9 +114,10 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     for row in result["runs"]:
         predicted = row["predicted_speedup"]
         console.print(f"concurrency {row['concurrency']} ({row['kv_slots']} KV slots): "
-                      f"resident+speculate / resubmit tokens/s "
-                      f"{row['speedup_tokens_per_s']:.2f}x, wall {row['measured_speedup_wall']:.2f}x"
-                      f" (analytic model {predicted:.2f}x)" if predicted else "")
+                      f"resident+speculate / resubmit: tokens/s "
+                      f"{row['speedup_tokens_per_s']:.2f}x, wall {row['measured_speedup_wall']:.2f}x;"
+                      f" analytic model: engine side {predicted['engine_side'] or 0:.2f}x, "
+                      f"client side {predicted['client_side'] or 0:.2f}x")
     console.print(f"outputs identical across modes: {result.get('outputs_identical')}; written to "
                   f"{out}" + (f" and {out.with_suffix('.png')}" if plotted else ""))
     return 0
