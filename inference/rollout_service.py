@@ -21,6 +21,7 @@ from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.toolcall import ToolCall
 
 MAX_COUNT = 4096
+MAX_KV_SLOTS = 64  # sequences one engine holds at once; more trajectories queue for a slot
 _END = object()
 
 
@@ -70,7 +71,7 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
         config = RolloutConfig(mode=mode, forced=not request.free_generation,
                                max_turn_tokens=request.max_turn_tokens or 256,
                                max_turns=request.max_turns or 8)
-        engine = self.make_engine(request.kv_slots or len(trajectories))
+        engine = self.make_engine(min(request.kv_slots or len(trajectories), MAX_KV_SLOTS))
         rollout = Rollout(engine, self.run_tool, config,
                           on_event=lambda kind, data: events.put((kind, data)))
         context.add_callback(rollout.cancel)
