@@ -41,7 +41,6 @@ def test_bench_on_cuda_in_the_sandbox(client: ToolClient) -> None:
     result = client.run(_kernelbench("bench", time_budget_s=2.0))
     assert result.status == pb.OK, result.summary
     report = json_format.MessageToDict(result)["bench"]
-    print(json.dumps(report, indent=1))
     assert report["device"] == "cuda" and float(report["speedup"]) > 0
 
 
