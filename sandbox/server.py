@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -44,7 +45,7 @@ class ToolServer:
             layout = bwrap.default_layout()
             layout.etc_dir = str(self.runtime_dir / "etc")
             bwrap.write_etc(Path(layout.etc_dir), config.workers)
-        self.cgroups = CgroupManager(f"perfbox-{os.getpid()}-{id(self) & 0xffff:x}") \
+        self.cgroups = CgroupManager(f"perfbox-{os.getpid()}-{secrets.token_hex(6)}") \
             if config.use_cgroups else None
         slots = [WorkerSlot(i, isolate, layout, self.cgroups, list(config.preload), config.warm,
                             config.nice)

@@ -130,3 +130,23 @@ def test_sigkill_of_the_server_kills_every_job(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert alive(children) == []
     assert not [p for p in sandbox_processes() if str(port) in p[2]]
+
+
+@requires_bwrap
+def test_stopping_one_server_leaves_another_in_the_same_process_serving(tmp_path: Path) -> None:
+    """Each server's cgroups are its own: stopping one (which kills and removes its worker
+    cgroups) must not touch another's workers. Names once came from id(self) & 0xffff, which
+    two live servers could share."""
+    from tests.conftest import cuda_request, start_server
+
+    first, _ = start_server(tmp_path / "a", workers=1, preload=())
+    second, port = start_server(tmp_path / "b", workers=1, preload=())
+    try:
+        if first.cgroups is not None and second.cgroups is not None:
+            assert first.cgroups.name != second.cgroups.name
+        first.stop(grace_s=1)
+        with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
+            assert client.run(cuda_request()).status == pb.OK
+    finally:
+        first.stop(grace_s=1)
+        second.stop(grace_s=1)
