@@ -421,7 +421,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      archs=args.arch or ["sm_90"]),
     ]
     worst = ExitCode.OK
-    with service_target(args, ("triton",)) as target, _client(target) as client:
+    # nice 10: the tool jobs yield the CPU to the rollout worker's engine on a CPU-only node
+    with service_target(args, ("triton",), nice=10) as target, _client(target) as client:
         console.print(f"perfbox service at {target} ({'remote' if args.server else 'embedded'})")
         for request in requests:
             console.rule(request.request_id)
