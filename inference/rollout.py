@@ -257,10 +257,7 @@ class Rollout:
                     self.engine.truncate(slot, reuse)
                 else:
                     self.engine.start(slot)
-            elif evicted is None:
-                self._slot_cache.pop(slot, None)
-                self.engine.start(slot)
-            else:
+            else:  # a fresh slot (only resubmit fills the slot cache, handled above)
                 self.engine.start(slot)
             seq.slot, seq.computed = slot, reuse
             seq.state = State.PREFILL if seq.computed < len(seq.context) else State.DECODE

@@ -345,16 +345,9 @@ def _finite_or_zero(x: float) -> float:
 
 def _gpu_present() -> bool:
     """Asks NVML, not CUDA: initialising CUDA here would break it in the forked submission."""
-    try:
-        import pynvml
+    from perfbox.tools.gpu_program import gpu_arch  # gpu_program imports this module
 
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount()) > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver or no library: no GPU
-        return False
+    return gpu_arch() is not None
 
 
 def choose_device(tool: str, options: dict[str, Any]) -> tuple[str, ToolOutcome | None]:

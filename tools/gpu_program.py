@@ -110,5 +110,12 @@ def run(argv: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
                           timeout=RUN_TIMEOUT_S, env=tool_env())
 
 
+def version_line(binary: str) -> str:
+    """The last line of `binary --version` (ncu and compute-sanitizer print
+    "Version 2025.3.1.0 (build ...)" there); "" when it prints nothing."""
+    done = run([find_binary(binary), "--version"], Path("/tmp"))
+    return (done.stdout.strip().splitlines() or [""])[-1]
+
+
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])

@@ -8,7 +8,6 @@ an Nsight Systems summary. Warm-up launches are skipped (KernelBench: profiling 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from perfbox.tools import gpu_program, ncu_report, nsys_report
@@ -80,7 +79,7 @@ def run(request: ToolRequest) -> ToolOutcome:
                            "ToAdminUsers=1); an operator must lift that", error=_PERMISSION)
     rep = workdir / "perfbox_profile.ncu-rep"
     if not rep.exists() and "No kernels were profiled" in output:
-        return _no_kernels(output, {"command": cmd, "tool_version": _version()})
+        return _no_kernels(output, {"command": cmd, "tool_version": gpu_program.version_line("ncu")})
     if not rep.exists():
         status = Status.RUNTIME_ERROR
         return ToolOutcome(status, "Runtime error: the program failed under Nsight Compute "
@@ -92,7 +91,7 @@ def run(request: ToolRequest) -> ToolOutcome:
                                "details", "--print-units", "base", "--print-details", "all"],
                               workdir).stdout
     kernels = ncu_report.parse(raw, details)
-    version = _version()
+    version = gpu_program.version_line("ncu")
     result: dict[str, Any] = {"kernels": [k.to_json() for k in kernels],
                               "tool_version": version, "command": cmd}
     if options.get("nsys"):
@@ -123,8 +122,3 @@ def _no_kernels(output: str, result: dict[str, Any]) -> ToolOutcome:
     hint = f" (kernels seen: {', '.join(seen[:10])})" if seen else ""
     return ToolOutcome(Status.OK, f"No kernel was profiled{hint}: check kernel_filter, or "
                        "whether the code launches GPU kernels at all.", result)
-
-
-def _version() -> str:
-    done = gpu_program.run([find_binary("ncu"), "--version"], Path("/tmp"))
-    return (done.stdout.strip().splitlines() or [""])[-1]

@@ -5,7 +5,6 @@ bounded per check, with the true count from the sanitizer's summary line.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from perfbox.tools import gpu_program, sanitizer_report
@@ -55,7 +54,7 @@ def run(request: ToolRequest) -> ToolOutcome:
                                + gpu_program.tail(done.stdout + done.stderr),
                                error=f"compute-sanitizer exited {done.returncode}")
         runs.append(parsed)
-    report = {"runs": [r.to_json(max_errors) for r in runs], "tool_version": _version()}
+    report = {"runs": [r.to_json(max_errors) for r in runs], "tool_version": gpu_program.version_line("compute-sanitizer")}
     found = [r for r in runs if r.error_count or r.errors]
     if not found:
         return ToolOutcome(Status.OK, "No errors: " + ", ".join(
@@ -82,9 +81,3 @@ def _distinct(errors: list[sanitizer_report.SanitizerError]
             seen.add(key)
             out.append(e)
     return out
-
-
-def _version() -> str:
-    done = gpu_program.run([find_binary("compute-sanitizer"), "--version"],
-                           Path("/tmp"))
-    return (done.stdout.strip().splitlines() or [""])[-1]
