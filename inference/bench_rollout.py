@@ -113,7 +113,8 @@ def summary_row(stats: RolloutStats) -> dict[str, Any]:
     return {"wall_s": stats.wall_s, "tokens_per_s": stats.tokens_per_s,
             "generated_tokens": stats.generated_tokens,
             "prefill_tokens": stats.prefill_tokens,
-            "reprefill_tokens": stats.reprefill_tokens, "idle_s": stats.idle_s,
+            "reprefill_tokens": stats.reprefill_tokens, "forked_tokens": stats.forked_tokens,
+            "idle_s": stats.idle_s,
             "spec_hits": stats.spec_hits, "spec_misses": stats.spec_misses,
             "spec_launched": stats.spec_launched, "wasted_tool_s": stats.wasted_tool_s,
             "evictions": stats.evictions, "steps": stats.steps,
@@ -124,9 +125,11 @@ def summary_row(stats: RolloutStats) -> dict[str, Any]:
 def run(run_tool: Callable[..., Any], concurrencies: list[int], kv_fraction: float,
         threads: int, model: str | None, progress: ProgressFn,
         checkpoint: Callable[[dict[str, Any]], None] = lambda result: None,
-        check_identity: bool = True) -> dict[str, Any]:
+        check_identity: bool = True, group_size: int = 1,
+        shared_turns: int = 0) -> dict[str, Any]:
     """Every mode at every concurrency; `checkpoint` gets the result so far after each
-    concurrency (long runs are not lost to an interruption)."""
+    concurrency (long runs are not lost to an interruption). group_size > 1 runs GRPO groups
+    (samples of a prompt fork its KV; `shared_turns` leading turns identical in a group)."""
     workload = W.load()
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                            "machine": {"cpus": os.cpu_count(), "host": platform.node(),
@@ -135,9 +138,10 @@ def run(run_tool: Callable[..., Any], concurrencies: list[int], kv_fraction: flo
                                        "threads": threads},
                            "workload": str(W.DEFAULT_WORKLOAD.name), "kv_fraction": kv_fraction,
                            "draft": "none: early launch + follow-on only (alpha measured)",
+                           "group_size": group_size, "shared_turns": shared_turns,
                            "runs": []}
     for c in concurrencies:
-        trajectories = W.replicate(workload, c)
+        trajectories = W.replicate(workload, c, group_size, shared_turns)
         slots = max(1, round(c * kv_fraction))
         row: dict[str, Any] = {"concurrency": c, "kv_slots": slots, "modes": {}}
         stats = {}

@@ -20,14 +20,16 @@ class StepInput:
 
     seq_id: int
     tokens: list[int]  # 1 for a decode step, more for (chunked) prefill
-    want_next: bool = True  # compute the next token after the last one (greedy)
+    want_next: bool = True  # compute the next token after the last one
+    temperature: float = 0.0  # 0: greedy; above: sample from softmax(logits / temperature)
+    seed: int = 0  # sampling: the draw depends only on (seed, position, logits)
 
 
 @dataclass
 class StepOutput:
     """What one forward pass produced."""
 
-    next_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> greedy next token
+    next_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> next token
     num_prefill_tokens: int = 0  # tokens of inputs with more than one token
     num_decode_tokens: int = 0  # tokens of single-token inputs
     elapsed_s: float = 0.0  # wall time of the forward pass
@@ -63,8 +65,9 @@ class Engine(Protocol):
         """Keep the first num_tokens of the sequence's KV (prefix reuse)."""
         ...
 
-    def fork(self, seq_id: int) -> int:
-        """A new sequence sharing (a copy of) this one's KV."""
+    def fork(self, seq_id: int, child: int | None = None) -> int:
+        """A new sequence (in slot `child`, or any free one) sharing (a copy of) this one's KV:
+        the samples of a group prefill their prompt once."""
         ...
 
     def drop(self, seq_id: int) -> None:

@@ -34,6 +34,7 @@ import logging
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,8 @@ class RolloutConfig:
     tool_workers: int = 8  # tool calls in flight at once
     draft_alpha: float | None = None  # speculate: emulated draft hit rate (None: no draft)
     seed: int = 0
+    temperature: float = 0.0  # free generation: 0 greedy; above, each sample draws its own
+    share_prompt: bool = True  # samples of a group fork the first one's prompt KV
 
 
 @dataclass
@@ -98,6 +101,8 @@ class TrajectoryResult:
     generated_tokens: int
     prefill_tokens: int  # all tokens prefilled, prompts included
     reprefill_tokens: int  # tokens prefilled again that had been in KV before
+    forked_tokens: int  # prompt tokens copied from a group sibling's KV instead of prefilled
+    group: str  # its GRPO group ("" when none)
     turn_generation_s: list[float]  # per turn: first token to end of call (G)
     calls: list[CallRecord]
     tokens: list[int]  # the assistant tokens, all turns
@@ -114,6 +119,7 @@ class RolloutStats:
     tokens_per_s: float
     prefill_tokens: int
     reprefill_tokens: int
+    forked_tokens: int
     idle_s: float  # the engine had nothing to run: every live sequence waited for a tool
     steps: int
     decode_s: float  # engine time of steps, attributed to decode tokens by token share
@@ -154,6 +160,9 @@ class _Seq:
     tokens_out: list[int] = field(default_factory=list)
     prefill_tokens: int = 0
     reprefill_tokens: int = 0
+    forked_tokens: int = 0
+    prompt_len: int = 0
+    seed: int = 0
     turn_generation_s: list[float] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
 
@@ -195,6 +204,8 @@ class Rollout:
                        parser=ToolCallParser(self.call_format),
                        decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"))
             seq.context = self.engine.tokenize(traj.prompt)
+            seq.prompt_len = len(seq.context)
+            seq.seed = zlib.crc32(f"{self.config.seed}/{traj.id}".encode())
             seqs.append(seq)
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
             self._pool = pool
@@ -220,7 +231,8 @@ class Rollout:
             num_slots=self.engine.num_slots, wall_s=wall, generated_tokens=generated,
             tokens_per_s=generated / wall if wall else 0.0,
             prefill_tokens=sum(r.prefill_tokens for r in results),
-            reprefill_tokens=sum(r.reprefill_tokens for r in results), idle_s=self._idle_s,
+            reprefill_tokens=sum(r.reprefill_tokens for r in results),
+            forked_tokens=sum(r.forked_tokens for r in results), idle_s=self._idle_s,
             steps=self._steps, decode_s=self._decode_s, prefill_s=self._prefill_s,
             request_overhead_s=self._overhead_s, evictions=self.residency.evictions,
             spec_launched=cs.launched, spec_hits=cs.hits if self._speculating else 0,
@@ -238,6 +250,8 @@ class Rollout:
         for seq in seqs:
             if seq.state != State.NEEDS_SLOT:
                 continue
+            if self._sibling_prefilling(seq, seqs):
+                continue  # fork its prompt once it is in KV instead of prefilling it twice
             prefer = self._cached_slot(seq)
             got = self.residency.acquire(seq.traj.id, prefer)
             if got is None:
@@ -248,19 +262,53 @@ class Rollout:
                 victim.slot, victim.computed = None, 0
                 self.engine.drop(slot)
                 self.on_event("evicted", {"id": evicted, "slot": slot})
-            reuse = 0
-            if self.config.mode == Mode.RESUBMIT and slot in self._slot_cache:
-                owner, held = self._slot_cache.pop(slot)
-                if owner == seq.traj.id:
-                    reuse = _common_prefix(held, seq.context)
-                    self.engine.adopt(slot, len(held))
-                    self.engine.truncate(slot, reuse)
-                else:
-                    self.engine.start(slot)
-            else:  # a fresh slot (only resubmit fills the slot cache, handled above)
-                self.engine.start(slot)
+            reuse = self._fill_slot(seq, seqs, slot)
             seq.slot, seq.computed = slot, reuse
             seq.state = State.PREFILL if seq.computed < len(seq.context) else State.DECODE
+
+    def _fill_slot(self, seq: _Seq, seqs: list[_Seq], slot: int) -> int:
+        """Starts seq's KV in slot: forked from a group sibling's prompt, reused from the
+        prefix cache (resubmit), or empty. Returns the tokens of seq.context already in KV."""
+        cached = self._slot_cache.pop(slot, None)  # only resubmit fills the slot cache
+        donor = self._prompt_donor(seq, seqs)
+        if donor is not None:
+            # all but the prompt's last token: prefilling that one gives the first logits
+            reuse = seq.prompt_len - 1
+            self.engine.fork(donor.slot, slot)  # type: ignore[arg-type]
+            self.engine.truncate(slot, reuse)
+            seq.forked_tokens += reuse
+            seq.ever_computed = max(seq.ever_computed, reuse)
+            return reuse
+        if cached is not None and cached[0] == seq.traj.id:
+            held = cached[1]
+            reuse = _common_prefix(held, seq.context)
+            self.engine.adopt(slot, len(held))
+            self.engine.truncate(slot, reuse)
+            return reuse
+        self.engine.start(slot)
+        return 0
+
+    def _is_fresh_sample(self, seq: _Seq) -> bool:
+        """A group sample that has never been in KV: its context is its prompt."""
+        return (self.config.share_prompt and bool(seq.traj.group) and seq.ever_computed == 0
+                and len(seq.context) == seq.prompt_len)
+
+    def _siblings(self, seq: _Seq, seqs: list[_Seq]) -> list[_Seq]:
+        return [s for s in seqs if s is not seq and s.traj.group == seq.traj.group
+                and s.context[:seq.prompt_len] == seq.context]
+
+    def _sibling_prefilling(self, seq: _Seq, seqs: list[_Seq]) -> bool:
+        if not self._is_fresh_sample(seq):
+            return False
+        return any(s.slot is not None and s.computed < seq.prompt_len
+                   for s in self._siblings(seq, seqs))
+
+    def _prompt_donor(self, seq: _Seq, seqs: list[_Seq]) -> _Seq | None:
+        """A sibling whose slot holds this sample's whole prompt, if any."""
+        if not self._is_fresh_sample(seq) or seq.prompt_len < 2:
+            return None
+        return next((s for s in self._siblings(seq, seqs)
+                     if s.slot is not None and s.computed >= seq.prompt_len), None)
 
     def _cached_slot(self, seq: _Seq) -> int | None:
         if self.config.mode != Mode.RESUBMIT:
@@ -281,19 +329,32 @@ class Rollout:
                     if seq.next_token is None:  # free generation: needs logits first
                         continue
                 inputs.append(StepInput(seq.slot, [seq.next_token],  # type: ignore[arg-type]
-                                        want_next=True))
+                                        want_next=True, temperature=self.config.temperature,
+                                        seed=seq.seed))
                 kinds.append((seq, "decode"))
                 budget -= 1
         for seq in seqs:
             if seq.state == State.PREFILL and budget > 0:
-                take = min(self.config.prefill_chunk, budget, len(seq.context) - seq.computed)
+                take = min(self.config.prefill_chunk, budget, self._prefill_end(seq)
+                           - seq.computed)
                 chunk = seq.context[seq.computed:seq.computed + take]
                 last = seq.computed + take == len(seq.context)
                 inputs.append(StepInput(seq.slot, chunk,  # type: ignore[arg-type]
-                                        want_next=last and not self.config.forced))
+                                        want_next=last and not self.config.forced,
+                                        temperature=self.config.temperature, seed=seq.seed))
                 kinds.append((seq, "prefill"))
                 budget -= take
         return inputs, kinds
+
+    @staticmethod
+    def _prefill_end(seq: _Seq) -> int:
+        """Where this prefill chunk must stop. A group sample's prompt stops one short of its
+        end, and its last token is computed alone, as a forked sample computes it: a token's
+        logits depend on the batch it was computed in (up to 0.5 apart here), so without this a
+        forked sample would not draw what the same sample draws after prefilling."""
+        if seq.traj.group and seq.computed < seq.prompt_len - 1:
+            return seq.prompt_len - 1
+        return len(seq.context)
 
     def _step(self, inputs: list[StepInput], kinds: list[tuple[_Seq, str]]) -> None:
         out = self.engine.step(inputs)
@@ -472,7 +533,9 @@ class Rollout:
         seq.result = TrajectoryResult(
             id=seq.traj.id, wall_s=time.monotonic() - seq.started_at,
             generated_tokens=len(seq.tokens_out), prefill_tokens=seq.prefill_tokens,
-            reprefill_tokens=seq.reprefill_tokens, turn_generation_s=seq.turn_generation_s,
+            reprefill_tokens=seq.reprefill_tokens, forked_tokens=seq.forked_tokens,
+            group=seq.traj.group,
+            turn_generation_s=seq.turn_generation_s,
             calls=seq.calls, tokens=seq.tokens_out, text=seq.text)
         self.on_event("done", {"id": seq.traj.id, "result": seq.result})
 

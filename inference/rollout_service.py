@@ -47,7 +47,12 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
         count = request.count or len(base.trajectories)
         if count > MAX_COUNT:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"count is at most {MAX_COUNT}")
-        return W.replicate(base, count)
+        if request.group_size > MAX_COUNT:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"group_size is at most {MAX_COUNT}")
+        if request.temperature < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "temperature must be 0 or more")
+        return W.replicate(base, count, group_size=max(1, request.group_size),
+                           shared_turns=request.shared_turns)
 
     def Run(self, request: rpb.RolloutRequest, context: grpc.ServicerContext
             ) -> Iterator[rpb.RolloutEvent]:
@@ -70,7 +75,8 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
         events: queue.Queue[Any] = queue.Queue()
         config = RolloutConfig(mode=mode, forced=not request.free_generation,
                                max_turn_tokens=request.max_turn_tokens or 256,
-                               max_turns=request.max_turns or 8)
+                               max_turns=request.max_turns or 8,
+                               temperature=request.temperature, seed=request.seed)
         engine = self.make_engine(min(request.kv_slots or len(trajectories), MAX_KV_SLOTS))
         rollout = Rollout(engine, self.run_tool, config,
                           on_event=lambda kind, data: events.put((kind, data)))
@@ -96,7 +102,7 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
             mode=stats.mode, wall_s=stats.wall_s, tokens_per_s=stats.tokens_per_s,
             prefill_tokens=stats.prefill_tokens, reprefill_tokens=stats.reprefill_tokens,
             idle_s=stats.idle_s, spec_hits=stats.spec_hits, spec_misses=stats.spec_misses,
-            wasted_tool_s=stats.wasted_tool_s))
+            wasted_tool_s=stats.wasted_tool_s, forked_tokens=stats.forked_tokens))
 
 
 def _event(kind: str, data: dict[str, Any]) -> rpb.RolloutEvent | None:
@@ -116,7 +122,8 @@ def _event(kind: str, data: dict[str, Any]) -> rpb.RolloutEvent | None:
             return None
         return rpb.RolloutEvent(trajectory_id=tid, done=rpb.TrajectoryDone(
             generated_tokens=r.generated_tokens, prefill_tokens=r.prefill_tokens,
-            reprefill_tokens=r.reprefill_tokens, wall_s=r.wall_s, text=r.text))
+            reprefill_tokens=r.reprefill_tokens, wall_s=r.wall_s, text=r.text,
+            group=r.group, forked_tokens=r.forked_tokens))
     return None
 
 

@@ -39,6 +39,7 @@ class Trajectory:
     prompt: str  # system + user + the opening of the first assistant turn
     turns: list[str]  # each ends with a tool call, except the last
     problem: str  # key into the workload's problems (reference for check)
+    group: str = ""  # the samples of one prompt (a GRPO group) share it; "" is a group of one
 
 
 @dataclass
@@ -62,7 +63,7 @@ def load(path: Path = DEFAULT_WORKLOAD, template: ChatTemplate | None = None) ->
                     fmt.get("start_tag", "<tool_call>"), fmt.get("end_tag", "</tool_call>"))
 
 
-def _distinct(turn: str, index: int) -> str:
+def _distinct(turn: str, index: int | str) -> str:
     """The turn with its kernel sources marked as trajectory `index`'s own (a comment line),
     so replicas call the tools with different sources, as different samples would: a shared
     tool cache must not serve one trajectory's call from another's."""
@@ -70,11 +71,23 @@ def _distinct(turn: str, index: int) -> str:
                 .replace('"submission": "', f'"submission": "# trajectory {index}\\n'))
 
 
-def replicate(workload: Workload, count: int) -> list[Trajectory]:
-    """count trajectories cycling through the workload's, ids and kernel sources made
-    distinct."""
+def replicate(workload: Workload, count: int, group_size: int = 1,
+              shared_turns: int = 0) -> list[Trajectory]:
+    """count trajectories cycling through the workload's, ids and kernel sources made distinct.
+
+    With group_size > 1 they come in GRPO groups: the samples of a group share one prompt
+    (and `group`), and the first `shared_turns` turns of every sample in a group are the same
+    text (samples that reach the same call, as sampled siblings often do first), the rest
+    distinct per sample."""
+    if group_size < 1:
+        raise ValueError("group_size must be at least 1")
     base = workload.trajectories
-    return [Trajectory(f"{base[i % len(base)].id}-{i}", base[i % len(base)].prompt,
-                       [_distinct(t, i) for t in base[i % len(base)].turns],
-                       base[i % len(base)].problem)
-            for i in range(count)]
+    out = []
+    for i in range(count):
+        g = i // group_size
+        src = base[g % len(base)] if group_size > 1 else base[i % len(base)]
+        turns = [_distinct(t, f"g{g}" if k < shared_turns else i)
+                 for k, t in enumerate(src.turns)]
+        group = f"{src.id}-g{g}" if group_size > 1 else ""
+        out.append(Trajectory(f"{src.id}-{i}", src.prompt, turns, src.problem, group))
+    return out

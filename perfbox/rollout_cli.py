@@ -47,7 +47,8 @@ def stats_table(rows: list[Any], title: str) -> Table:
 
 def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int | None,
                 forced: bool, threads: int, model: str | None,
-                draft_alpha: float | None) -> list[Any]:
+                draft_alpha: float | None, group_size: int = 1, shared_turns: int = 0,
+                temperature: float = 0.0, seed: int = 0) -> list[Any]:
     """Runs the modes one after another on the same trajectories; prints events live."""
     from perfbox.client import ToolClient
     from perfbox.inference import workload as W
@@ -56,7 +57,7 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
     from perfbox.inference.tools_bridge import ToolBridge
 
     workload = W.load()
-    trajectories = W.replicate(workload, concurrency)
+    trajectories = W.replicate(workload, concurrency, group_size, shared_turns)
     out = []
     with ToolClient(target, timeout_s=600) as client:
         bridge = ToolBridge(client, workload.problems)
@@ -65,10 +66,13 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
             slots = kv_slots or concurrency
             with console.status(f"{mode.value}: {concurrency} trajectories, {slots} KV slots"):
                 stats = run_mode(bridge.run, mode, trajectories, slots, threads, model,
-                                 forced=forced, draft_alpha=draft_alpha)
+                                 forced=forced, draft_alpha=draft_alpha,
+                                 temperature=temperature, seed=seed)
             console.print(f"[bold]{mode.value}[/]: {stats.generated_tokens} tokens in "
                           f"{stats.wall_s:.1f} s ({stats.tokens_per_s:.1f} tokens/s), "
-                          f"{sum(len(r.calls) for r in stats.results)} tool calls")
+                          f"{sum(len(r.calls) for r in stats.results)} tool calls"
+                          + (f", {stats.forked_tokens} prompt tokens forked" if group_size > 1
+                             else ""))
             out.append(stats)
     console.print(stats_table(out, f"rollout: {concurrency} trajectories"))
     return out
@@ -79,10 +83,21 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
     _engine_check()
     modes = args.mode or ["resubmit", "resident", "resident+speculate"]
+    _check_group_flags(args)
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target:
         run_rollout(target, modes, args.concurrency, args.kv_slots, not args.free,
-                    _threads(args), args.model, args.draft_alpha)
+                    _threads(args), args.model, args.draft_alpha, args.group_size,
+                    args.shared_turns, args.temperature, args.seed)
     return 0
+
+
+def _check_group_flags(args: argparse.Namespace) -> None:
+    if args.group_size < 1:
+        raise ValueError("--group-size must be at least 1")
+    if args.shared_turns < 0:
+        raise ValueError("--shared-turns must be 0 or more")
+    if getattr(args, "temperature", 0.0) < 0:
+        raise ValueError("--temperature must be 0 or more")
 
 
 def cmd_bench_rollout(args: argparse.Namespace) -> int:
@@ -91,6 +106,7 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     from perfbox.inference import bench_rollout, workload
 
     _engine_check()
+    _check_group_flags(args)
     concurrencies = args.concurrency or ([1, 4] if args.quick else [1, 8, 32])
     out = Path(args.out)
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target, \
@@ -101,13 +117,15 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
         result = bench_rollout.run(bridge.run, concurrencies, args.kv_fraction, _threads(args),
                                    args.model, lambda line: err_console.print(line),
                                    checkpoint=lambda partial: bench_rollout.save(partial, out),
-                                   check_identity=not args.no_identity_check)
+                                   check_identity=not args.no_identity_check,
+                                   group_size=args.group_size, shared_turns=args.shared_turns)
     result["command"] = "perfbox bench rollout " + " ".join(
         (["--quick"] if args.quick else []) + [f"--concurrency {c}" for c in
                                                args.concurrency or []]
         + [f"--kv-fraction {args.kv_fraction}", f"--threads {_threads(args)}",
-           f"--tool-nice {args.tool_nice}"] + (["--no-identity-check"]
-                                               if args.no_identity_check else []))
+           f"--tool-nice {args.tool_nice}", f"--group-size {args.group_size}",
+           f"--shared-turns {args.shared_turns}"]
+        + (["--no-identity-check"] if args.no_identity_check else []))
     result["tool_nice"] = args.tool_nice
     bench_rollout.save(result, out)
     plotted = bench_rollout.plot(result, out.with_suffix(".png"))
@@ -138,6 +156,10 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
                          help="greedy free generation instead of replaying the workload")
     rollout.add_argument("--draft-alpha", type=float,
                          help="resident+speculate: emulate a draft model with this hit rate")
+    rollout.add_argument("--temperature", type=float, default=0.0,
+                         help="free generation: sampling temperature (default 0: greedy)")
+    rollout.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    _group_flags(rollout)
     _engine_flags(rollout)
     add_service_flags(rollout)
     rollout.set_defaults(func=cmd_rollout)
@@ -155,9 +177,19 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
                     help="KV slots per trajectory (default 0.5: the cache is oversubscribed, "
                          "as in RL rollouts)")
     br.add_argument("--out", default="rollout.json", help="JSON results (and a .png beside it)")
+    _group_flags(br)
     _engine_flags(br)
     add_service_flags(br)
     br.set_defaults(func=cmd_bench_rollout)
+
+
+def _group_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-size", type=int, default=1,
+                   help="samples per prompt, a GRPO group: they fork the prompt's KV instead "
+                        "of prefilling it each (default 1)")
+    p.add_argument("--shared-turns", type=int, default=0,
+                   help="replay: leading turns identical across a group's samples, so their "
+                        "tool calls coincide and are deduplicated (default 0)")
 
 
 def _engine_flags(p: argparse.ArgumentParser) -> None:

