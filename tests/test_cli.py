@@ -115,3 +115,16 @@ def test_check_from_the_command_line(server, tmp_path: Path) -> None:
     assert result["status"] == "OK" and result["check"]["passed"] is True
     missing = perfbox("submit", str(new), "--tool", "check", "--server", f"127.0.0.1:{server[1]}")
     assert missing.returncode == ExitCode.USAGE and "--reference" in missing.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "vllm", "--server", "127.0.0.1:1"], "--engine vllm needs --model"),
+    (["--engine", "vllm", "--model", "m", "--vllm-arg", "no-equals"], "KEY=VALUE"),
+    (["--group-size", "0"], "--group-size must be at least 1"),
+    (["--temperature", "-1"], "--temperature must be 0 or more"),
+])
+def test_rollout_flags_are_checked(args: list[str], message: str) -> None:
+    pytest.importorskip("llama_cpp", reason="perfbox rollout checks its engine first")
+    out = perfbox("rollout", *args, timeout=60)
+    assert out.returncode == ExitCode.USAGE, out.stderr
+    assert message in out.stderr

