@@ -64,10 +64,27 @@ def service_target(args: argparse.Namespace, preload: tuple[str, ...], workers: 
         yield target
 
 
-def _client(target: str) -> Any:
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """ToolClient keyword arguments from --token/--tls-* (a remote --server only: the
+    embedded service is plaintext on loopback, without tokens)."""
+    from perfbox.client import tls_credentials
+
+    if not getattr(args, "server", None):
+        return {}
+    token = getattr(args, "token", None) or os.environ.get("PERFBOX_TOKEN") or None
+    ca, cert, key = (getattr(args, f"tls_{k}", None) for k in ("ca", "cert", "key"))
+    for path in (ca, cert, key):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{path}: no such file (a TLS PEM file)")
+    credentials = tls_credentials(ca, cert, key) if (ca or cert or key) else None
+    return {"token": token, "credentials": credentials}
+
+
+def _client(target: str, args: argparse.Namespace | None = None) -> Any:
     from perfbox.client import ToolClient
 
-    client = ToolClient(target, timeout_s=24 * 3600)
+    client = ToolClient(target, timeout_s=24 * 3600,
+                        **(client_options(args) if args is not None else {}))
     try:
         client.wait_ready(timeout_s=10)
     except grpc.FutureTimeoutError:
@@ -315,7 +332,7 @@ def _preload_for(request: pb.ToolRequest) -> tuple[str, ...]:
 def cmd_submit(args: argparse.Namespace) -> int:
     request = build_submit_request(args)
     with service_target(args, _preload_for(request)) as target:
-        with _client(target) as client:
+        with _client(target, args) as client:
             result = client.run(request) if args.json else run_with_progress(client, request)
     if args.json:
         print_json(result)
@@ -325,7 +342,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    with service_target(args, ()) as target, _client(target) as client:
+    with service_target(args, ()) as target, _client(target, args) as client:
         response = client.list_tools()
     if args.json:
         print_json(response)
@@ -344,7 +361,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 def cmd_device_info(args: argparse.Namespace) -> int:
     if args.server:
-        with _client(args.server) as client:
+        with _client(args.server, args) as client:
             response = client.device_info()
     else:  # no sandbox needed to ask NVML about this machine
         from perfbox.sandbox.device import device_info
@@ -372,8 +389,13 @@ def cmd_device_info(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from perfbox.sandbox.config import ServerConfig
+    from perfbox.sandbox.quota import QuotaConfig
     from perfbox.sandbox.server import serve
 
     config = ServerConfig(
@@ -383,7 +405,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else
                                               ServerConfig().cache_dir),
         max_queue=args.max_queue, grace_s=args.grace_s, default_limits=_serve_limits(args),
-        nice=args.nice,
+        nice=args.nice, tokens_file=_path(args.tokens_file), tls_cert=_path(args.tls_cert),
+        tls_key=_path(args.tls_key), tls_client_ca=_path(args.tls_client_ca),
+        quota=QuotaConfig(rate_per_s=args.quota_rate, burst=args.quota_burst,
+                          max_inflight=args.quota_inflight),
     )
     serve(config)
     return ExitCode.OK
@@ -422,7 +447,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ]
     worst = ExitCode.OK
     # nice 10: the tool jobs yield the CPU to the rollout worker's engine on a CPU-only node
-    with service_target(args, ("triton",), nice=10) as target, _client(target) as client:
+    with service_target(args, ("triton",), nice=10) as target, _client(target, args) as client:
         console.print(f"perfbox service at {target} ({'remote' if args.server else 'embedded'})")
         for request in requests:
             console.rule(request.request_id)
@@ -462,9 +487,17 @@ def _add_backend_flags(p: argparse.ArgumentParser, what: str) -> None:
 def _add_service_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="HOST:PORT",
                    help="a running perfbox service; without it an embedded one is started")
+    _add_client_auth_flags(p)
     _add_backend_flags(p, "of the embedded service")
     p.add_argument("--json", action="store_true",
                    help="print the response message as JSON (field names as in the .proto)")
+
+
+def _add_client_auth_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", help="bearer token for --server (default: $PERFBOX_TOKEN)")
+    p.add_argument("--tls-ca", metavar="PEM", help="TLS to --server, verified with this CA")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", metavar="PEM", help="client certificate's key (mutual TLS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -508,6 +541,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--memory-mb", type=float, help="default job memory limit (4096)")
     serve.add_argument("--max-processes", type=int, help="default job process limit (128)")
     serve.add_argument("--max-output-mb", type=float, help="default job output limit (8)")
+    serve.add_argument("--tokens-file", metavar="FILE",
+                       help="bearer tokens, one 'CLIENT_ID TOKEN' per line: calls without a "
+                            "valid token get UNAUTHENTICATED (health checks stay open)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    serve.add_argument("--tls-client-ca", metavar="PEM",
+                       help="mutual TLS: clients need a certificate signed by this CA")
+    serve.add_argument("--quota-rate", type=float, default=0.0,
+                       help="calls per second per client (0: unlimited); over it, "
+                            "RESOURCE_EXHAUSTED with the wait in 'retry-delay-ms'")
+    serve.add_argument("--quota-burst", type=int, default=0,
+                       help="calls a client may start at once above the rate (default: one "
+                            "second's worth)")
+    serve.add_argument("--quota-inflight", type=int, default=0,
+                       help="calls in flight per client (0: unlimited)")
     serve.set_defaults(func=cmd_serve)
 
     submit = sub.add_parser("submit", help="run a tool on kernel files",
@@ -606,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         code = e.code()
         err_console.print(f"[red]error ({code.name}):[/] {e.details()}")
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    grpc.StatusCode.FAILED_PRECONDITION):
+                    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED):
             return ExitCode.USAGE
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return ExitCode.CONNECTION

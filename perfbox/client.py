@@ -4,6 +4,9 @@ Retries on UNAVAILABLE use gRPC's own retry policy (exponential backoff with jit
 the channel's service config), so they also cover a server that is still starting. Tool calls are
 stateless, which makes retrying `Run` safe. `run_batch` streams many calls over one `RunBatch`
 and, if the stream breaks with UNAVAILABLE, resends only the calls that have no result yet.
+RESOURCE_EXHAUSTED with the server's `retry-delay-ms` (a quota or a full queue) is retried after
+exactly that delay. `token` sends `authorization: Bearer TOKEN`; `tls_credentials` makes the
+channel credentials for TLS and mutual TLS.
 
     from perfbox.client import ToolClient, make_request
     with ToolClient("127.0.0.1:50051") as client:
@@ -74,6 +77,42 @@ def _channel_options(policy: RetryPolicy) -> list[tuple[str, Any]]:
     ]
 
 
+RETRY_DELAY_KEY = "retry-delay-ms"
+
+
+def tls_credentials(ca: str | Path | None = None, cert: str | Path | None = None,
+                    key: str | Path | None = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials: `ca` verifies the server (default: the system's roots), `cert`
+    and `key` are this client's certificate for mutual TLS."""
+    if (cert is None) != (key is None):
+        raise ValueError("mutual TLS needs both the client certificate and its key")
+
+    def read(path: str | Path | None) -> bytes | None:
+        return Path(path).read_bytes() if path is not None else None
+
+    return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+
+
+def server_retry_delay_s(error: grpc.RpcError) -> float | None:
+    """The wait a RESOURCE_EXHAUSTED answer asks for, if it names one."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == RETRY_DELAY_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return None
+    return None
+
+
+def _auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    if token is not None and not token.strip():
+        raise ValueError("the token is empty")
+    return (("authorization", f"Bearer {token.strip()}"),) if token else ()
+
+
 def language_of(names: Iterable[str]) -> str:
     """"cuda" or "triton" from the file suffixes; raises when it cannot tell."""
     found = {_SUFFIX_LANGUAGE[Path(n).suffix] for n in names if Path(n).suffix in _SUFFIX_LANGUAGE}
@@ -137,10 +176,12 @@ class ToolClient:
 
     def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                  retry: RetryPolicy = RetryPolicy(),
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None,
+                 token: str | None = None) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self.retry = retry
+        self.metadata = _auth_metadata(token)
         options = _channel_options(retry)
         self.channel = (grpc.secure_channel(target, credentials, options) if credentials
                         else grpc.insecure_channel(target, options))
@@ -165,11 +206,21 @@ class ToolClient:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def run(self, request: pb.ToolRequest, timeout_s: float | None = None) -> pb.ToolResult:
-        return self.stub.Run(request, timeout=timeout_s or self.timeout_s)
+        for attempt in range(self.retry.max_attempts):
+            try:
+                return self.stub.Run(request, timeout=timeout_s or self.timeout_s,
+                                     metadata=self.metadata)
+            except grpc.RpcError as e:
+                delay = server_retry_delay_s(e)
+                if delay is None or attempt + 1 == self.retry.max_attempts:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def run_stream(self, request: pb.ToolRequest, timeout_s: float | None = None
                    ) -> Iterator[pb.RunEvent]:
-        return self.stub.RunStream(request, timeout=timeout_s or self.timeout_s)
+        return self.stub.RunStream(request, timeout=timeout_s or self.timeout_s,
+                                   metadata=self.metadata)
 
     def run_batch(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
                   ) -> Iterator[pb.ToolResult]:
@@ -185,15 +236,17 @@ class ToolClient:
             done: set[str] = set()
             try:
                 for result in self.stub.RunBatch(iter(remaining),
-                                                 timeout=timeout_s or self.timeout_s):
+                                                 timeout=timeout_s or self.timeout_s,
+                                                 metadata=self.metadata):
                     done.add(result.request_id)
                     yield result
                 return
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
+                asked = server_retry_delay_s(e)
+                if (e.code() != grpc.StatusCode.UNAVAILABLE and asked is None) or delay is None:
                     raise
                 remaining = [r for r in remaining if r.request_id not in done]
-                time.sleep(delay)
+                time.sleep(asked if asked is not None else delay)
 
     def run_batch_dict(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
                        ) -> dict[str, pb.ToolResult]:
@@ -201,13 +254,13 @@ class ToolClient:
 
     def cancel(self, request_id: str = "", job_id: str = "") -> pb.CancelResponse:
         return self.stub.Cancel(pb.CancelRequest(request_id=request_id, job_id=job_id),
-                                timeout=30)
+                                timeout=30, metadata=self.metadata)
 
     def device_info(self) -> pb.DeviceInfoResponse:
-        return self.stub.DeviceInfo(pb.DeviceInfoRequest(), timeout=60)
+        return self.stub.DeviceInfo(pb.DeviceInfoRequest(), timeout=60, metadata=self.metadata)
 
     def list_tools(self) -> pb.ListToolsResponse:
-        return self.stub.ListTools(pb.ListToolsRequest(), timeout=30)
+        return self.stub.ListTools(pb.ListToolsRequest(), timeout=30, metadata=self.metadata)
 
 
 class AsyncToolClient:
@@ -215,9 +268,11 @@ class AsyncToolClient:
 
     def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                  retry: RetryPolicy = RetryPolicy(),
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None,
+                 token: str | None = None) -> None:
         self.timeout_s = timeout_s
         self.retry = retry
+        self.metadata = _auth_metadata(token)
         options = _channel_options(retry)
         self.channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
                         else grpc.aio.insecure_channel(target, options))
@@ -233,11 +288,23 @@ class AsyncToolClient:
         await self.channel.close()
 
     async def run(self, request: pb.ToolRequest, timeout_s: float | None = None) -> pb.ToolResult:
-        return await self.stub.Run(request, timeout=timeout_s or self.timeout_s)
+        import asyncio
+
+        for attempt in range(self.retry.max_attempts):
+            try:
+                return await self.stub.Run(request, timeout=timeout_s or self.timeout_s,
+                                           metadata=self.metadata)
+            except grpc.aio.AioRpcError as e:
+                delay = server_retry_delay_s(e)
+                if delay is None or attempt + 1 == self.retry.max_attempts:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def run_stream(self, request: pb.ToolRequest, timeout_s: float | None = None
                          ) -> AsyncIterator[pb.RunEvent]:
-        async for event in self.stub.RunStream(request, timeout=timeout_s or self.timeout_s):
+        async for event in self.stub.RunStream(request, timeout=timeout_s or self.timeout_s,
+                                               metadata=self.metadata):
             yield event
 
     async def run_batch(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
@@ -249,23 +316,27 @@ class AsyncToolClient:
         for delay in [*self.retry.backoffs_s(), None]:
             done: set[str] = set()
             try:
-                call = self.stub.RunBatch(iter(remaining), timeout=timeout_s or self.timeout_s)
+                call = self.stub.RunBatch(iter(remaining), timeout=timeout_s or self.timeout_s,
+                                          metadata=self.metadata)
                 async for result in call:
                     done.add(result.request_id)
                     yield result
                 return
             except grpc.aio.AioRpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or delay is None:
+                asked = server_retry_delay_s(e)
+                if (e.code() != grpc.StatusCode.UNAVAILABLE and asked is None) or delay is None:
                     raise
                 remaining = [r for r in remaining if r.request_id not in done]
-                await asyncio.sleep(delay)
+                await asyncio.sleep(asked if asked is not None else delay)
 
     async def cancel(self, request_id: str = "", job_id: str = "") -> pb.CancelResponse:
         return await self.stub.Cancel(pb.CancelRequest(request_id=request_id, job_id=job_id),
-                                      timeout=30)
+                                      timeout=30, metadata=self.metadata)
 
     async def device_info(self) -> pb.DeviceInfoResponse:
-        return await self.stub.DeviceInfo(pb.DeviceInfoRequest(), timeout=60)
+        return await self.stub.DeviceInfo(pb.DeviceInfoRequest(), timeout=60,
+                                          metadata=self.metadata)
 
     async def list_tools(self) -> pb.ListToolsResponse:
-        return await self.stub.ListTools(pb.ListToolsRequest(), timeout=30)
+        return await self.stub.ListTools(pb.ListToolsRequest(), timeout=30,
+                                         metadata=self.metadata)

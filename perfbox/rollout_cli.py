@@ -49,7 +49,8 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
                 forced: bool, threads: int, model: str | None,
                 draft_alpha: float | None, group_size: int = 1, shared_turns: int = 0,
                 temperature: float = 0.0, seed: int = 0, engine: str = "llama.cpp",
-                vllm_args: dict[str, Any] | None = None) -> list[Any]:
+                vllm_args: dict[str, Any] | None = None,
+                client_kwargs: dict[str, Any] | None = None) -> list[Any]:
     """Runs the modes one after another on the same trajectories; prints events live."""
     from perfbox.client import ToolClient
     from perfbox.inference import workload as W
@@ -60,7 +61,7 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
     workload = W.load()
     trajectories = W.replicate(workload, concurrency, group_size, shared_turns)
     out = []
-    with ToolClient(target, timeout_s=600) as client:
+    with ToolClient(target, timeout_s=600, **(client_kwargs or {})) as client:
         bridge = ToolBridge(client, workload.problems)
         if engine == "vllm":
             configs = [RolloutConfig(mode=Mode(m), forced=forced, temperature=temperature,
@@ -124,7 +125,7 @@ def _vllm_args(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    from perfbox.cli import service_target
+    from perfbox.cli import client_options, service_target
 
     _check_group_flags(args)
     if args.engine == "llama.cpp":
@@ -138,7 +139,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target:
         run_rollout(target, modes, args.concurrency, args.kv_slots, not args.free,
                     _threads(args), args.model, args.draft_alpha, args.group_size,
-                    args.shared_turns, args.temperature, args.seed, args.engine, vllm_args)
+                    args.shared_turns, args.temperature, args.seed, args.engine, vllm_args,
+                    client_options(args))
     return 0
 
 
@@ -152,7 +154,7 @@ def _check_group_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_rollout(args: argparse.Namespace) -> int:
-    from perfbox.cli import service_target
+    from perfbox.cli import client_options, service_target
     from perfbox.client import ToolClient
     from perfbox.inference import bench_rollout, workload
 
@@ -161,7 +163,7 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     concurrencies = args.concurrency or ([1, 4] if args.quick else [1, 8, 32])
     out = Path(args.out)
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target, \
-            ToolClient(target, timeout_s=600) as client:
+            ToolClient(target, timeout_s=600, **client_options(args)) as client:
         from perfbox.inference.tools_bridge import ToolBridge
 
         bridge = ToolBridge(client, workload.load().problems)

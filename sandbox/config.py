@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_LIMITS, DEFAULT_MAX_QUEUE, JobLimits
+from perfbox.sandbox.quota import QuotaConfig
 
 BACKENDS = ("bwrap", "process")
 DEFAULT_PRELOAD = ("torch", "triton")
@@ -35,6 +36,11 @@ class ServerConfig:
     rpc_threads: int = 64  # gRPC handler threads (streams hold one each)
     default_limits: JobLimits = DEFAULT_LIMITS  # for requests that leave a limit at zero
     batch_window: int = 256  # calls of one RunBatch stream in the scheduler at once
+    tokens_file: Path | None = None  # bearer tokens ("CLIENT_ID TOKEN" lines); None: no auth
+    tls_cert: Path | None = None  # PEM certificate chain: serve TLS
+    tls_key: Path | None = None  # its PEM private key
+    tls_client_ca: Path | None = None  # clients must present a certificate from this CA (mTLS)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)  # per client; default unlimited
 
 
 class ConfigError(ValueError):
@@ -51,5 +57,12 @@ def check(config: ServerConfig) -> None:
         )
     if config.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {config.workers}")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError("mutual TLS (--tls-client-ca) needs the server's own --tls-cert and "
+                          "--tls-key")
+    if config.quota.rate_per_s < 0 or config.quota.max_inflight < 0 or config.quota.burst < 0:
+        raise ConfigError("quotas are 0 (unlimited) or more")
     if config.max_queue < 1:
         raise ConfigError(f"max_queue must be at least 1, got {config.max_queue}")

@@ -14,14 +14,17 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-from perfbox.api.v1 import tools_pb2, tools_pb2_grpc
 from perfbox.sandbox import bwrap
+from perfbox.sandbox.auth import TlsFiles, Tokens
 from perfbox.sandbox.cache import ResultCache
 from perfbox.sandbox.cgroup import CgroupManager
 from perfbox.sandbox.config import ServerConfig, check
+from perfbox.sandbox.gate import Gate
+from perfbox.sandbox.quota import Quotas
 from perfbox.sandbox.scheduler import Scheduler, WorkerSlot
 from perfbox.sandbox.service import ToolService
+
+from perfbox.api.v1 import tools_pb2, tools_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name
@@ -55,8 +58,11 @@ class ToolServer:
         self.service = ToolService(self.scheduler, self.cache, config.backend,
                                    config.default_limits, config.batch_window)
         self.health = health.HealthServicer()
+        tokens = Tokens.load(config.tokens_file) if config.tokens_file else None
+        self.quotas = Quotas(config.quota)
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
+            interceptors=[Gate(tokens, self.quotas)],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)],
@@ -65,7 +71,11 @@ class ToolServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
-        self.port = self.grpc.add_insecure_port(config.address)
+        if config.tls_cert is not None and config.tls_key is not None:
+            tls = TlsFiles(config.tls_cert, config.tls_key, config.tls_client_ca)
+            self.port = self.grpc.add_secure_port(config.address, tls.server_credentials())
+        else:
+            self.port = self.grpc.add_insecure_port(config.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.address}")
 
@@ -74,8 +84,11 @@ class ToolServer:
         self.grpc.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("perfbox serving on port %d (backend %s, %d workers, %s)", self.port,
-                 self.config.backend, self.config.workers, "warm" if self.config.warm else "cold")
+        log.info("perfbox serving on port %d (backend %s, %d workers, %s, %s, %s)", self.port,
+                 self.config.backend, self.config.workers, "warm" if self.config.warm else "cold",
+                 "mutual TLS" if self.config.tls_client_ca else
+                 "TLS" if self.config.tls_cert else "plaintext",
+                 "bearer tokens" if self.config.tokens_file else "no auth")
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stops accepting calls, lets running jobs finish within the grace period, cancels the

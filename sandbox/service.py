@@ -17,6 +17,7 @@ from perfbox.api.v1 import tools_pb2_grpc
 from perfbox.sandbox.batch import BatchStream, elapsed_ms, rejected
 from perfbox.sandbox.cache import ResultCache, cache_key
 from perfbox.sandbox.device import device_info, gpu_count
+from perfbox.sandbox.gate import RETRY_DELAY_KEY
 from perfbox.sandbox.limits import DEFAULT_LIMITS, GPU_DEFAULT_LIMITS, JobLimits
 from perfbox.sandbox.results import build_result
 from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
@@ -99,8 +100,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         try:
             return self.scheduler.submit(job)
         except QueueFull as e:
+            wait = self._queue_wait_s()
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"{e}; retry later with backoff") from e
+                               f"{e}; retry in {wait * 1000:.0f} ms", wait) from e
         except ShuttingDown as e:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{e}; retry on another node") from e
 
@@ -122,8 +124,17 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
         context.add_callback(on_done)
 
+    def _queue_wait_s(self) -> float:
+        """How long until a full queue has room, roughly: its depth over the workers times a
+        second (tool calls take about that), within [0.1 s, 30 s]."""
+        depth = self.scheduler.queue_depth()
+        return min(30.0, max(0.1, depth / max(1, len(self.scheduler.slots))))
+
     @staticmethod
     def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
+        if error.retry_delay_s > 0:
+            context.set_trailing_metadata(
+                ((RETRY_DELAY_KEY, str(max(1, round(error.retry_delay_s * 1000)))),))
         context.abort(error.code, error.message)
 
     def _prepare(self, request: pb.ToolRequest, context: grpc.ServicerContext

@@ -30,10 +30,11 @@ _OPTIONS_FIELDS = ("compile", "disasm")
 class RequestError(Exception):
     """A request the service refuses; `code` is the gRPC status to answer with."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, retry_delay_s: float = 0.0) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_delay_s = retry_delay_s  # > 0: when to retry (RESOURCE_EXHAUSTED)
 
 
 @dataclass

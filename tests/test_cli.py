@@ -128,3 +128,42 @@ def test_rollout_flags_are_checked(args: list[str], message: str) -> None:
     out = perfbox("rollout", *args, timeout=60)
     assert out.returncode == ExitCode.USAGE, out.stderr
     assert message in out.stderr
+
+
+@requires_bwrap
+def test_serve_with_tokens_and_submit_with_and_without_one(tmp_path: Path) -> None:
+    """`perfbox serve --tokens-file` as a real process: a submit without the token is a usage
+    error naming the fix, with --token (or $PERFBOX_TOKEN) it runs."""
+    import os
+    import socket
+    import time
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("ci-job abcdefghijklmnop0123\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "perfbox.cli", "serve", "--address",
+                               f"127.0.0.1:{port}", "--tokens-file", str(tokens), "--workers",
+                               "1", "--no-cache", "--preload", ""],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while perfbox("tools", "--server", f"127.0.0.1:{port}", "--token",
+                      "abcdefghijklmnop0123", timeout=30).returncode != 0:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            assert time.monotonic() < deadline, "perfbox serve did not come up"
+            time.sleep(0.5)
+        args = ("submit", str(VECTOR_ADD_CU), "--tool", "compile", "--server",
+                f"127.0.0.1:{port}")
+        refused = perfbox(*args)
+        assert refused.returncode == ExitCode.USAGE
+        assert "UNAUTHENTICATED" in refused.stderr and "bearer token" in refused.stderr
+        assert perfbox(*args, "--token", "abcdefghijklmnop0123").returncode == ExitCode.OK
+        env = {**os.environ, "PERFBOX_TOKEN": "abcdefghijklmnop0123"}
+        by_env = subprocess.run([sys.executable, "-m", "perfbox.cli", *args],
+                                capture_output=True, text=True, timeout=300, env=env)
+        assert by_env.returncode == ExitCode.OK, by_env.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

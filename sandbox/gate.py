@@ -1,0 +1,109 @@
+"""The server interceptor every call passes: authentication, per-client quotas, and the call's
+client id for metrics and logs.
+
+Refusals keep the method's own shape (unary or streaming) so the client sees a clean status:
+UNAUTHENTICATED without a valid bearer token, RESOURCE_EXHAUSTED over quota with the wait in
+trailing metadata `retry-delay-ms` (the client honours it). Health checks pass untouched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from perfbox.sandbox.auth import Tokens, is_open
+from perfbox.sandbox.quota import Quotas
+
+RETRY_DELAY_KEY = "retry-delay-ms"
+ANONYMOUS = "anonymous"
+# the calling client's id, set for the duration of a call (logs and metrics read it)
+current_client: contextvars.ContextVar[str] = contextvars.ContextVar("perfbox_client",
+                                                                     default=ANONYMOUS)
+OnCall = Callable[[str, str, grpc.StatusCode | None], None]  # (method, client, refusal)
+
+
+class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, tokens: Tokens | None, quotas: Quotas | None,
+                 on_call: OnCall | None = None) -> None:
+        self.tokens = tokens
+        self.quotas = quotas
+        self.on_call = on_call or (lambda method, client, refusal: None)
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or is_open(details.method):
+            return handler
+        client = ANONYMOUS
+        if self.tokens is not None:
+            metadata = dict(details.invocation_metadata or ())
+            found = self.tokens.client_of(metadata.get("authorization"))
+            if found is None:
+                self.on_call(details.method, ANONYMOUS, grpc.StatusCode.UNAUTHENTICATED)
+                return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or invalid bearer token: send the metadata "
+                                "'authorization: Bearer <token>' with a token the server knows")
+            client = found
+        wait_s = self.quotas.admit(client) if self.quotas is not None else 0.0
+        if wait_s > 0:
+            self.on_call(details.method, client, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            ms = max(1, round(wait_s * 1000))
+            return _refusal(handler, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"client {client!r} is over its quota; retry in {ms} ms",
+                            ((RETRY_DELAY_KEY, str(ms)),))
+        self.on_call(details.method, client, None)
+        release = self.quotas.release if self.quotas is not None else (lambda c: None)
+        return _admitted(handler, client, release)
+
+
+def _refusal(handler: Any, code: grpc.StatusCode, message: str,
+             trailing: tuple[tuple[str, str], ...] = ()) -> Any:
+    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        if trailing:
+            context.set_trailing_metadata(trailing)
+        context.abort(code, message)
+
+    return _same_shape(handler, refuse)
+
+
+def _admitted(handler: Any, client: str, release: Callable[[str], None]) -> Any:
+    """The handler with the client id set while it runs and the quota released when the call
+    ends however it ends (completion, error, cancellation)."""
+    behaviour = _behaviour(handler)
+
+    def run(request: Any, context: grpc.ServicerContext) -> Any:
+        once = threading.Lock()
+
+        def done() -> None:
+            if once.acquire(blocking=False):
+                release(client)
+
+        context.add_callback(done)
+        current_client.set(client)  # the handler thread's own context: the next call resets it
+        result = behaviour(request, context)
+        return _streaming(result, client) if handler.response_streaming else result
+
+    return _same_shape(handler, run)
+
+
+def _streaming(responses: Any, client: str) -> Any:
+    """A streaming handler's body runs as it is iterated, possibly later: set the id there."""
+    current_client.set(client)
+    yield from responses
+
+
+def _behaviour(handler: Any) -> Callable[..., Any]:
+    return (handler.unary_unary or handler.unary_stream or handler.stream_unary
+            or handler.stream_stream)
+
+
+def _same_shape(handler: Any, behaviour: Callable[..., Any]) -> Any:
+    make = {(False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler}
+    return make[(handler.request_streaming, handler.response_streaming)](
+        behaviour, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
