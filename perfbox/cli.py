@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from pathlib import Path
@@ -405,7 +404,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else
                                               ServerConfig().cache_dir),
         max_queue=args.max_queue, grace_s=args.grace_s, default_limits=_serve_limits(args),
-        nice=args.nice, tokens_file=_path(args.tokens_file), tls_cert=_path(args.tls_cert),
+        nice=args.nice, metrics_address=args.metrics_address,
+        tokens_file=_path(args.tokens_file), tls_cert=_path(args.tls_cert),
         tls_key=_path(args.tls_key), tls_client_ca=_path(args.tls_client_ca),
         quota=QuotaConfig(rate_per_s=args.quota_rate, burst=args.quota_burst,
                           max_inflight=args.quota_inflight),
@@ -556,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "second's worth)")
     serve.add_argument("--quota-inflight", type=int, default=0,
                        help="calls in flight per client (0: unlimited)")
+    serve.add_argument("--metrics-address", metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="json: one JSON object per line with the client id and, for "
+                            "answers, request_id, job_id, tool, status and total_ms")
     serve.set_defaults(func=cmd_serve)
 
     submit = sub.add_parser("submit", help="run a tool on kernel files",
@@ -640,8 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", stream=sys.stderr)
+    from perfbox.sandbox import logs
+
+    logs.setup(args.log_level, getattr(args, "log_format", "text"))
     try:
         return int(args.func(args))
     except ValueError as e:

@@ -41,6 +41,7 @@ class ServerConfig:
     tls_key: Path | None = None  # its PEM private key
     tls_client_ca: Path | None = None  # clients must present a certificate from this CA (mTLS)
     quota: QuotaConfig = field(default_factory=QuotaConfig)  # per client; default unlimited
+    metrics_address: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint
 
 
 class ConfigError(ValueError):

@@ -20,6 +20,7 @@ from perfbox.sandbox.cache import ResultCache
 from perfbox.sandbox.cgroup import CgroupManager
 from perfbox.sandbox.config import ServerConfig, check
 from perfbox.sandbox.gate import Gate
+from perfbox.sandbox.metrics import Metrics, MetricsEndpoint
 from perfbox.sandbox.quota import Quotas
 from perfbox.sandbox.scheduler import Scheduler, WorkerSlot
 from perfbox.sandbox.service import ToolService
@@ -55,14 +56,17 @@ class ToolServer:
                  for i in range(config.workers)]
         self.scheduler = Scheduler(slots, config.max_queue)
         self.cache = ResultCache(config.cache_dir)
+        self.metrics = Metrics(lambda: self.scheduler.queue_depth,
+                               lambda: len(self.scheduler.running_jobs()))
         self.service = ToolService(self.scheduler, self.cache, config.backend,
-                                   config.default_limits, config.batch_window)
+                                   config.default_limits, config.batch_window, self.metrics)
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self.health = health.HealthServicer()
         tokens = Tokens.load(config.tokens_file) if config.tokens_file else None
         self.quotas = Quotas(config.quota)
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
-            interceptors=[Gate(tokens, self.quotas)],
+            interceptors=[Gate(tokens, self.quotas, self.metrics.observe_rpc)],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)],
@@ -81,6 +85,9 @@ class ToolServer:
 
     def start(self) -> None:
         self.scheduler.start(prestart=self.config.warm)
+        if self.config.metrics_address:
+            self.metrics_endpoint = self.metrics.serve(self.config.metrics_address)
+            log.info("metrics on port %d (/metrics)", self.metrics_endpoint.port)
         self.grpc.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -104,6 +111,8 @@ class ToolServer:
             stopping.wait()
             if self.cgroups is not None:
                 self.cgroups.close()
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.close()
             _remove_tree(self.runtime_dir)
             self._stopped.set()
             log.info("perfbox stopped")

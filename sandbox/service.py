@@ -19,6 +19,7 @@ from perfbox.sandbox.cache import ResultCache, cache_key
 from perfbox.sandbox.device import device_info, gpu_count
 from perfbox.sandbox.gate import RETRY_DELAY_KEY
 from perfbox.sandbox.limits import DEFAULT_LIMITS, GPU_DEFAULT_LIMITS, JobLimits
+from perfbox.sandbox.metrics import Metrics
 from perfbox.sandbox.results import build_result
 from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
@@ -32,8 +33,10 @@ _CACHEABLE_STATUSES = (pb.OK, pb.COMPILE_ERROR)
 
 class ToolService(tools_pb2_grpc.ToolServiceServicer):
     def __init__(self, scheduler: Scheduler, cache: ResultCache, backend: str,
-                 default_limits: JobLimits = DEFAULT_LIMITS, batch_window: int = 256) -> None:
+                 default_limits: JobLimits = DEFAULT_LIMITS, batch_window: int = 256,
+                 metrics: Metrics | None = None) -> None:
         self.scheduler = scheduler
+        self.metrics = metrics
         self.batch_window = batch_window
         self.cache = cache
         self.backend = backend
@@ -71,6 +74,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         if not valid.spec.cacheable or request.no_cache:
             return None
         data = self.cache.get(self._key(valid))
+        if self.metrics is not None:
+            self.metrics.observe_cache(data is not None)
         if data is None:
             return None
         result = pb.ToolResult()
@@ -106,9 +111,20 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         except ShuttingDown as e:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{e}; retry on another node") from e
 
+    def _answered(self, result: pb.ToolResult) -> pb.ToolResult:
+        """Every answer passes here once: metrics and the structured log line."""
+        if self.metrics is not None:
+            self.metrics.observe_result(result)
+        log.info("answered", extra={"request_id": result.request_id, "job_id": result.job_id,
+                                    "tool": result.tool, "status": pb.Status.Name(result.status),
+                                    "total_ms": result.timings.total_ms,
+                                    "cache_hit": result.cache_hit})
+        return result
+
     def _result(self, job: Job, valid: ValidRequest, started: float) -> pb.ToolResult:
         result = build_result(job, valid.spec.name, self.identity)
         result.timings.total_ms = int((time.monotonic() - started) * 1000)
+        self._answered(result)
         if valid.spec.cacheable and result.status in _CACHEABLE_STATUSES:
             stored = pb.ToolResult()
             stored.CopyFrom(result)
@@ -127,7 +143,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
     def _queue_wait_s(self) -> float:
         """How long until a full queue has room, roughly: its depth over the workers times a
         second (tool calls take about that), within [0.1 s, 30 s]."""
-        depth = self.scheduler.queue_depth()
+        depth = self.scheduler.queue_depth
         return min(30.0, max(0.1, depth / max(1, len(self.scheduler.slots))))
 
     @staticmethod
@@ -154,7 +170,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         valid, early = self._prepare(request, context)
         if early is not None:
             early.timings.total_ms = int((time.monotonic() - started) * 1000)
-            return early
+            return self._answered(early)
         job = self._job(valid)
         self._cancel_on_rpc_end(job, context)
         try:
@@ -170,7 +186,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         valid, early = self._prepare(request, context)
         if early is not None:
             early.timings.total_ms = int((time.monotonic() - started) * 1000)
-            yield pb.RunEvent(request_id=valid.request_id, result=early)
+            yield pb.RunEvent(request_id=valid.request_id, result=self._answered(early))
             return
         job = self._job(valid)
         events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -224,7 +240,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         early = self._unavailable(valid) or self._cached(request, valid)
         if early is not None:
             early.timings.total_ms = elapsed_ms(started)
-            batch.answer(early, reserved=True)
+            batch.answer(self._answered(early), reserved=True)
             return
         job = self._job(valid)
         job.listeners.append(lambda j, event: batch.answer(

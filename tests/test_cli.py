@@ -143,9 +143,14 @@ def test_serve_with_tokens_and_submit_with_and_without_one(tmp_path: Path) -> No
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "perfbox.cli", "serve", "--address",
                                f"127.0.0.1:{port}", "--tokens-file", str(tokens), "--workers",
-                               "1", "--no-cache", "--preload", ""],
+                               "1", "--no-cache", "--preload", "", "--log-format", "json",
+                               "--log-level", "INFO", "--metrics-address",
+                               f"127.0.0.1:{metrics_port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -164,6 +169,30 @@ def test_serve_with_tokens_and_submit_with_and_without_one(tmp_path: Path) -> No
         by_env = subprocess.run([sys.executable, "-m", "perfbox.cli", *args],
                                 capture_output=True, text=True, timeout=300, env=env)
         assert by_env.returncode == ExitCode.OK, by_env.stderr
+        metrics = _scrape(metrics_port)
+        assert metrics[("perfbox_jobs_total", (("status", "OK"), ("tool", "compile")))] == 2
+        assert metrics[("perfbox_rpcs_total", (("client", "anonymous"), ("method", "RunStream"),
+                                               ("refused", "UNAUTHENTICATED")))] == 1
+        assert metrics[("perfbox_rpcs_total", (("client", "ci-job"), ("method", "RunStream"),
+                                               ("refused", "")))] == 2
+        assert metrics[("perfbox_job_seconds_count", (("tool", "compile"),))] == 2
+        assert ("perfbox_queue_depth", ()) in metrics
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        _, stderr = server.communicate(timeout=60)
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    answered = [r for r in records if r.get("message") == "answered"]
+    assert len(answered) == 2 and all(r["tool"] == "compile" and r["status"] == "OK"
+                                      and r["job_id"] and "total_ms" in r for r in answered)
+    assert {r["level"] for r in records} <= {"INFO", "WARNING", "ERROR"}
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} from a /metrics endpoint."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

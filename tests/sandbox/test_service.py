@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from perfbox.api.v1 import tools_pb2 as pb
-from perfbox.client import AsyncToolClient, ToolClient, make_request
+from perfbox.client import AsyncToolClient, ToolClient, make_request, server_retry_delay_s
 from tests.conftest import SAMPLE_CU, TRITON_KERNEL, cuda_request, start_server, triton_request
 
 SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
@@ -207,9 +207,11 @@ def test_full_queue_answers_resource_exhausted(tmp_path: Path) -> None:
             queued = client.stub.Run.future(spin, timeout=60)
             wait_for(lambda: srv.scheduler.queue_depth == 1)
             with pytest.raises(grpc.RpcError) as info:
-                client.run(cuda_request(), timeout_s=30)
+                client.stub.Run(cuda_request(), timeout=30)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "retry" in info.value.details()
+            assert "retry in" in info.value.details()
+            delay = server_retry_delay_s(info.value)  # the wait, machine-readable
+            assert delay is not None and 0.1 <= delay <= 30
             assert running.result().status == pb.TIMEOUT
             assert queued.result().status == pb.TIMEOUT
     finally:

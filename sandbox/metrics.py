@@ -1,0 +1,75 @@
+"""Prometheus metrics of one tool server (prometheus-client), served over HTTP for scraping.
+
+Each server has its own registry, so several servers in one process (tests, the embedded
+service beside a remote one) never mix their counts. What an operator watches: the queue, jobs
+by tool and status, latencies, the wait for a worker slot (on GPU nodes, the GPU lease: a
+worker holds its GPU), the result cache's hit rate, and RPCs by client with refusals.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from perfbox.api.v1 import tools_pb2 as pb
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass
+class MetricsEndpoint:
+    """A running /metrics HTTP server; close() stops it."""
+
+    port: int
+    _server: object
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        self._server.shutdown()  # type: ignore[attr-defined]
+        self._server.server_close()  # type: ignore[attr-defined]
+
+
+class Metrics:
+    def __init__(self, queue_depth: Callable[[], float], running: Callable[[], float]) -> None:
+        self.registry = r = CollectorRegistry()
+        self.jobs = Counter("perfbox_jobs", "Tool calls answered, by tool and result status",
+                            ["tool", "status"], registry=r)
+        self.job_seconds = Histogram("perfbox_job_seconds", "Tool call latency, queue included",
+                                     ["tool"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.lease_wait = Histogram("perfbox_lease_wait_seconds",
+                                    "Time a job waited for a worker slot (and its GPU)",
+                                    ["tool"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.cache = Counter("perfbox_cache_lookups", "Result cache lookups by outcome",
+                             ["result"], registry=r)
+        self.rpcs = Counter("perfbox_rpcs", "RPCs by method and client; refused names the code "
+                            "of a refusal at the door ('' when admitted)",
+                            ["method", "client", "refused"], registry=r)
+        Gauge("perfbox_queue_depth", "Jobs waiting for a worker", registry=r
+              ).set_function(queue_depth)
+        Gauge("perfbox_jobs_running", "Jobs on a worker now", registry=r).set_function(running)
+
+    def observe_result(self, result: pb.ToolResult) -> None:
+        tool = result.tool or "unknown"
+        self.jobs.labels(tool, pb.Status.Name(result.status)).inc()
+        if result.timings.total_ms:
+            self.job_seconds.labels(tool).observe(result.timings.total_ms / 1000)
+        if not result.cache_hit and result.job_id:
+            self.lease_wait.labels(tool).observe(result.timings.queue_ms / 1000)
+
+    def observe_cache(self, hit: bool) -> None:
+        self.cache.labels("hit" if hit else "miss").inc()
+
+    def observe_rpc(self, method: str, client: str, refused: grpc.StatusCode | None) -> None:
+        self.rpcs.labels(method.rsplit("/", 1)[-1], client,
+                         refused.name if refused is not None else "").inc()
+
+    def serve(self, address: str) -> MetricsEndpoint:
+        """Starts /metrics on HOST:PORT (port 0 picks one)."""
+        host, _, port = address.rpartition(":")
+        server, thread = start_http_server(int(port), addr=host or "0.0.0.0",
+                                           registry=self.registry)
+        return MetricsEndpoint(server.server_port, server, thread)
