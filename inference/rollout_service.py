@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,6 +26,26 @@ MAX_KV_SLOTS = 64  # sequences one engine holds at once; more trajectories queue
 _END = object()
 
 
+@dataclass
+class RolloutTotals:
+    """Cumulative figures of every finished rollout (the worker's metrics read them)."""
+
+    rollouts: int = 0
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    reprefill_tokens: int = 0
+    spec_hits: int = 0
+    spec_misses: int = 0
+    spec_launched: int = 0
+    wasted_tool_s: float = 0.0
+
+    def add(self, stats: Any) -> None:
+        self.rollouts += 1
+        for name in ("generated_tokens", "prefill_tokens", "reprefill_tokens", "spec_hits",
+                     "spec_misses", "spec_launched", "wasted_tool_s"):
+            setattr(self, name, getattr(self, name) + getattr(stats, name))
+
+
 class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
     def __init__(self, make_engine: Callable[[int], Engine],
                  run_tool: Callable[[ToolCall], ToolOutput],
@@ -33,6 +54,7 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
         self.run_tool = run_tool
         self.workload = workload or W.load()
         self._busy = threading.Lock()
+        self.totals = RolloutTotals()  # since start, for metrics
 
     def _trajectories(self, request: rpb.RolloutRequest, context: grpc.ServicerContext
                       ) -> list[W.Trajectory]:
@@ -98,6 +120,7 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
             stats = done.result()
         except RolloutCancelled:
             return
+        self.totals.add(stats)
         yield rpb.RolloutEvent(summary=rpb.RolloutSummary(
             mode=stats.mode, wall_s=stats.wall_s, tokens_per_s=stats.tokens_per_s,
             prefill_tokens=stats.prefill_tokens, reprefill_tokens=stats.reprefill_tokens,

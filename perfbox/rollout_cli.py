@@ -194,7 +194,65 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Serves RolloutService and the ToolCache until SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from perfbox.cli import client_options
+    from perfbox.client import ToolClient
+    from perfbox.inference import workload
+    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
+    from perfbox.inference.tools_bridge import ToolBridge
+    from perfbox.inference.worker import create_worker
+
+    _engine_check()
+    args.server = args.tool_server  # client_options reads --server
+    client = ToolClient(args.tool_server, timeout_s=600, **client_options(args))
+    bridge = ToolBridge(client, workload.load().problems)
+    server, port, registry = create_worker(
+        lambda slots: LlamaCppEngine(args.model, num_slots=slots, threads=_threads(args)),
+        bridge.run, args.address)
+    metrics = None
+    if args.metrics_address:
+        host, _, metrics_port = args.metrics_address.rpartition(":")
+        metrics, _thread = start_http_server(int(metrics_port), addr=host or "0.0.0.0",
+                                             registry=registry)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    err_console.print(f"rollout worker on port {port}, tools from {args.tool_server}")
+    while not stop.wait(1.0):
+        pass
+    server.stop(grace=10).wait()
+    if metrics is not None:
+        metrics.shutdown()
+    client.close()
+    return 0
+
+
 def add_commands(sub: Any, add_service_flags: Any) -> None:
+    worker = sub.add_parser("worker", help="serve the rollout worker (RolloutService, "
+                                           "ToolCache) beside a tool service",
+                            description="Serve perfbox.v1.RolloutService and perfbox.v1."
+                                        "ToolCache until SIGTERM/SIGINT, with tools from "
+                                        "--tool-server.")
+    worker.add_argument("--address", default="127.0.0.1:50052",
+                        help="HOST:PORT to listen on (default 127.0.0.1:50052)")
+    worker.add_argument("--tool-server", default="127.0.0.1:50051", metavar="HOST:PORT",
+                        help="the node's tool service (default 127.0.0.1:50051)")
+    worker.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    worker.add_argument("--token", help="bearer token for the tool service "
+                                        "(default: $PERFBOX_TOKEN)")
+    worker.add_argument("--tls-ca", metavar="PEM", help="TLS to the tool service")
+    worker.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    worker.add_argument("--tls-key", metavar="PEM", help="client certificate's key")
+    _engine_flags(worker)
+    worker.set_defaults(func=cmd_worker)
+
     rollout = sub.add_parser("rollout", help="run agent trajectories through the rollout worker",
                              description="Run kernel-agent trajectories on the embedded engine "
                                          "with tools from the tool service, in each mode.")
