@@ -5,7 +5,10 @@ the channel's service config), so they also cover a server that is still startin
 stateless, which makes retrying `Run` safe. `run_batch` streams many calls over one `RunBatch`
 and, if the stream breaks with UNAVAILABLE, resends only the calls that have no result yet.
 RESOURCE_EXHAUSTED with the server's `retry-delay-ms` (a quota or a full queue) is retried after
-exactly that delay. `token` sends `authorization: Bearer TOKEN`; `tls_credentials` makes the
+exactly that delay. Calls are balanced round-robin over every address the target resolves to:
+`dns:///perfbox.perfbox.svc.cluster.local:50051` (the headless Service: one address per node)
+or a list, `ipv4:10.0.0.1:50051,10.0.0.2:50051`; a node that goes away drops out of the
+rotation and its calls are retried on the others. `token` sends `authorization: Bearer TOKEN`; `tls_credentials` makes the
 channel credentials for TLS and mutual TLS.
 
     from perfbox.client import ToolClient, make_request
@@ -61,7 +64,7 @@ def _service_config(policy: RetryPolicy) -> str:
         "retryableStatusCodes": ["UNAVAILABLE"],
     }
     idempotent = ["Run", "Cancel", "DeviceInfo", "ListTools"]
-    return json.dumps({"methodConfig": [{
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{
         "name": [{"service": "perfbox.v1.ToolService", "method": m} for m in idempotent],
         "retryPolicy": retry,
         "waitForReady": True,
@@ -235,9 +238,10 @@ class ToolClient:
         for delay in [*self.retry.backoffs_s(), None]:
             done: set[str] = set()
             try:
+                # wait_for_ready: a restarting server is waited for, not counted as an attempt
                 for result in self.stub.RunBatch(iter(remaining),
                                                  timeout=timeout_s or self.timeout_s,
-                                                 metadata=self.metadata):
+                                                 metadata=self.metadata, wait_for_ready=True):
                     done.add(result.request_id)
                     yield result
                 return
@@ -317,7 +321,7 @@ class AsyncToolClient:
             done: set[str] = set()
             try:
                 call = self.stub.RunBatch(iter(remaining), timeout=timeout_s or self.timeout_s,
-                                          metadata=self.metadata)
+                                          metadata=self.metadata, wait_for_ready=True)
                 async for result in call:
                     done.add(result.request_id)
                     yield result
