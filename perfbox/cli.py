@@ -394,6 +394,7 @@ def _path(value: str | None) -> Path | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from perfbox.sandbox.config import ServerConfig
+    from perfbox.sandbox.docker_backend import DockerSettings
     from perfbox.sandbox.quota import QuotaConfig
     from perfbox.sandbox.server import serve
 
@@ -405,6 +406,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                               ServerConfig().cache_dir),
         max_queue=args.max_queue, grace_s=args.grace_s, default_limits=_serve_limits(args),
         nice=args.nice, metrics_address=args.metrics_address,
+        docker=DockerSettings(url=args.docker_url, image=args.docker_image,
+                              python=args.docker_python, bind_host=args.docker_bind_host,
+                              cpus=args.docker_cpus),
         tokens_file=_path(args.tokens_file), tls_cert=_path(args.tls_cert),
         tls_key=_path(args.tls_key), tls_client_ca=_path(args.tls_client_ca),
         quota=QuotaConfig(rate_per_s=args.quota_rate, burst=args.quota_burst,
@@ -478,7 +482,7 @@ def _demo_rollout(target: str, args: argparse.Namespace) -> None:
 
 
 def _add_backend_flags(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--backend", default="bwrap", choices=("bwrap", "process"),
+    p.add_argument("--backend", default="bwrap", choices=("bwrap", "docker", "process"),
                    help=f"isolation {what} (default: bwrap)")
     p.add_argument("--allow-unsafe-process-backend", action="store_true",
                    help="permit --backend process (no isolation; development only)")
@@ -501,6 +505,8 @@ def _add_client_auth_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from perfbox.sandbox.docker_backend import DockerSettings
+
     parser = argparse.ArgumentParser(
         prog="perfbox",
         description="Compile, disassemble, check and benchmark GPU kernels (profile and "
@@ -556,6 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "second's worth)")
     serve.add_argument("--quota-inflight", type=int, default=0,
                        help="calls in flight per client (0: unlimited)")
+    serve.add_argument("--docker-url", default="",
+                       help="--backend docker: the Docker API (default $DOCKER_HOST or the "
+                            "local socket; podman: unix:///run/podman/podman.sock)")
+    serve.add_argument("--docker-image", default=DockerSettings.image,
+                       help=f"--backend docker: the job image (default {DockerSettings.image})")
+    serve.add_argument("--docker-python", default=DockerSettings.python,
+                       help="--backend docker: the Python inside the image")
+    serve.add_argument("--docker-bind-host", action="store_true",
+                       help="--backend docker: run this host's Python and CUDA toolkit, bound "
+                            "read-only, in a bare image (development, CI)")
+    serve.add_argument("--docker-cpus", type=float, default=1.0,
+                       help="--backend docker: CPU limit per job container (default 1)")
     serve.add_argument("--metrics-address", metavar="HOST:PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_LIMITS, DEFAULT_MAX_QUEUE, JobLimits
+from perfbox.sandbox.docker_backend import DockerSettings
 from perfbox.sandbox.quota import QuotaConfig
 
-BACKENDS = ("bwrap", "process")
+BACKENDS = ("bwrap", "docker", "process")
 DEFAULT_PRELOAD = ("torch", "triton")
 
 
@@ -42,6 +43,7 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # clients must present a certificate from this CA (mTLS)
     quota: QuotaConfig = field(default_factory=QuotaConfig)  # per client; default unlimited
     metrics_address: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint
+    docker: DockerSettings = field(default_factory=DockerSettings)  # the docker backend's
 
 
 class ConfigError(ValueError):

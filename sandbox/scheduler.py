@@ -87,7 +87,12 @@ class WorkerSlot:
 
     def __init__(self, index: int, isolate: bool, layout: BwrapLayout | None,
                  cgroups: CgroupManager | None, preload: list[str], warm: bool,
-                 nice: int = 0) -> None:
+                 nice: int = 0, factory: Callable[[int], WorkerProcess] | None = None) -> None:
+        # factory: a worker of another kind (a container) that serves one job; the slot then
+        # starts the next one as soon as a job ends, so the next job rarely waits for it
+        self.factory = factory
+        self._lock = threading.Lock()
+        self._closed = False
         self.index = index
         self.isolate = isolate
         self.layout = layout
@@ -99,15 +104,33 @@ class WorkerSlot:
         self.worker: WorkerProcess | None = None
 
     def ensure_worker(self) -> WorkerProcess:
-        if self.worker is not None and self.worker.alive:
-            return self.worker
-        if self.worker is not None:
-            self.worker.kill()
-        worker = WorkerProcess(self.index, self.isolate, self.layout, self.cgroup, self.preload,
-                               warm_up=self.warm, nice=self.nice)
-        worker.start()
-        self.worker = worker
-        return worker
+        with self._lock:
+            if self._closed:
+                raise WorkerDied(f"worker slot {self.index} is closed")
+            if self.worker is not None and self.worker.alive:
+                return self.worker
+            if self.worker is not None:
+                self.worker.kill()
+            worker = self.factory(self.index) if self.factory is not None else WorkerProcess(
+                self.index, self.isolate, self.layout, self.cgroup, self.preload,
+                warm_up=self.warm, nice=self.nice)
+            self.worker = worker
+            try:
+                worker.start()
+            except BaseException:
+                worker.kill()
+                self.worker = None
+                raise
+            return worker
+
+    def _prestart(self) -> None:
+        def start() -> None:
+            try:
+                self.ensure_worker()
+            except Exception as e:  # the next job retries, and says why if it fails too
+                log.warning("worker slot %d: starting the next worker failed: %s", self.index, e)
+
+        threading.Thread(target=start, daemon=True, name=f"prestart-{self.index}").start()
 
     def run(self, job: Job) -> JobRun:
         worker = self.ensure_worker()
@@ -125,8 +148,10 @@ class WorkerSlot:
                           worker=worker.name)
         finally:
             job.worker = None
-            if not self.warm:
+            if not self.warm or self.factory is not None:
                 worker.kill()
+            if self.factory is not None:
+                self._prestart()
         return JobRun(done, oom_killed=self._oom_since(before), worker=worker.name)
 
     def _prepare_cgroup(self, limits: JobLimits, worker: WorkerProcess) -> CgroupCounters | None:
@@ -142,9 +167,11 @@ class WorkerSlot:
         return self.cgroup.counters().oom_kills > before.oom_kills
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.kill()
-            self.worker = None
+        with self._lock:
+            self._closed = True
+            if self.worker is not None:
+                self.worker.kill()
+                self.worker = None
 
 
 class Scheduler:

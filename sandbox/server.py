@@ -8,6 +8,7 @@ import secrets
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from perfbox.sandbox.gate import Gate
 from perfbox.sandbox.metrics import Metrics, MetricsEndpoint
 from perfbox.sandbox.quota import Quotas
 from perfbox.sandbox.scheduler import Scheduler, WorkerSlot
+from perfbox.sandbox.worker import WorkerProcess
 from perfbox.sandbox.service import ToolService
 
 from perfbox.api.v1 import tools_pb2, tools_pb2_grpc
@@ -49,10 +51,12 @@ class ToolServer:
             layout = bwrap.default_layout()
             layout.etc_dir = str(self.runtime_dir / "etc")
             bwrap.write_etc(Path(layout.etc_dir), config.workers)
+        docker = config.backend == "docker"
         self.cgroups = CgroupManager(f"perfbox-{os.getpid()}-{secrets.token_hex(6)}") \
-            if config.use_cgroups else None
+            if config.use_cgroups and not docker else None  # containers have their own
+        factory = self._container_factory() if docker else None
         slots = [WorkerSlot(i, isolate, layout, self.cgroups, list(config.preload), config.warm,
-                            config.nice)
+                            config.nice, factory)
                  for i in range(config.workers)]
         self.scheduler = Scheduler(slots, config.max_queue)
         self.cache = ResultCache(config.cache_dir)
@@ -82,6 +86,24 @@ class ToolServer:
             self.port = self.grpc.add_insecure_port(config.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.address}")
+
+    def _container_factory(self) -> Callable[[int], WorkerProcess]:
+        from perfbox.sandbox import docker_backend as D
+        from perfbox.sandbox.device import gpu_count
+
+        self.docker = D.connect(self.config.docker.url)
+        self.server_id = secrets.token_hex(6)
+        removed = D.remove_stale(self.docker)
+        if removed:
+            log.warning("removed %d job containers a stopped perfbox server left behind", removed)
+        limits, gpus = self.config.default_limits, gpu_count() > 0
+
+        def make(slot: int) -> WorkerProcess:
+            return D.ContainerWorker(slot, self.docker, self.config.docker, self.server_id,
+                                     self.runtime_dir, list(self.config.preload),
+                                     limits.memory_bytes, limits.max_processes, gpus)
+
+        return make
 
     def start(self) -> None:
         self.scheduler.start(prestart=self.config.warm)
@@ -113,6 +135,10 @@ class ToolServer:
                 self.cgroups.close()
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
+            if self.config.backend == "docker":
+                from perfbox.sandbox.docker_backend import remove_stale
+
+                remove_stale(self.docker, self.server_id)  # whatever a race left running
             _remove_tree(self.runtime_dir)
             self._stopped.set()
             log.info("perfbox stopped")

@@ -108,9 +108,21 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _read(self, timeout_s: float) -> dict[str, Any]:
+    def _fd_in(self) -> int:
+        """Where the worker's frames arrive (its stdout here; a socket for containers)."""
         assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        return self.proc.stdout.fileno()
+
+    def _fd_out(self) -> int:
+        assert self.proc is not None and self.proc.stdin is not None
+        return self.proc.stdin.fileno()
+
+    def _exit_description(self) -> str:
+        assert self.proc is not None
+        return f"status {self.proc.wait()}"
+
+    def _read(self, timeout_s: float) -> dict[str, Any]:
+        fd = self._fd_in()
         deadline = time.monotonic() + timeout_s
         while not self.pending:
             remaining = deadline - time.monotonic()
@@ -120,15 +132,14 @@ class WorkerProcess:
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                raise WorkerDied(f"{self.name} exited (status {self.proc.wait()})")
+                raise WorkerDied(f"{self.name} exited ({self._exit_description()})")
             self.pending.extend(self.reader.feed(chunk))
         return self.pending.pop(0)
 
     def send(self, message: dict[str, Any]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
         with self._write_lock:
             try:
-                framing.write_frame(self.proc.stdin.fileno(), message)
+                framing.write_frame(self._fd_out(), message)
             except (BrokenPipeError, OSError) as e:
                 raise WorkerDied(f"{self.name} is gone: {e}") from e
 

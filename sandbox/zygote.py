@@ -304,8 +304,24 @@ def _reaped(pid: int) -> bool:
     return info is not None
 
 
+def _memory_bytes(pid: int) -> int:
+    """A process's proportional set size (PSS): pages it shares copy-on-write with its
+    siblings count once in total, so a job that forks many children is measured by what it
+    really uses (plain RSS would count the shared pages once per child). Falls back to RSS."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _tree_rss_bytes(root: int) -> int:
-    """Resident memory of a process and all its descendants (the no-cgroup fallback)."""
+    """Memory of a process and all its descendants (the no-cgroup fallback), by PSS."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -319,10 +335,7 @@ def _tree_rss_bytes(root: int) -> int:
     total, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_BYTES
-        except (OSError, IndexError, ValueError):
-            pass
+        total += _memory_bytes(pid)
         stack.extend(children.get(pid, []))
     return total
 
@@ -377,7 +390,9 @@ def _job_child(job_r: int, isolate: bool, keep_under_tmp: list[str], out_w: int,
         os.chdir(workdir)
         os.environ.update(HOME=workdir, TMPDIR="/tmp" if isolate else workdir,
                           TRITON_CACHE_DIR=str(Path("/tmp" if isolate else workdir) / ".triton"))
-        jobns.apply_rlimits(limits, limit_processes=isolate)
+        # RLIMIT_NPROC counts the uid's processes: right in a job's own user namespace and in
+        # a container (pid 1's children), wrong beside the server's own processes
+        jobns.apply_rlimits(limits, limit_processes=isolate or os.getppid() == 1)
         jobns.prefer_as_oom_victim()
         if isolate:
             jobns.drop_capabilities()
@@ -463,7 +478,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preload", default="", help="comma-separated modules to import now")
     parser.add_argument("--warm-up", action="store_true",
                         help="compile a sample kernel so jobs inherit an initialised compiler")
+    parser.add_argument("--connect", metavar="SOCKET",
+                        help="speak the frames over this unix socket instead of stdin/stdout "
+                             "(a container worker: the server listens on it)")
     args = parser.parse_args(argv)
+    if args.connect:
+        import socket
+
+        channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel.connect(args.connect)
+        os.dup2(channel.fileno(), 0)
+        os.dup2(channel.fileno(), 1)
+        channel.close()
     # The control channel gets private descriptors; fd 1 then points at stderr so that stray
     # prints (ours or an imported library's) cannot corrupt the frames.
     ctrl_in, ctrl_out = os.dup(0), os.dup(1)
@@ -484,10 +510,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _set_dumpable(False)  # jobs cannot open /proc/<worker>/mem or ptrace the worker
     if args.isolate:
-        # setpriv's uid change cleared bwrap's parent-death signal: arm it again. As pid 1,
-        # default-action signals from jobs are dropped by the kernel, so SIGINT must not have
-        # Python's handler.
+        # setpriv's uid change cleared bwrap's parent-death signal: arm it again.
         jobns.die_with_parent()
+    if args.isolate or os.getpid() == 1:
+        # As pid 1 (of the sandbox or of a container), default-action signals from jobs are
+        # dropped by the kernel, so SIGINT must not have Python's handler.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     zygote = Zygote(args.isolate, ctrl_in, ctrl_out)
     zygote.prefork()

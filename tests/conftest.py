@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import shutil
 import time
 from pathlib import Path
@@ -71,6 +72,80 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ToolServe
     srv.stop(grace_s=5)
 
 
+DOCKER_SANDBOX_UID = 65534  # the docker backend's job user (docker_backend.SANDBOX_USER)
+TEST_IMAGE = "localhost/perfbox-test-base:1"
+
+
+def docker_url() -> str:
+    """A Docker API endpoint for the docker-backend tests: $PERFBOX_DOCKER_URL, or podman's
+    service started here (podman with runc from Debian serves the Docker API on a socket).
+    Skips when there is none, unless $PERFBOX_REQUIRE_DOCKER is set (CI): then it fails."""
+    import subprocess
+
+    url = os.environ.get("PERFBOX_DOCKER_URL", "")
+    if not url and shutil.which("podman"):
+        sock = Path(tempfile.gettempdir()) / "perfbox-test-podman.sock"
+        if not sock.exists():
+            subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+            for _ in range(100):
+                if sock.exists():
+                    break
+                time.sleep(0.1)
+        url = f"unix://{sock}"
+    try:
+        from perfbox.sandbox.docker_backend import connect
+
+        client = connect(url)
+    except Exception as e:
+        if os.environ.get("PERFBOX_REQUIRE_DOCKER"):
+            raise
+        pytest.skip(f"no Docker API for the docker backend: {e}")
+    _ensure_test_image(client)
+    return url
+
+
+def _ensure_test_image(client: object) -> None:
+    """An image with nothing but mount points: the jobs run this host's Python and toolkit,
+    bound read-only (DockerSettings.bind_host), as the bwrap backend does. Images cannot be
+    pulled here, so it is imported from a tarball."""
+    import io
+    import subprocess
+    import tarfile
+
+    try:
+        client.images.get(TEST_IMAGE)  # type: ignore[attr-defined]
+        return
+    except Exception:
+        pass
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name in ("tmp", "proc", "dev", "etc", "run", "sys"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
+            tar.addfile(info)
+    subprocess.run(["podman", "import", "-", TEST_IMAGE], input=data.getvalue(), check=True,
+                   capture_output=True)
+
+
+def start_docker_server(tmp_path: Path, **overrides: object) -> tuple[ToolServer, int]:
+    from perfbox.sandbox.docker_backend import DockerSettings
+
+    return start_server(tmp_path, backend="docker", docker=DockerSettings(
+        url=docker_url(), image=TEST_IMAGE, bind_host=True), **overrides)
+
+
+@pytest.fixture(scope="session")
+def docker_server(tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[ToolServer, int]]:
+    """One docker-backed server for the session (podman's Docker API, the test image)."""
+    os.environ["PERFBOX_TEST_SECRET"] = "s3cr3t-token-of-the-server"
+    srv, port = start_docker_server(tmp_path_factory.mktemp("docker-server"))
+    yield srv, port
+    srv.stop(grace_s=5)
+
+
 @pytest.fixture()
 def client(server: tuple[ToolServer, int]) -> Iterator[ToolClient]:
     with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as c:
@@ -89,7 +164,7 @@ def sandbox_processes() -> list[tuple[int, int, str]]:
         except OSError:
             continue
         uid = int(status.split("Uid:")[1].split()[0])
-        if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 1000:
+        if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 1000 or uid == DOCKER_SANDBOX_UID:
             found.append((int(entry), uid, cmdline))
     return found
 

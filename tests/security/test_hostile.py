@@ -1,5 +1,6 @@
-"""Hostile submissions through the real service: each ends in a clean status, leaves no process
-or file behind, and leaves the server healthy.
+"""Hostile submissions through the real service, on each isolation backend (bubblewrap, and
+docker through podman's Docker API): each ends in a clean status, leaves no process or file
+behind, and leaves the server healthy.
 
 The submissions are Triton modules: the compile tool imports them, so their module-level code
 runs inside the sandbox exactly as a model's code would.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,26 @@ from tests.conftest import TRITON_KERNEL, cuda_request, triton_request, wait_no_
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="process-leak checks look for the sandbox uids root uses")
+
+
+@pytest.fixture(params=["bwrap", "docker"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture()
+def target(backend: str, request: pytest.FixtureRequest):
+    """The session's server of this backend."""
+    return request.getfixturevalue("server" if backend == "bwrap" else "docker_server")
+
+
+@pytest.fixture()
+def client(target) -> Iterator[ToolClient]:
+    with ToolClient(f"127.0.0.1:{target[1]}", timeout_s=300) as c:
+        yield c
+
+
+WORKDIR = {"bwrap": "/job", "docker": "/tmp/"}  # where a job's files are
 
 
 def run_hostile(client: ToolClient, body: str, **limits: int) -> pb.ToolResult:
@@ -35,7 +57,7 @@ def assert_clean(client: ToolClient) -> None:
     assert client.run(cuda_request(no_cache=True)).status == pb.OK
 
 
-def test_cannot_connect_to_the_servers_port(client: ToolClient, server) -> None:
+def test_cannot_connect_to_the_servers_port(client: ToolClient, target) -> None:
     accepted = []
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -54,7 +76,7 @@ def test_cannot_connect_to_the_servers_port(client: ToolClient, server) -> None:
     thread.start()
     body = f"""
 import socket
-for port in ({server[1]}, {listener.getsockname()[1]}):
+for port in ({target[1]}, {listener.getsockname()[1]}):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2)
         print("CONNECTED", port)
@@ -73,7 +95,8 @@ for port in ({server[1]}, {listener.getsockname()[1]}):
     assert_clean(client)
 
 
-def test_cannot_write_outside_the_workspace(client: ToolClient, tmp_path: Path) -> None:
+def test_cannot_write_outside_the_workspace(client: ToolClient, tmp_path: Path,
+                                            backend: str) -> None:
     tmp_path.chmod(0o777)
     targets = ["/usr/pwned", "/etc/pwned", str(tmp_path / "pwned"), "/root/pwned",
                str(Path(__file__).resolve().parent / "pwned")]
@@ -93,12 +116,12 @@ print("INSIDE", os.getcwd())
     result = run_hostile(client, body)
     assert result.status == pb.OK, result.summary
     assert "WROTE" not in result.stdout and result.stdout.count("DENIED") == len(targets)
-    assert "INSIDE /job" in result.stdout
+    assert f"INSIDE {WORKDIR[backend]}" in result.stdout
     assert not any(Path(t).exists() for t in targets)
     assert_clean(client)
 
 
-def test_cannot_read_shadow_or_the_servers_environment(client: ToolClient) -> None:
+def test_cannot_read_shadow_or_the_servers_environment(client: ToolClient, backend: str) -> None:
     assert os.environ["PERFBOX_TEST_SECRET"]  # set in the server's process by the fixture
     body = """
 import os
@@ -114,6 +137,8 @@ for pid in os.listdir("/proc"):
         except OSError as e:
             print("PROCDENIED", pid, type(e).__name__)
 print("ROOT", sorted(os.listdir("/")))
+for top in ("/home", "/var", "/srv"):
+    print("UNDER", top, sorted(os.listdir(top)) if os.path.isdir(top) else None)
 """
     result = run_hostile(client, body)
     assert result.status == pb.OK, result.summary
@@ -121,8 +146,13 @@ print("ROOT", sorted(os.listdir("/")))
     assert "NOSHADOW FileNotFoundError" in lines and not any(x.startswith("SHADOW") for x in lines)
     assert "s3cr3t-token" not in result.stdout and "PERFBOX_TEST_SECRET" not in result.stdout
     assert any(x.startswith("PROCDENIED 1 ") for x in lines)  # the worker's environ
-    listing = next(line for line in lines if line.startswith("ROOT"))
-    assert "'home'" not in listing and "'var'" not in listing and "'srv'" not in listing
+    if backend == "bwrap":
+        listing = next(line for line in lines if line.startswith("ROOT"))
+        assert "'home'" not in listing and "'var'" not in listing and "'srv'" not in listing
+    # nothing of the host's /home, /var or /srv (a container runtime may make empty ones, and
+    # podman a tmpfs /var/tmp)
+    for line in (x for x in lines if x.startswith("UNDER")):
+        assert line.endswith(("None", "[]", "['tmp']")), line
     assert_clean(client)
 
 
@@ -235,3 +265,90 @@ print("HOST", os.uname().nodename)
     assert lines["NoNewPrivs"] == "1"
     assert lines["CapEff"] == lines["CapPrm"] == lines["CapBnd"] == "0000000000000000"
     assert lines["HOST"] == "job"
+
+
+def test_cannot_signal_or_trace_the_server(client: ToolClient) -> None:
+    """The server is this test process (pid below): a job cannot see, signal or trace it."""
+    body = f"""
+import ctypes, os, signal
+target = {os.getpid()}
+try:
+    os.kill(target, signal.SIGTERM)
+    print("SIGNALLED")
+except OSError as e:
+    print("NOSIGNAL", type(e).__name__)
+try:
+    open(f"/proc/{{target}}/mem", "rb").read(1)
+    print("READMEM")
+except OSError as e:
+    print("NOMEM", type(e).__name__)
+libc = ctypes.CDLL(None, use_errno=True)
+print("PTRACE", libc.ptrace(16, target, 0, 0), ctypes.get_errno())  # PTRACE_ATTACH
+"""
+    result = run_hostile(client, body)
+    assert result.status == pb.OK, result.summary
+    assert "NOSIGNAL" in result.stdout and "SIGNALLED" not in result.stdout
+    assert "NOMEM" in result.stdout and "READMEM" not in result.stdout
+    assert "PTRACE -1" in result.stdout
+    assert_clean(client)
+
+
+def test_cannot_read_the_service_account_token_path(client: ToolClient) -> None:
+    """Kubernetes mounts a pod's token at this path; perfbox's pods mount none, and even where
+    a host has one, a job cannot reach it (nothing of the host's /var/run is bound in)."""
+    token_dir = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    made = not token_dir.exists()
+    token_dir.mkdir(parents=True, exist_ok=True)
+    (token_dir / "token").write_text("sa-token-the-job-must-not-see")
+    try:
+        body = """
+import os
+for path in ("/var/run/secrets/kubernetes.io/serviceaccount/token",
+             "/run/secrets/kubernetes.io/serviceaccount/token"):
+    try:
+        print("TOKEN", open(path).read())
+    except OSError as e:
+        print("NOTOKEN", type(e).__name__)
+"""
+        result = run_hostile(client, body)
+    finally:
+        if made:
+            import shutil
+
+            shutil.rmtree("/var/run/secrets", ignore_errors=True)
+    assert result.status == pb.OK, result.summary
+    assert "sa-token" not in result.stdout and result.stdout.count("NOTOKEN") == 2
+    assert_clean(client)
+
+
+def test_cannot_read_another_jobs_workspace(client: ToolClient) -> None:
+    """Two jobs at once: the second looks everywhere it can for the first one's file."""
+    import concurrent.futures as cf
+
+    writer = """
+import time
+with open("secret-of-job-a.txt", "w") as f:
+    f.write("job-a-private-answer")
+time.sleep(4)
+print("WROTE")
+"""
+    reader = """
+import os, time
+time.sleep(1)
+found = []
+for top in ("/", ):
+    for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in ("/proc", "/sys", "/usr", "/dev")]
+        if "secret-of-job-a.txt" in files:
+            found.append(os.path.join(root, "secret-of-job-a.txt"))
+print("FOUND", found)
+"""
+    with cf.ThreadPoolExecutor(2) as pool:
+        a = pool.submit(run_hostile, client, writer)
+        b = pool.submit(run_hostile, client, reader)
+        result_a, result_b = a.result(), b.result()
+    assert result_a.status == pb.OK and "WROTE" in result_a.stdout, result_a.summary
+    assert result_b.status == pb.OK, result_b.summary
+    assert "FOUND []" in result_b.stdout
+    assert "job-a-private-answer" not in result_b.stdout
+    assert_clean(client)
