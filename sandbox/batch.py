@@ -32,6 +32,7 @@ class BatchStream:
         self._in_flight: dict[str, Job] = {}
         self._reading = True
         self._closed = False
+        self.interrupted = False  # calls left unanswered by a server shutdown
 
     def reserve(self) -> bool:
         """Blocks until the window has room; False once the stream has ended."""
@@ -51,6 +52,17 @@ class BatchStream:
         """Queues a result; frees the job's window slot when it held one."""
         self.results.put(result)
         with self._lock:
+            if job is not None:
+                self._in_flight.pop(job.job_id, None)
+            if reserved:
+                self.window.release()
+            self._maybe_end()
+
+    def interrupt(self, job: Job | None, reserved: bool = True) -> None:
+        """A call the stopping server will not answer: no result; the stream then ends with
+        UNAVAILABLE so the client resends it (and only it) to another node."""
+        with self._lock:
+            self.interrupted = True
             if job is not None:
                 self._in_flight.pop(job.job_id, None)
             if reserved:

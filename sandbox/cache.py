@@ -8,6 +8,7 @@ truncated entry is a miss (and is removed), never a wrong answer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -76,6 +77,7 @@ class ResultCache:
         if self.directory is None:
             return
         path = self._path(key)
+        tmp = None
         try:
             path.parent.mkdir(exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -84,3 +86,6 @@ class ResultCache:
             os.replace(tmp, path)
         except OSError as e:  # a full disk costs a cache entry, never the result
             log.warning("cache write %s failed: %s", path, e)
+            if tmp is not None:  # no half-written entry left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)

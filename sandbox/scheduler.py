@@ -66,6 +66,9 @@ class Job:
     state: JobState = JobState.QUEUED
     submitted_at: float = field(default_factory=time.monotonic)
     cancel_requested: bool = False
+    # cancelled because the server is stopping, not by anyone's request: such a job has no
+    # answer of its own; the caller is told UNAVAILABLE and retries on another node
+    interrupted: bool = False
     run: JobRun | None = None
     listeners: list[Callable[["Job", dict[str, Any]], None]] = field(default_factory=list)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -302,11 +305,13 @@ class Scheduler:
         with self._cond:
             queued = list(self._queue)
         for job in queued:
+            job.interrupted = True
             self.cancel(job)
         deadline = time.monotonic() + grace_s
         for job in self.running_jobs():
             job.wait(max(0.0, deadline - time.monotonic()))
         for job in self.running_jobs():
+            job.interrupted = True
             self.cancel(job)
         for job in self.running_jobs():
             job.wait(10)

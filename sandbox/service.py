@@ -29,6 +29,8 @@ from perfbox.tools.toolkit import identity as toolkit_identity
 log = logging.getLogger(__name__)
 _LANGUAGE_VALUES = {name: value for value, name in LANGUAGE_NAMES.items()}
 _CACHEABLE_STATUSES = (pb.OK, pb.COMPILE_ERROR)
+SHUTTING_DOWN = ("the server is shutting down and did not finish this call; retry on another "
+                 "node (perfbox's clients do)")
 
 
 class ToolService(tools_pb2_grpc.ToolServiceServicer):
@@ -147,6 +149,11 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         return min(30.0, max(0.1, depth / max(1, len(self.scheduler.slots))))
 
     @staticmethod
+    def _abort_if_interrupted(job: Job, context: grpc.ServicerContext) -> None:
+        if job.interrupted:
+            context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+
+    @staticmethod
     def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
         if error.retry_delay_s > 0:
             context.set_trailing_metadata(
@@ -178,6 +185,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         except RequestError as e:
             self._abort(context, e)
         job.wait()
+        self._abort_if_interrupted(job, context)
         return self._result(job, valid, started)
 
     def RunStream(self, request: pb.ToolRequest, context: grpc.ServicerContext
@@ -208,6 +216,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                 yield pb.RunEvent(**base, log=pb.RunEvent.Log(stream=event["stream"],
                                                               text=event["text"]))
             elif kind == "finished":
+                self._abort_if_interrupted(job, context)
                 yield pb.RunEvent(**base, result=self._result(job, valid, started))
                 return
 
@@ -228,6 +237,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         context.add_callback(batch.close)
         threading.Thread(target=read, daemon=True, name="batch-reader").start()
         yield from batch.stream()
+        if batch.interrupted:
+            context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
     def _batch_one(self, batch: BatchStream, request: pb.ToolRequest) -> None:
         """Validates and submits one call of a batch; holds one window slot until answered."""
@@ -243,14 +254,24 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             batch.answer(self._answered(early), reserved=True)
             return
         job = self._job(valid)
-        job.listeners.append(lambda j, event: batch.answer(
-            lambda: self._result(j, valid, started), j, reserved=True)
-            if event.get("type") == "finished" else None)
+
+        def finished(j: Job, event: dict[str, Any]) -> None:
+            if event.get("type") != "finished":
+                return
+            if j.interrupted:
+                batch.interrupt(j)
+            else:
+                batch.answer(lambda: self._result(j, valid, started), j, reserved=True)
+
+        job.listeners.append(finished)
         batch.started(job)
         try:
             self._submit(job, None)
         except RequestError as e:
-            batch.answer(rejected(request, e.message, self.identity), job, reserved=True)
+            if e.code == grpc.StatusCode.UNAVAILABLE:  # shutting down: another node runs it
+                batch.interrupt(job)
+            else:
+                batch.answer(rejected(request, e.message, self.identity), job, reserved=True)
 
     def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext
                ) -> pb.CancelResponse:
