@@ -491,15 +491,15 @@ def _add_backend_flags(p: argparse.ArgumentParser, what: str) -> None:
 def _add_service_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="HOST:PORT",
                    help="a running perfbox service; without it an embedded one is started")
-    _add_client_auth_flags(p)
+    add_client_auth_flags(p)
     _add_backend_flags(p, "of the embedded service")
     p.add_argument("--json", action="store_true",
                    help="print the response message as JSON (field names as in the .proto)")
 
 
-def _add_client_auth_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--token", help="bearer token for --server (default: $PERFBOX_TOKEN)")
-    p.add_argument("--tls-ca", metavar="PEM", help="TLS to --server, verified with this CA")
+def add_client_auth_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", help="bearer token for the service (default: $PERFBOX_TOKEN)")
+    p.add_argument("--tls-ca", metavar="PEM", help="TLS to the service, verified with this CA")
     p.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
     p.add_argument("--tls-key", metavar="PEM", help="client certificate's key (mutual TLS)")
 

@@ -234,6 +234,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any, add_service_flags: Any) -> None:
+    from perfbox.cli import add_client_auth_flags
+
     worker = sub.add_parser("worker", help="serve the rollout worker (RolloutService, "
                                            "ToolCache) beside a tool service",
                             description="Serve perfbox.v1.RolloutService and perfbox.v1."
@@ -245,11 +247,7 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
                         help="the node's tool service (default 127.0.0.1:50051)")
     worker.add_argument("--metrics-address", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics")
-    worker.add_argument("--token", help="bearer token for the tool service "
-                                        "(default: $PERFBOX_TOKEN)")
-    worker.add_argument("--tls-ca", metavar="PEM", help="TLS to the tool service")
-    worker.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
-    worker.add_argument("--tls-key", metavar="PEM", help="client certificate's key")
+    add_client_auth_flags(worker)  # for --tool-server
     _engine_flags(worker)
     worker.set_defaults(func=cmd_worker)
 

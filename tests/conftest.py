@@ -169,6 +169,34 @@ def sandbox_processes() -> list[tuple[int, int, str]]:
     return found
 
 
+def wait_until(condition, timeout_s: float = 30.0, what: str = "the condition") -> None:
+    """Polls condition() until it holds; fails the test after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_process(port: int, cache: Path, *extra: str):  # -> subprocess.Popen[bytes]
+    """`perfbox serve` as its own process (own session, so a test can kill its whole tree)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "perfbox.cli", "serve", "--address",
+                             f"127.0.0.1:{port}", "--workers", "2", "--preload", "",
+                             "--cache-dir", str(cache), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
 def job_processes() -> list[tuple[int, int, str]]:
     """Sandbox processes other than the warm workers themselves."""
     return [p for p in sandbox_processes() if "perfbox.sandbox.zygote" not in p[2]]

@@ -4,7 +4,6 @@ a cancellation, a timeout, the server, or a crashed server."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient
 from perfbox.sandbox import docker_backend as D
 from tests.conftest import (TEST_IMAGE, cuda_request, docker_url, start_docker_server,
-                            triton_request)
+                            triton_request, wait_until)
 
 SPIN = "import time\nwhile True:\n    time.sleep(0.01)\n"
 
@@ -24,11 +23,6 @@ def _containers(url: str, server_id: str | None = None) -> list:
     return client.containers.list(all=True, filters={"label": label})
 
 
-def _wait(condition, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_jobs_run_in_hardened_containers_removed_after_each_job(tmp_path: Path) -> None:
@@ -39,7 +33,7 @@ def test_jobs_run_in_hardened_containers_removed_after_each_job(tmp_path: Path) 
             spin = triton_request(SPIN, no_cache=True)
             spin.limits.wall_time_ms = 4000
             running = client.stub.Run.future(spin, timeout=60)
-            _wait(lambda: len(server.scheduler.running_jobs()) == 1)
+            wait_until(lambda: len(server.scheduler.running_jobs()) == 1)
             (container,) = _containers(url, server.server_id)
             host = container.attrs["HostConfig"]
             assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
@@ -57,9 +51,9 @@ def test_jobs_run_in_hardened_containers_removed_after_each_job(tmp_path: Path) 
             first = container.id
             assert running.result().status == pb.TIMEOUT
             # the container that ran the job is gone; a fresh one waits for the next job
-            _wait(lambda: first not in [c.id for c in _containers(url, server.server_id)])
+            wait_until(lambda: first not in [c.id for c in _containers(url, server.server_id)])
             assert client.run(cuda_request(no_cache=True)).status == pb.OK
-            _wait(lambda: len(_containers(url, server.server_id)) <= 1)
+            wait_until(lambda: len(_containers(url, server.server_id)) <= 1)
     finally:
         server.stop(grace_s=1)
     assert _containers(url, server.server_id) == []  # none outlives the server
@@ -72,11 +66,11 @@ def test_a_cancelled_job_leaves_no_container(tmp_path: Path) -> None:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
             spin = triton_request(SPIN, request_id="to-cancel", no_cache=True)
             future = client.stub.Run.future(spin, timeout=60)
-            _wait(lambda: len(server.scheduler.running_jobs()) == 1)
+            wait_until(lambda: len(server.scheduler.running_jobs()) == 1)
             job_container = _containers(url, server.server_id)[0].id
             assert client.cancel(request_id="to-cancel").cancelled
             assert future.result().status == pb.CANCELLED
-            _wait(lambda: job_container not in [c.id for c in _containers(url, server.server_id)])
+            wait_until(lambda: job_container not in [c.id for c in _containers(url, server.server_id)])
     finally:
         server.stop(grace_s=1)
     assert _containers(url, server.server_id) == []

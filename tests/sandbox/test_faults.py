@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,19 +17,15 @@ import pytest
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient, make_request
 from perfbox.sandbox.bwrap import SANDBOX_UID_BASE
-from tests.conftest import (TRITON_KERNEL, cuda_request, requires_bwrap, sandbox_processes,
-                            start_server, triton_request, wait_no_job_processes)
+from tests.conftest import (TRITON_KERNEL, cuda_request, free_port, requires_bwrap,
+                            sandbox_processes, serve_process, start_server, triton_request,
+                            wait_no_job_processes, wait_until)
 
 pytestmark = [requires_bwrap, pytest.mark.slow]
 SPIN = "import time\nwhile True:\n    time.sleep(0.01)\n"
 KERNEL = "__global__ void k{n}(float* x) {{ x[threadIdx.x] -= {n}.0f; }}\n"
 
 
-def _wait(condition, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _healthy(client: ToolClient) -> None:
@@ -48,7 +41,7 @@ def test_worker_killed_mid_job_fails_only_that_job(tmp_path: Path) -> None:
             spin = triton_request(SPIN, no_cache=True)
             spin.limits.wall_time_ms = 30_000
             future = client.stub.Run.future(spin, timeout=60)
-            _wait(lambda: len(server.scheduler.running_jobs()) == 1)
+            wait_until(lambda: len(server.scheduler.running_jobs()) == 1)
             # every process of slot 0's sandbox (the worker and the job), killed from outside
             victims = [pid for pid, uid, _ in sandbox_processes() if uid == SANDBOX_UID_BASE]
             assert len(victims) >= 2
@@ -62,28 +55,21 @@ def test_worker_killed_mid_job_fails_only_that_job(tmp_path: Path) -> None:
         server.stop(grace_s=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(port: int, cache: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "perfbox.cli", "serve", "--address",
-                             f"127.0.0.1:{port}", "--workers", "2", "--preload", "",
-                             "--cache-dir", str(cache), "--grace-s", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
 
 
 @pytest.mark.timeout(600)
-def test_sigterm_mid_batch_then_restart_accounts_for_every_call(tmp_path: Path) -> None:
-    """SIGTERM: running jobs get the grace period, the rest of the stream breaks; the client
-    resends what has no result to the restarted server. Every id once, each OK."""
-    port, cache = _free_port(), tmp_path / "cache"
-    server = _serve(port, cache)
-    requests = [make_request("compile", {f"k{i}.cu": KERNEL.format(n=i)}, archs=["sm_90"],
-                             request_id=f"call-{i}") for i in range(120)]
+@pytest.mark.parametrize("sig, calls, distinct, after", [
+    (signal.SIGKILL, 1000, 50, 100),  # a thousand-call batch, the server and workers killed
+    (signal.SIGTERM, 120, 120, 20),  # a graceful stop: the grace period, then UNAVAILABLE
+], ids=["SIGKILL-1000", "SIGTERM-120"])
+def test_a_batch_survives_the_server_stopping_and_restarting(
+        tmp_path: Path, sig: int, calls: int, distinct: int, after: int) -> None:
+    """The server is stopped after `after` results and restarted on the same port; the client
+    resends what has no result. Every request_id comes back exactly once, each OK."""
+    port, cache = free_port(), tmp_path / "cache"
+    server = serve_process(port, cache, "--grace-s", "2")
+    requests = [make_request("compile", {f"k{i % distinct}.cu": KERNEL.format(n=i % distinct)},
+                             archs=["sm_90"], request_id=f"call-{i}") for i in range(calls)]
     seen: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
     restarted = None
@@ -93,13 +79,15 @@ def test_sigterm_mid_batch_then_restart_accounts_for_every_call(tmp_path: Path) 
             for result in client.run_batch(requests):
                 seen[result.request_id] += 1
                 statuses[result.status] += 1
-                if sum(seen.values()) == 20 and restarted is None:
-                    server.send_signal(signal.SIGTERM)
-                    assert server.wait(timeout=60) == 0  # a clean, graceful exit
-                    restarted = _serve(port, cache)
-        assert restarted is not None
-        assert len(seen) == 120 and set(seen.values()) == {1}
-        assert statuses == Counter({pb.OK: 120})
+                if sum(seen.values()) == after and restarted is None:
+                    os.killpg(server.pid, sig)  # the server (and, for SIGKILL, its workers)
+                    exit_code = server.wait(timeout=60)
+                    assert sig == signal.SIGKILL or exit_code == 0  # SIGTERM: a clean exit
+                    restarted = serve_process(port, cache, "--grace-s", "2")
+        assert restarted is not None, "the batch ended before the server could be stopped"
+        assert len(seen) == calls and set(seen.values()) == {1}, \
+            [k for k, v in seen.items() if v != 1][:5]
+        assert statuses == Counter({pb.OK: calls})
     finally:
         for proc in (server, restarted):
             if proc is not None and proc.poll() is None:
@@ -117,10 +105,10 @@ def test_client_disconnecting_mid_batch_cancels_its_jobs(tmp_path: Path) -> None
             spin.limits.wall_time_ms = 60_000
             spins.append(spin)
         stream = channel_client.stub.RunBatch(iter(spins), timeout=60)
-        _wait(lambda: len(server.scheduler.running_jobs()) == 2)
+        wait_until(lambda: len(server.scheduler.running_jobs()) == 2)
         stream.cancel()  # the client goes away mid-batch
         channel_client.close()
-        _wait(lambda: not server.scheduler.running_jobs() and server.scheduler.queue_depth == 0)
+        wait_until(lambda: not server.scheduler.running_jobs() and server.scheduler.queue_depth == 0)
         with ToolClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             _healthy(client)
     finally:

@@ -13,7 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import AsyncToolClient, ToolClient, make_request, server_retry_delay_s
-from tests.conftest import SAMPLE_CU, TRITON_KERNEL, cuda_request, start_server, triton_request
+from tests.conftest import (SAMPLE_CU, TRITON_KERNEL, cuda_request, start_server, triton_request,
+                            wait_until)
 
 SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
 
@@ -192,20 +193,14 @@ def test_client_retries_until_the_server_is_up(tmp_path: Path) -> None:
 def test_full_queue_answers_resource_exhausted(tmp_path: Path) -> None:
     srv, port = start_server(tmp_path, workers=1, max_queue=1, preload=("triton",))
 
-    def wait_for(condition) -> None:
-        deadline = time.monotonic() + 30
-        while not condition():
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=60) as client:
             spin = triton_request(SPIN, no_cache=True)
             spin.limits.wall_time_ms = 8000
             running = client.stub.Run.future(spin, timeout=60)
-            wait_for(lambda: len(srv.scheduler.running_jobs()) == 1)
+            wait_until(lambda: len(srv.scheduler.running_jobs()) == 1)
             queued = client.stub.Run.future(spin, timeout=60)
-            wait_for(lambda: srv.scheduler.queue_depth == 1)
+            wait_until(lambda: srv.scheduler.queue_depth == 1)
             with pytest.raises(grpc.RpcError) as info:
                 client.stub.Run(cuda_request(), timeout=30)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
