@@ -61,6 +61,7 @@ class DockerSettings:
     pids: int = 0  # 0: the job's process limit plus slack
     tmpfs_bytes: int = 1 << 30  # the workspace (/tmp) size
     nofile: int = 4096
+    start_timeout_s: float = 60.0  # for the container's worker to dial back
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -134,11 +135,13 @@ class ContainerWorker(WorkerProcess):
         self._listener.listen(1)
         try:
             self.container = self.client.containers.run(**self._spec(), detach=True)
-            self._listener.settimeout(60)
+            self._listener.settimeout(self.settings.start_timeout_s)
             self._channel, _ = self._listener.accept()
         except Exception as e:
+            said = self._last_words()
             self.kill()
-            raise WorkerDied(f"{self.name}: the container did not start: {e}") from e
+            raise WorkerDied(f"{self.name}: the container did not start: {e}"
+                             + (f"; it said: {said}" if said else "")) from e
         self._channel.setblocking(True)
         ready = self._read(timeout_s=120)
         if ready.get("type") != "ready":
@@ -200,6 +203,15 @@ class ContainerWorker(WorkerProcess):
         return self._channel.fileno()
 
     _fd_out = _fd_in
+
+    def _last_words(self) -> str:
+        """The tail of the container's output, for an error that says why it failed."""
+        if self.container is None:
+            return ""
+        try:
+            return str(self.container.logs(tail=10).decode(errors="replace").strip())[-800:]
+        except Exception:
+            return ""
 
     def _exit_description(self) -> str:
         try:

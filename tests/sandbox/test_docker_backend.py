@@ -93,3 +93,30 @@ def test_containers_of_a_crashed_server_are_removed_at_the_next_start(tmp_path: 
 def test_no_docker_api_is_a_clear_error() -> None:
     with pytest.raises(D.DockerUnavailable, match="no Docker API at unix:///nonexistent"):
         D.connect("unix:///nonexistent/docker.sock")
+
+
+def test_a_container_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    """An image without what the worker needs (the bare test image, not bound to the host):
+    the call fails saying why, the server stays up, and nothing is left behind."""
+    from perfbox.sandbox.docker_backend import DockerSettings
+
+    url = docker_url()
+    server, port = start_server_with(tmp_path, DockerSettings(
+        url=url, image=TEST_IMAGE, python="/nonexistent/python", start_timeout_s=5))
+    try:
+        with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
+            result = client.run(cuda_request(no_cache=True))
+            assert result.status == pb.INTERNAL_ERROR
+            error = result.error.lower()
+            assert "did not start" in error, result.error
+            assert "not found" in error or "no such file" in error, result.error
+            assert client.health() == "SERVING"
+    finally:
+        server.stop(grace_s=1)
+    assert _containers(url, server.server_id) == []
+
+
+def start_server_with(tmp_path: Path, settings) -> tuple:
+    from tests.conftest import start_server
+
+    return start_server(tmp_path, backend="docker", docker=settings, workers=1, preload=())
