@@ -63,12 +63,12 @@ def service_target(args: argparse.Namespace, preload: tuple[str, ...], workers: 
         yield target
 
 
-def client_options(args: argparse.Namespace) -> dict[str, Any]:
-    """ToolClient keyword arguments from --token/--tls-* (a remote --server only: the
-    embedded service is plaintext on loopback, without tokens)."""
+def client_options(args: argparse.Namespace, remote: bool | None = None) -> dict[str, Any]:
+    """ToolClient keyword arguments from --token/--tls-*, for a remote service (by default:
+    when --server is given; the embedded service is plaintext on loopback, without tokens)."""
     from perfbox.client import tls_credentials
 
-    if not getattr(args, "server", None):
+    if not (getattr(args, "server", None) if remote is None else remote):
         return {}
     token = getattr(args, "token", None) or os.environ.get("PERFBOX_TOKEN") or None
     ca, cert, key = (getattr(args, f"tls_{k}", None) for k in ("ca", "cert", "key"))

@@ -28,6 +28,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from perfbox.api import RETRY_DELAY_KEY
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1 import tools_pb2_grpc
 
@@ -78,9 +79,6 @@ def _channel_options(policy: RetryPolicy) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
-
-
-RETRY_DELAY_KEY = "retry-delay-ms"
 
 
 def tls_credentials(ca: str | Path | None = None, cert: str | Path | None = None,

@@ -67,14 +67,14 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
             configs = [RolloutConfig(mode=Mode(m), forced=forced, temperature=temperature,
                                      seed=seed) for m in modes]
             out = _run_vllm(model, vllm_args or {}, bridge.run, configs, trajectories)
-        for name in modes if engine != "vllm" else []:
-            mode = Mode(name)
+        else:
             slots = kv_slots or concurrency
-            with console.status(f"{mode.value}: {concurrency} trajectories, {slots} KV slots"):
-                stats = run_mode(bridge.run, mode, trajectories, slots, threads, model,
-                                 forced=forced, draft_alpha=draft_alpha,
-                                 temperature=temperature, seed=seed)
-            out.append(stats)
+            for mode in map(Mode, modes):
+                with console.status(f"{mode.value}: {concurrency} trajectories, {slots} KV "
+                                    "slots"):
+                    out.append(run_mode(bridge.run, mode, trajectories, slots, threads, model,
+                                        forced=forced, draft_alpha=draft_alpha,
+                                        temperature=temperature, seed=seed))
         for stats in out:
             console.print(f"[bold]{stats.mode}[/]: {stats.generated_tokens} tokens in "
                           f"{stats.wall_s:.1f} s ({stats.tokens_per_s:.1f} tokens/s), "
@@ -199,27 +199,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from prometheus_client import start_http_server
-
     from perfbox.cli import client_options
     from perfbox.client import ToolClient
     from perfbox.inference import workload
     from perfbox.inference.engines.llama_cpp import LlamaCppEngine
     from perfbox.inference.tools_bridge import ToolBridge
     from perfbox.inference.worker import create_worker
+    from perfbox.sandbox.metrics import serve_metrics
 
     _engine_check()
-    args.server = args.tool_server  # client_options reads --server
-    client = ToolClient(args.tool_server, timeout_s=600, **client_options(args))
+    client = ToolClient(args.tool_server, timeout_s=600, **client_options(args, remote=True))
     bridge = ToolBridge(client, workload.load().problems)
     server, port, registry = create_worker(
         lambda slots: LlamaCppEngine(args.model, num_slots=slots, threads=_threads(args)),
         bridge.run, args.address)
-    metrics = None
-    if args.metrics_address:
-        host, _, metrics_port = args.metrics_address.rpartition(":")
-        metrics, _thread = start_http_server(int(metrics_port), addr=host or "0.0.0.0",
-                                             registry=registry)
+    metrics = serve_metrics(registry, args.metrics_address) if args.metrics_address else None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -228,7 +222,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         pass
     server.stop(grace=10).wait()
     if metrics is not None:
-        metrics.shutdown()
+        metrics.close()
     client.close()
     return 0
 

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_LIMITS, DEFAULT_MAX_QUEUE, JobLimits
 from perfbox.sandbox.docker_backend import DockerSettings
+from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_LIMITS, DEFAULT_MAX_QUEUE, JobLimits
 from perfbox.sandbox.quota import QuotaConfig
 
 BACKENDS = ("bwrap", "docker", "process")

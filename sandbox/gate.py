@@ -14,15 +14,21 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+
+from perfbox.api import RETRY_DELAY_KEY
 from perfbox.sandbox.auth import Tokens, is_open
 from perfbox.sandbox.quota import Quotas
 
-RETRY_DELAY_KEY = "retry-delay-ms"
 ANONYMOUS = "anonymous"
 # the calling client's id, set for the duration of a call (logs and metrics read it)
 current_client: contextvars.ContextVar[str] = contextvars.ContextVar("perfbox_client",
                                                                      default=ANONYMOUS)
 OnCall = Callable[[str, str, grpc.StatusCode | None], None]  # (method, client, refusal)
+
+
+def retry_delay_metadata(wait_s: float) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata of a RESOURCE_EXHAUSTED answer: the wait in whole milliseconds."""
+    return ((RETRY_DELAY_KEY, str(max(1, round(wait_s * 1000)))),)
 
 
 class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -49,10 +55,10 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         wait_s = self.quotas.admit(client) if self.quotas is not None else 0.0
         if wait_s > 0:
             self.on_call(details.method, client, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            ms = max(1, round(wait_s * 1000))
+            trailing = retry_delay_metadata(wait_s)
             return _refusal(handler, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"client {client!r} is over its quota; retry in {ms} ms",
-                            ((RETRY_DELAY_KEY, str(ms)),))
+                            f"client {client!r} is over its quota; retry in "
+                            f"{trailing[0][1]} ms", trailing)
         self.on_call(details.method, client, None)
         release = self.quotas.release if self.quotas is not None else (lambda c: None)
         return _admitted(handler, client, release)

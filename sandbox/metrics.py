@@ -68,8 +68,12 @@ class Metrics:
                          refused.name if refused is not None else "").inc()
 
     def serve(self, address: str) -> MetricsEndpoint:
-        """Starts /metrics on HOST:PORT (port 0 picks one)."""
-        host, _, port = address.rpartition(":")
-        server, thread = start_http_server(int(port), addr=host or "0.0.0.0",
-                                           registry=self.registry)
-        return MetricsEndpoint(server.server_port, server, thread)
+        return serve_metrics(self.registry, address)
+
+
+def serve_metrics(registry: CollectorRegistry, address: str) -> MetricsEndpoint:
+    """Starts /metrics for `registry` on HOST:PORT (port 0 picks one); the tool server's and
+    the rollout worker's endpoints both come from here."""
+    host, _, port = address.rpartition(":")
+    server, thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    return MetricsEndpoint(server.server_port, server, thread)

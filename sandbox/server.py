@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from perfbox.api.v1 import tools_pb2, tools_pb2_grpc
 from perfbox.sandbox import bwrap
 from perfbox.sandbox.auth import TlsFiles, Tokens
 from perfbox.sandbox.cache import ResultCache
@@ -24,10 +26,8 @@ from perfbox.sandbox.gate import Gate
 from perfbox.sandbox.metrics import Metrics, MetricsEndpoint
 from perfbox.sandbox.quota import Quotas
 from perfbox.sandbox.scheduler import Scheduler, WorkerSlot
-from perfbox.sandbox.worker import WorkerProcess
 from perfbox.sandbox.service import ToolService
-
-from perfbox.api.v1 import tools_pb2, tools_pb2_grpc
+from perfbox.sandbox.worker import WorkerProcess
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name

@@ -17,7 +17,7 @@ from perfbox.api.v1 import tools_pb2_grpc
 from perfbox.sandbox.batch import BatchStream, elapsed_ms, rejected
 from perfbox.sandbox.cache import ResultCache, cache_key
 from perfbox.sandbox.device import device_info, gpu_count
-from perfbox.sandbox.gate import RETRY_DELAY_KEY
+from perfbox.sandbox.gate import retry_delay_metadata
 from perfbox.sandbox.limits import DEFAULT_LIMITS, GPU_DEFAULT_LIMITS, JobLimits
 from perfbox.sandbox.metrics import Metrics
 from perfbox.sandbox.results import build_result
@@ -156,8 +156,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
     @staticmethod
     def _abort(context: grpc.ServicerContext, error: RequestError) -> None:
         if error.retry_delay_s > 0:
-            context.set_trailing_metadata(
-                ((RETRY_DELAY_KEY, str(max(1, round(error.retry_delay_s * 1000)))),))
+            context.set_trailing_metadata(retry_delay_metadata(error.retry_delay_s))
         context.abort(error.code, error.message)
 
     def _prepare(self, request: pb.ToolRequest, context: grpc.ServicerContext
