@@ -76,34 +76,66 @@ DOCKER_SANDBOX_UID = 65534  # the docker backend's job user (docker_backend.SAND
 TEST_IMAGE = "localhost/perfbox-test-base:1"
 
 
+_podman: dict[str, object] = {}
+
+
 def docker_url() -> str:
     """A Docker API endpoint for the docker-backend tests: $PERFBOX_DOCKER_URL, or podman's
-    service started here (podman with runc from Debian serves the Docker API on a socket).
-    Skips when there is none, unless $PERFBOX_REQUIRE_DOCKER is set (CI): then it fails."""
-    import subprocess
+    service started for this test run (podman with runc from Debian serves the Docker API on a
+    socket). Skips when there is none, unless $PERFBOX_REQUIRE_DOCKER is set (CI): then it fails.
 
+    The socket lives in a directory of this run's own and the service is stopped when the run
+    ends: a socket left by an earlier run (whose service died with its session) answers
+    "connection refused", and reusing it failed every docker test."""
     url = os.environ.get("PERFBOX_DOCKER_URL", "")
     if not url and shutil.which("podman"):
-        sock = Path(tempfile.gettempdir()) / "perfbox-test-podman.sock"
-        if not sock.exists():
-            subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-            for _ in range(100):
-                if sock.exists():
-                    break
-                time.sleep(0.1)
-        url = f"unix://{sock}"
+        url = _podman_service()
     try:
         from perfbox.sandbox.docker_backend import connect
 
         client = connect(url)
     except Exception as e:
         if os.environ.get("PERFBOX_REQUIRE_DOCKER"):
-            raise
+            raise RuntimeError(f"{e}\npodman's log: {_podman_log()}") from e
         pytest.skip(f"no Docker API for the docker backend: {e}")
     _ensure_test_image(client)
     return url
+
+
+def _podman_service() -> str:
+    """Start `podman system service` once per test run; stop it at exit."""
+    import atexit
+    import subprocess
+
+    if "url" in _podman:
+        return str(_podman["url"])
+    run_dir = Path(tempfile.mkdtemp(prefix="perfbox-podman-"))
+    sock, log = run_dir / "api.sock", run_dir / "service.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    _podman.update(url=f"unix://{sock}", log=log)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    atexit.register(stop)
+    deadline = time.monotonic() + 15
+    while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # connect() below reports a service that never came up
+    return str(_podman["url"])
+
+
+def _podman_log() -> str:
+    log = _podman.get("log")
+    if not isinstance(log, Path) or not log.exists():
+        return "(podman's service was not started by the tests)"
+    return log.read_text(errors="replace")[-2000:] or "(empty)"
 
 
 def _ensure_test_image(client: object) -> None:
