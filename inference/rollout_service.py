@@ -1,13 +1,15 @@
 """perfbox.v1.RolloutService: a training job asks the worker for trajectories and receives
-tokens, tool calls and results as they happen, then a summary. One rollout holds the engine at
-a time (a second call gets RESOURCE_EXHAUSTED); a cancelled call stops its rollout."""
+tokens, tool calls and results as they happen, then a summary. On the embedded engine one
+rollout holds the engine at a time (a second call gets RESOURCE_EXHAUSTED); on vLLM rollouts
+share the engine. A cancelled call stops its rollout."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +18,8 @@ import grpc
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference import workload as W
-from perfbox.inference.engine import Engine
-from perfbox.inference.rollout import Mode, Rollout, RolloutCancelled, RolloutConfig
-from perfbox.inference.tools_bridge import ToolOutput
-from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.rollout import Mode, RolloutCancelled, RolloutConfig
+from perfbox.inference.rollout_backends import RolloutBackend
 
 MAX_COUNT = 4096
 MAX_KV_SLOTS = 64  # sequences one engine holds at once; more trajectories queue for a slot
@@ -47,11 +47,8 @@ class RolloutTotals:
 
 
 class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
-    def __init__(self, make_engine: Callable[[int], Engine],
-                 run_tool: Callable[[ToolCall], ToolOutput],
-                 workload: W.Workload | None = None) -> None:
-        self.make_engine = make_engine  # slots -> a fresh engine
-        self.run_tool = run_tool
+    def __init__(self, backend: RolloutBackend, workload: W.Workload | None = None) -> None:
+        self.backend = backend
         self.workload = workload or W.load()
         self._busy = threading.Lock()
         self.totals = RolloutTotals()  # since start, for metrics
@@ -84,11 +81,19 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mode must be one of "
                           f"{', '.join(m.value for m in Mode)}")
         trajectories = self._trajectories(request, context)
+        with self._hold_engine(context):
+            yield from self._run(request, mode, trajectories, context)
+
+    @contextlib.contextmanager
+    def _hold_engine(self, context: grpc.ServicerContext) -> Iterator[None]:
+        if not self.backend.exclusive:
+            yield
+            return
         if not self._busy.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "another rollout holds the "
                           "engine; retry when it ends")
         try:
-            yield from self._run(request, mode, trajectories, context)
+            yield
         finally:
             self._busy.release()
 
@@ -99,12 +104,12 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
                                max_turn_tokens=request.max_turn_tokens or 256,
                                max_turns=request.max_turns or 8,
                                temperature=request.temperature, seed=request.seed)
-        engine = self.make_engine(min(request.kv_slots or len(trajectories), MAX_KV_SLOTS))
-        rollout = Rollout(engine, self.run_tool, config,
-                          on_event=lambda kind, data: events.put((kind, data)))
-        context.add_callback(rollout.cancel)
-        with cf.ThreadPoolExecutor(1) as runner:
-            done = runner.submit(rollout.run, trajectories)
+        run = self.backend.start(trajectories, config,
+                                 min(request.kv_slots or len(trajectories), MAX_KV_SLOTS),
+                                 lambda kind, data: events.put((kind, data)))
+        context.add_callback(run.cancel)
+        with cf.ThreadPoolExecutor(1) as waiter:
+            done = waiter.submit(run.result)
             done.add_done_callback(lambda _: events.put(_END))
             while True:
                 item = events.get()
@@ -113,9 +118,6 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
                 event = _event(*item)
                 if event is not None:
                     yield event
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
         try:
             stats = done.result()
         except RolloutCancelled:
@@ -133,6 +135,9 @@ def _event(kind: str, data: dict[str, Any]) -> rpb.RolloutEvent | None:
     if kind == "token":
         return rpb.RolloutEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
             token_ids=[data["token"]], text=data["text"]))
+    if kind == "tokens":  # a streamed delta of several tokens (vLLM)
+        return rpb.RolloutEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
+            token_ids=data["tokens"], text=data["text"]))
     if kind == "tool_call":
         return rpb.RolloutEvent(trajectory_id=tid, tool_call=rpb.ToolEvent(
             tool=data["tool"], speculative_hit=bool(data.get("speculative_hit"))))

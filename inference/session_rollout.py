@@ -47,8 +47,10 @@ class SessionRollout:
 
     def __init__(self, engine: VllmSessions, run_tool: Callable[[ToolCall], ToolOutput],
                  config: RolloutConfig, template: ChatTemplate | None = None,
-                 call_format: ToolCallFormat | None = None) -> None:
+                 call_format: ToolCallFormat | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.engine, self.run_tool, self.config = engine, run_tool, config
+        self.on_event = on_event or (lambda kind, data: None)
         self.template = template or ChatTemplate()
         self.call_format = call_format or ToolCallFormat()
         self.cache = ToolCache()
@@ -112,11 +114,13 @@ class SessionRollout:
         finally:
             if session is not None:
                 await session.close()
-        return TrajectoryResult(
+        result = TrajectoryResult(
             id=traj.id, wall_s=time.monotonic() - started, generated_tokens=len(generated),
             prefill_tokens=counts.prefill, reprefill_tokens=counts.reprefill, forked_tokens=0,
             group=traj.group, turn_generation_s=counts.turn_generation_s, calls=counts.calls,
             tokens=generated, text=text)
+        self.on_event("done", {"id": traj.id, "result": result})
+        return result
 
     def _turns(self, traj: Trajectory) -> int:
         return len(traj.turns) if self.config.forced else self.config.max_turns
@@ -141,7 +145,9 @@ class SessionRollout:
         async for delta in stream:
             before = self.engine.detokenize(out.tokens)
             out.tokens += delta
-            event = parser.feed(self.engine.detokenize(out.tokens)[len(before):])
+            piece = self.engine.detokenize(out.tokens)[len(before):]
+            self.on_event("tokens", {"id": traj.id, "tokens": delta, "text": piece})
+            event = parser.feed(piece)
             if self.config.mode == Mode.SPECULATE:
                 for ready in event.arguments_complete:  # early launch
                     self._launch(ready, traj)
@@ -166,6 +172,7 @@ class SessionRollout:
         hit = future is not None
         if future is None:
             future = self._pool.submit(self.run_tool, call)
+        self.on_event("tool_call", {"id": traj.id, "tool": call.name, "speculative_hit": hit})
         if self.config.mode == Mode.SPECULATE and call.name == "compile":
             self._launch(ToolCall("disasm", dict(call.arguments), call.raw), traj)
         try:
@@ -174,4 +181,6 @@ class SessionRollout:
             output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
         counts.calls.append(CallRecord(call.name, output.status, output.tool_s,
                                        time.monotonic() - closed_at, hit))
+        self.on_event("tool_result", {"id": traj.id, "tool": call.name,
+                                      "status": output.status})
         return output

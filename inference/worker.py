@@ -3,13 +3,14 @@ ToolCache on one gRPC port with health checks, tools from the node's tool servic
 client, and Prometheus metrics of rollouts and speculation (hits, misses, wasted tool time).
 
 It runs beside `perfbox serve` in the same pod (deploy/): the engine keeps the GPU busy while
-the tool service's jobs run next to it.
+the tool service's jobs run next to it. The engine is the embedded llama.cpp (CPU) or vLLM (GPU
+nodes), through perfbox.inference.rollout_backends.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -19,11 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference.cache_service import ToolCacheService
-from perfbox.inference.engine import Engine
+from perfbox.inference.rollout_backends import RolloutBackend
 from perfbox.inference.rollout_service import RolloutService
 from perfbox.inference.tool_cache import ToolCache
-from perfbox.inference.tools_bridge import ToolOutput
-from perfbox.inference.toolcall import ToolCall
 
 
 class SpeculationCollector:
@@ -53,11 +52,10 @@ class SpeculationCollector:
                                 value=len(self.cache))
 
 
-def create_worker(make_engine: Callable[[int], Engine],
-                  run_tool: Callable[[ToolCall], ToolOutput], address: str = "127.0.0.1:0"
+def create_worker(backend: RolloutBackend, address: str = "127.0.0.1:0"
                   ) -> tuple[grpc.Server, int, CollectorRegistry]:
     """Starts the worker's gRPC server; returns it, its port and its metrics registry."""
-    rollouts = RolloutService(make_engine, run_tool)
+    rollouts = RolloutService(backend)
     cache = ToolCache()
     server = grpc.server(cf.ThreadPoolExecutor(max_workers=32))
     rollout_pb2_grpc.add_RolloutServiceServicer_to_server(rollouts, server)

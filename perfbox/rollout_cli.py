@@ -128,12 +128,10 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from perfbox.cli import client_options, service_target
 
     _check_group_flags(args)
-    if args.engine == "llama.cpp":
-        _engine_check()
-    elif not args.model:
-        raise ValueError("--engine vllm needs --model (a Hugging Face model id or directory)")
-    elif args.group_size > 1 or args.draft_alpha is not None:
-        raise ValueError("--engine vllm runs without --group-size and --draft-alpha for now")
+    if args.engine == "vllm" and args.draft_alpha is not None:
+        raise ValueError("--engine vllm runs without --draft-alpha (the emulated draft model "
+                         "is the embedded engine's)")
+    _check_engine_flags(args)
     vllm_args = _vllm_args(args.vllm_arg)
     modes = args.mode or ["resubmit", "resident", "resident+speculate"]
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target:
@@ -202,29 +200,66 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from perfbox.cli import client_options
     from perfbox.client import ToolClient
     from perfbox.inference import workload
-    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
     from perfbox.inference.tools_bridge import ToolBridge
     from perfbox.inference.worker import create_worker
     from perfbox.sandbox.metrics import serve_metrics
 
-    _engine_check()
+    _check_engine_flags(args)
     client = ToolClient(args.tool_server, timeout_s=600, **client_options(args, remote=True))
     bridge = ToolBridge(client, workload.load().problems)
-    server, port, registry = create_worker(
-        lambda slots: LlamaCppEngine(args.model, num_slots=slots, threads=_threads(args)),
-        bridge.run, args.address)
+    backend = _backend(args, bridge.run)
+    try:
+        server, port, registry = create_worker(backend, args.address)
+    except BaseException:
+        backend.close()
+        raise
     metrics = serve_metrics(registry, args.metrics_address) if args.metrics_address else None
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    err_console.print(f"rollout worker on port {port}, tools from {args.tool_server}")
+    err_console.print(f"rollout worker ({backend.name}) on port {port}, tools from "
+                      f"{args.tool_server}")
     while not stop.wait(1.0):
         pass
     server.stop(grace=10).wait()
+    backend.close()
     if metrics is not None:
         metrics.close()
     client.close()
     return 0
+
+
+def _backend(args: argparse.Namespace, run_tool: Any) -> Any:
+    """The worker's engine: llama.cpp per rollout, or vLLM loaded once (this takes a while for
+    a large model: the port opens when it is ready; deploy/ gives it a startupProbe)."""
+    from perfbox.inference.rollout_backends import SessionBackend, StepBackend
+
+    if args.engine == "vllm":
+        from perfbox.inference.engines.vllm_sessions import VllmSessions
+
+        vllm_args = _vllm_args(args.vllm_arg)
+        with err_console.status(f"starting vLLM with {args.model}"):
+            return SessionBackend(lambda: VllmSessions(args.model, **vllm_args), run_tool)
+    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
+
+    return StepBackend(lambda slots: LlamaCppEngine(args.model, num_slots=slots,
+                                                    threads=_threads(args)), run_tool)
+
+
+def _check_engine_flags(args: argparse.Namespace) -> None:
+    if args.engine == "llama.cpp":
+        _engine_check()
+    elif not args.model:
+        raise ValueError("--engine vllm needs --model (a Hugging Face model id or directory)")
+    _vllm_args(args.vllm_arg)  # a malformed --vllm-arg fails before anything starts
+    if args.engine == "vllm":
+        from perfbox.inference.engines.llama_cpp import EngineUnavailable
+        from perfbox.inference.engines.vllm_sessions import require_vllm
+
+        try:
+            require_vllm()
+        except EngineUnavailable as e:
+            raise ValueError(str(e)) from e
 
 
 def add_commands(sub: Any, add_service_flags: Any) -> None:
@@ -242,6 +277,7 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
     worker.add_argument("--metrics-address", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics")
     add_client_auth_flags(worker)  # for --tool-server
+    _engine_choice_flags(worker)
     _engine_flags(worker)
     worker.set_defaults(func=cmd_worker)
 
@@ -262,12 +298,7 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
     rollout.add_argument("--temperature", type=float, default=0.0,
                          help="free generation: sampling temperature (default 0: greedy)")
     rollout.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    rollout.add_argument("--engine", choices=("llama.cpp", "vllm"), default="llama.cpp",
-                         help="llama.cpp (embedded, CPU; default) or vllm (GPU nodes; needs "
-                              "pip install 'perfbox[vllm]' and --model)")
-    rollout.add_argument("--vllm-arg", action="append", metavar="KEY=VALUE",
-                         help="an AsyncEngineArgs field for --engine vllm, repeatable "
-                              "(e.g. gpu_memory_utilization=0.5, max_model_len=8192)")
+    _engine_choice_flags(rollout)
     _group_flags(rollout)
     _engine_flags(rollout)
     add_service_flags(rollout)
@@ -299,6 +330,15 @@ def _group_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared-turns", type=int, default=0,
                    help="replay: leading turns identical across a group's samples, so their "
                         "tool calls coincide and are deduplicated (default 0)")
+
+
+def _engine_choice_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("llama.cpp", "vllm"), default="llama.cpp",
+                   help="llama.cpp (embedded, CPU; default) or vllm (GPU nodes; needs "
+                        "pip install 'perfbox[vllm]' and --model)")
+    p.add_argument("--vllm-arg", action="append", metavar="KEY=VALUE",
+                   help="an AsyncEngineArgs field for --engine vllm, repeatable "
+                        "(e.g. gpu_memory_utilization=0.5, max_model_len=8192)")
 
 
 def _engine_flags(p: argparse.ArgumentParser) -> None:

@@ -118,16 +118,30 @@ def test_check_from_the_command_line(server, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--engine", "vllm", "--server", "127.0.0.1:1"], "--engine vllm needs --model"),
-    (["--engine", "vllm", "--model", "m", "--vllm-arg", "no-equals"], "KEY=VALUE"),
-    (["--group-size", "0"], "--group-size must be at least 1"),
-    (["--temperature", "-1"], "--temperature must be 0 or more"),
+    (["rollout", "--engine", "vllm", "--server", "127.0.0.1:1"], "--engine vllm needs --model"),
+    (["rollout", "--engine", "vllm", "--model", "m", "--vllm-arg", "no-equals"], "KEY=VALUE"),
+    (["rollout", "--engine", "vllm", "--model", "m", "--draft-alpha", "0.5"], "--draft-alpha"),
+    (["rollout", "--group-size", "0"], "--group-size must be at least 1"),
+    (["rollout", "--temperature", "-1"], "--temperature must be 0 or more"),
+    (["worker", "--engine", "vllm"], "--engine vllm needs --model"),
+    (["worker", "--engine", "vllm", "--model", "m", "--vllm-arg", "=1"], "KEY=VALUE"),
 ])
 def test_rollout_flags_are_checked(args: list[str], message: str) -> None:
     pytest.importorskip("llama_cpp", reason="perfbox rollout checks its engine first")
-    out = perfbox("rollout", *args, timeout=60)
+    out = perfbox(*args, timeout=60)
     assert out.returncode == ExitCode.USAGE, out.stderr
     assert message in out.stderr
+
+
+@pytest.mark.parametrize("command", ["worker", "rollout"])
+def test_the_vllm_engine_without_vllm_is_a_clear_error(command: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    out = perfbox(command, "--engine", "vllm", "--model", "m", timeout=60)
+    assert out.returncode == ExitCode.USAGE, out.stderr
+    assert "pip install vllm" in out.stderr and "Traceback" not in out.stderr
 
 
 @requires_bwrap

@@ -30,7 +30,7 @@ from perfbox.inference.engines.llama_cpp import EngineUnavailable
 FORCED_KEY = "perfbox_forced"
 
 
-def _vllm() -> Any:
+def require_vllm() -> Any:
     try:
         import vllm
     except ImportError as e:
@@ -128,7 +128,7 @@ class VllmSessions:
     name = "vllm"
 
     def __init__(self, model: str, max_model_len: int = 8192, **engine_args: Any) -> None:
-        _vllm()
+        require_vllm()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -92,6 +92,29 @@ def _secrets_and_volumes_resolve(docs: list[dict[str, Any]], pod: dict[str, Any]
     # a Secret either comes from the overlay's generator or is documented as the operator's
     for name in external - generated:
         assert name in {"perfbox-tls", "perfbox-tokens"}, f"unknown Secret {name}"
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert claims <= {"perfbox-models"}, f"undocumented claims {claims}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_worker_engine_fits_its_gpus_and_may_start_slowly(overlay: str) -> None:
+    """A vLLM worker shards its model over exactly the GPUs it is given, and a slow model load
+    is covered by a startupProbe rather than killed by the liveness probe."""
+    docs = render(overlay)
+    (ds,) = _by_kind(docs, "DaemonSet")
+    settings = {k: v for cm in _by_kind(docs, "ConfigMap") for k, v in cm["data"].items()}
+    (worker,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "worker"]
+    probe = worker["startupProbe"]
+    assert "grpc" in probe and probe["periodSeconds"] * probe["failureThreshold"] >= 600
+    args = [re.sub(r"\$\((\w+)\)", lambda m: settings[m.group(1)], a) for a in worker["args"]]
+    if "vllm" not in args:
+        return
+    tp = [a.split("=", 1)[1] for a in args if a.startswith("tensor_parallel_size=")]
+    assert tp == [str(worker["resources"]["limits"]["nvidia.com/gpu"])]
+    model = args[args.index("--model") + 1]
+    assert any(model.startswith(m["mountPath"] + "/") for m in worker["volumeMounts"]), \
+        f"{overlay}: the model {model} is on no mounted volume (nothing can be downloaded)"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

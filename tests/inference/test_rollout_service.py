@@ -12,8 +12,10 @@ from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
+from perfbox.inference.rollout_backends import StepBackend
 from perfbox.inference.rollout_service import RolloutService, create_server
 from perfbox.inference.tools_bridge import ToolBridge
+from tests.conftest import wait_until
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
@@ -23,8 +25,8 @@ from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 def stub(server) -> Iterator[rollout_pb2_grpc.RolloutServiceStub]:
     with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as client:
         bridge = ToolBridge(client, W.load().problems)
-        service = RolloutService(lambda slots: LlamaCppEngine(num_slots=slots, threads=2),
-                                 bridge.run)
+        service = RolloutService(StepBackend(
+            lambda slots: LlamaCppEngine(num_slots=slots, threads=2), bridge.run))
         grpc_server, port = create_server(service)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         yield rollout_pb2_grpc.RolloutServiceStub(channel)
@@ -58,3 +60,31 @@ def test_bad_requests_are_refused(stub, request_, code) -> None:
     with pytest.raises(grpc.RpcError) as e:
         list(stub.Run(request_, timeout=60))
     assert e.value.code() == code
+
+
+@pytest.mark.slow
+def test_a_cancelled_rollout_stops_and_frees_the_engine(stub) -> None:
+    """Cancelling the call stops its rollout: eight trajectories would hold the engine for
+    minutes, but the next call is accepted within seconds (while a rollout runs, a second call
+    is refused with RESOURCE_EXHAUSTED)."""
+    call = stub.Run(rpb.RolloutRequest(count=8, mode="resident"), timeout=600)
+    assert next(call).WhichOneof("event") == "tokens"
+    call.cancel()
+    with pytest.raises(grpc.RpcError) as e:
+        list(call)
+    assert e.value.code() == grpc.StatusCode.CANCELLED
+    wait_until(lambda: _accepted(stub), timeout_s=20, what="the engine to be free")
+
+
+def _accepted(stub: rollout_pb2_grpc.RolloutServiceStub) -> bool:
+    """Whether a new rollout is accepted (it is cancelled at once)."""
+    call = stub.Run(rpb.RolloutRequest(trajectory_ids=["relu"], mode="resident"), timeout=600)
+    try:
+        next(call)
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return False
+        raise
+    finally:
+        call.cancel()
+    return True

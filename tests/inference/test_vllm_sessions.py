@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
@@ -123,3 +125,68 @@ def test_greedy_free_generation_is_identical_in_every_mode(model, bridge: ToolBr
     tokens = {mode: [r.tokens for r in s.results] for mode, s in runs.items()}
     assert tokens[Mode.RESUBMIT] == tokens[Mode.RESIDENT] == tokens[Mode.SPECULATE]
     assert all(len(t) > 0 for t in tokens[Mode.RESIDENT])
+
+
+def test_worker_serves_vllm_rollouts_side_by_side_and_cancels_them(model, server) -> None:
+    """`perfbox worker --engine vllm`: RolloutService over one vLLM engine loaded once; two
+    calls at once share it (vLLM batches them), a GRPO group streams both samples, and a
+    cancelled call leaves no request in the engine."""
+    import concurrent.futures as cf
+
+    import grpc
+
+    from perfbox.api.v1 import rollout_pb2 as rpb
+    from perfbox.api.v1 import rollout_pb2_grpc
+    from perfbox.inference.engines.vllm_sessions import VllmSessions
+    from perfbox.inference.rollout_backends import SessionBackend
+    from perfbox.inference.worker import create_worker
+    from tests.conftest import wait_until
+
+    with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as client:
+        bridge = ToolBridge(client, W.load().problems)
+        backend = SessionBackend(lambda: VllmSessions(model[0], max_model_len=4096,
+                                                      max_num_seqs=8, **model[1]), bridge.run)
+        try:
+            grpc_server, port, registry = create_worker(backend)
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+                    request = rpb.RolloutRequest(count=2, group_size=2,
+                                                 mode="resident+speculate")
+                    with cf.ThreadPoolExecutor(2) as pool:
+                        calls = [pool.submit(lambda: list(stub.Run(request, timeout=600)))
+                                 for _ in range(2)]
+                        runs = [c.result() for c in calls]
+                    for events in runs:
+                        _check_group_run(events)
+                    # sixteen resident sessions hold vLLM requests open for many turns and tool
+                    # calls; cancelled, they are closed within seconds
+                    call = stub.Run(rpb.RolloutRequest(count=16, mode="resident"), timeout=600)
+                    assert next(call).WhichOneof("event") == "tokens"
+                    call.cancel()
+                    wait_until(lambda: backend.engine.llm.get_num_unfinished_requests() == 0,
+                               timeout_s=10, what="the cancelled sessions to be closed")
+            finally:
+                grpc_server.stop(0)
+        finally:
+            backend.close()
+    samples = {s.name: s.value for f in text_string_to_metric_families(
+        generate_latest(registry).decode()) for s in f.samples}
+    assert samples["perfbox_rollouts_total"] == 2  # the cancelled one is not counted
+
+
+def _check_group_run(events: list) -> None:
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[-1] == "summary" and kinds.count("done") == 2
+    dones = {e.trajectory_id: e.done for e in events if e.WhichOneof("event") == "done"}
+    assert len({d.group for d in dones.values()}) == 1  # one GRPO group of two samples
+    for tid, done in dones.items():  # every streamed token belongs to its trajectory's total
+        streamed = sum(len(e.tokens.token_ids) for e in events
+                       if e.WhichOneof("event") == "tokens" and e.trajectory_id == tid)
+        assert streamed == done.generated_tokens > 0
+        results = [e.tool_result for e in events
+                   if e.WhichOneof("event") == "tool_result" and e.trajectory_id == tid]
+        assert [(r.tool, r.status) for r in results] == [
+            ("compile", "OK"), ("disasm", "OK"), ("compile", "OK"), ("check", "OK")]
+    summary = events[-1].summary
+    assert summary.reprefill_tokens == 0 and summary.spec_hits >= 4

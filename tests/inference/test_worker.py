@@ -13,6 +13,7 @@ from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
+from perfbox.inference.rollout_backends import StepBackend
 from perfbox.inference.tools_bridge import ToolBridge
 from perfbox.inference.worker import create_worker
 
@@ -24,8 +25,8 @@ from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 def test_worker_serves_rollouts_cache_health_and_metrics(server) -> None:
     with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as client:
         bridge = ToolBridge(client, W.load().problems)
-        grpc_server, port, registry = create_worker(
-            lambda slots: LlamaCppEngine(num_slots=slots, threads=2), bridge.run)
+        grpc_server, port, registry = create_worker(StepBackend(
+            lambda slots: LlamaCppEngine(num_slots=slots, threads=2), bridge.run))
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 status = health_pb2_grpc.HealthStub(channel).Check(

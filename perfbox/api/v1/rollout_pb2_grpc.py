@@ -191,7 +191,8 @@ class ToolCache:
 
 class RolloutServiceStub:
     """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
-    while another rollout holds the engine (retry later); CANCELLED stops the rollout.
+    while another rollout holds the embedded engine (retry later; on vLLM rollouts share the
+    engine); CANCELLED stops the rollout.
     """
 
     def __init__(self, channel):
@@ -209,7 +210,8 @@ class RolloutServiceStub:
 
 class RolloutServiceServicer:
     """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
-    while another rollout holds the engine (retry later); CANCELLED stops the rollout.
+    while another rollout holds the embedded engine (retry later; on vLLM rollouts share the
+    engine); CANCELLED stops the rollout.
     """
 
     def Run(self, request, context):
@@ -236,7 +238,8 @@ def add_RolloutServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RolloutService:
     """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
-    while another rollout holds the engine (retry later); CANCELLED stops the rollout.
+    while another rollout holds the embedded engine (retry later; on vLLM rollouts share the
+    engine); CANCELLED stops the rollout.
     """
 
     @staticmethod

@@ -1,0 +1,162 @@
+"""What RolloutService runs a rollout on: the embedded step engine (llama.cpp) or vLLM.
+
+The two engines are driven differently (perfbox.inference.rollout steps a forward pass at a
+time in a thread; perfbox.inference.session_rollout runs vLLM's streaming-input sessions in an
+event loop), so the service asks a backend to *start* a rollout and gets back a handle it can
+wait on or cancel. The step backend builds an engine per rollout (its KV slots are sized to
+the request) and runs one rollout at a time; the vLLM backend loads its model once, at worker
+start, keeps one event loop for it (AsyncLLM's output handler belongs to the loop it first ran
+in) and lets rollouts share the engine, whose scheduler batches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from perfbox.inference.engine import Engine
+from perfbox.inference.rollout import Rollout, RolloutCancelled, RolloutConfig, RolloutStats
+from perfbox.inference.tools_bridge import ToolOutput
+from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.workload import Trajectory
+
+OnEvent = Callable[[str, dict[str, Any]], None]
+RunTool = Callable[[ToolCall], ToolOutput]
+
+
+class RolloutRun(Protocol):
+    def result(self) -> RolloutStats:
+        """Waits for the rollout; raises RolloutCancelled if cancel() stopped it."""
+
+    def cancel(self) -> None:
+        """Stops the rollout from any thread; its sequences are dropped."""
+
+
+class RolloutBackend(Protocol):
+    name: str
+    exclusive: bool  # one rollout at a time (the step engine) or shared (vLLM)
+
+    def start(self, trajectories: list[Trajectory], config: RolloutConfig, kv_slots: int,
+              on_event: OnEvent) -> RolloutRun: ...
+
+    def close(self) -> None: ...
+
+
+class _StepRun:
+    def __init__(self, engine: Engine, rollout: Rollout, trajectories: list[Trajectory]
+                 ) -> None:
+        self._engine, self._rollout = engine, rollout
+        self._pool = cf.ThreadPoolExecutor(1, thread_name_prefix="rollout")
+        self._done = self._pool.submit(rollout.run, trajectories)
+
+    def result(self) -> RolloutStats:
+        try:
+            return self._done.result()
+        finally:
+            self._pool.shutdown(wait=True)
+            close = getattr(self._engine, "close", None)
+            if close is not None:
+                close()
+
+    def cancel(self) -> None:
+        self._rollout.cancel()
+
+
+class StepBackend:
+    """The embedded engine: a fresh engine per rollout, sized to the request's KV slots."""
+
+    name = "llama.cpp"
+    exclusive = True
+
+    def __init__(self, make_engine: Callable[[int], Engine], run_tool: RunTool) -> None:
+        self.make_engine, self.run_tool = make_engine, run_tool
+
+    def start(self, trajectories: list[Trajectory], config: RolloutConfig, kv_slots: int,
+              on_event: OnEvent) -> RolloutRun:
+        engine = self.make_engine(kv_slots)
+        return _StepRun(engine, Rollout(engine, self.run_tool, config, on_event=on_event),
+                        trajectories)
+
+    def close(self) -> None:
+        pass
+
+
+class _SessionRun:
+    """A rollout task in the engine's loop. result() returns once the task has ended, its
+    sessions closed, also after cancel() (a cancelled asyncio future reports "cancelled" at
+    once, before the task's cleanup has run, so the task is awaited through its own callback)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[RolloutStats]
+                 ) -> None:
+        self._loop, self._task = loop, task
+        self._done: cf.Future[RolloutStats] = cf.Future()
+        loop.call_soon_threadsafe(task.add_done_callback, self._settle)
+
+    def _settle(self, task: asyncio.Task[RolloutStats]) -> None:
+        if task.cancelled():
+            self._done.set_exception(RolloutCancelled("cancelled; its vLLM sessions were "
+                                                      "closed"))
+        elif task.exception() is not None:
+            self._done.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            self._done.set_result(task.result())
+
+    def result(self) -> RolloutStats:
+        return self._done.result()
+
+    def cancel(self) -> None:
+        self._loop.call_soon_threadsafe(self._task.cancel)
+
+
+class SessionBackend:
+    """vLLM: one engine for the worker's life, in an event loop of its own thread."""
+
+    name = "vllm"
+    exclusive = False
+
+    def __init__(self, make_engine: Callable[[], Any], run_tool: RunTool) -> None:
+        """make_engine runs inside the loop (AsyncLLM needs a running loop) and returns a
+        perfbox.inference.engines.vllm_sessions.VllmSessions."""
+        self.run_tool = run_tool
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop",
+                                        daemon=True)
+        self._thread.start()
+
+        async def create() -> Any:
+            return make_engine()
+
+        try:
+            self.engine = asyncio.run_coroutine_threadsafe(create(), self._loop).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def start(self, trajectories: list[Trajectory], config: RolloutConfig, kv_slots: int,
+              on_event: OnEvent) -> RolloutRun:
+        from perfbox.inference.session_rollout import SessionRollout
+
+        rollout = SessionRollout(self.engine, self.run_tool, config, on_event=on_event)
+
+        async def launch() -> asyncio.Task[RolloutStats]:
+            return asyncio.create_task(rollout.run(trajectories))
+
+        return _SessionRun(self._loop,
+                           asyncio.run_coroutine_threadsafe(launch(), self._loop).result())
+
+    def close(self) -> None:
+        """Stops the engine core, then the loop."""
+        async def shutdown() -> None:
+            self.engine.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=60)
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
