@@ -119,7 +119,27 @@ def summary_row(stats: RolloutStats) -> dict[str, Any]:
             "spec_launched": stats.spec_launched, "wasted_tool_s": stats.wasted_tool_s,
             "evictions": stats.evictions, "steps": stats.steps,
             "mean_trajectory_s": statistics.fmean(r.wall_s for r in stats.results),
-            "parameters": parameters(stats)}
+            "parameters": parameters(stats),
+            # per call: the cluster simulator draws tool times from these (the tool service's
+            # result cache makes some calls near-instant, which no one-parameter fit captures)
+            "tool_calls": [{"tool": c.name, "tool_s": round(c.tool_s, 4)}
+                           for r in stats.results for c in r.calls]}
+
+
+def workload_tokens(workload: W.Workload, model: str | None) -> dict[str, Any]:
+    """Prompt, turn and answer lengths in the engine's tokens (the simulator's inputs)."""
+    engine = _engine(1, 1, model)
+    try:
+        def count(text: str) -> int:
+            return len(engine.tokenize(text))
+
+        trajs = workload.trajectories
+        turns = [count(x) for t in trajs for x in t.turns[:-1]]
+        return {"prompt": statistics.fmean(count(t.prompt) for t in trajs),
+                "turn": statistics.fmean(turns), "turns": turns,
+                "answer": statistics.fmean(count(t.turns[-1]) for t in trajs)}
+    finally:
+        engine.close()
 
 
 def run(run_tool: Callable[..., Any], concurrencies: list[int], kv_fraction: float,
@@ -139,7 +159,7 @@ def run(run_tool: Callable[..., Any], concurrencies: list[int], kv_fraction: flo
                            "workload": str(W.DEFAULT_WORKLOAD.name), "kv_fraction": kv_fraction,
                            "draft": "none: early launch + follow-on only (alpha measured)",
                            "group_size": group_size, "shared_turns": shared_turns,
-                           "runs": []}
+                           "tokens": workload_tokens(workload, model), "runs": []}
     for c in concurrencies:
         trajectories = W.replicate(workload, c, group_size, shared_turns)
         slots = max(1, round(c * kv_fraction))

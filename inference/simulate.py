@@ -13,8 +13,14 @@ Assumptions (stated with every result):
   unless a queued trajectory needs it and the waiter is expected back after `pin_s`.
   `resident+speculate` is resident plus, with probability alpha, the call launched at the start
   of the turn (its wait shrinks to max(0, T - G)); a miss costs one wasted tool job.
-- Tool times are lognormal with the measured mean and spread; each trajectory has the
-  workload's turns, tokens per turn, prompt and tool-response lengths.
+- Tool times are drawn from the benchmark's measured per-call times where it recorded them,
+  otherwise lognormal with the measured mean. Each turn's length is drawn from the workload's
+  turn lengths (the engine's tokens) where the benchmark recorded them: with one fixed length
+  every sequence of a batch reaches its tool call in the same step, so under `resubmit` all
+  their slots are handed to queued requests at once and nearly every prefix is lost — the
+  lockstep artefact that made earlier versions over-predict the gain at 8 trajectories (2.25x
+  simulated vs 1.59x measured). Prompt and answer lengths are the workload's; the
+  tool-response length is the measured first-time prefill less the prompt, per call.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class WorkloadModel:
     tool_s_sigma: float = 0.5  # lognormal shape
     final_tokens: int = 60  # the answer after the last call
     alpha: float = 0.0  # resident+speculate: fraction of calls launched at turn start
+    tool_s_samples: tuple[float, ...] = ()  # measured per-call times: drawn from when given
+    turn_tokens_samples: tuple[int, ...] = ()  # the workload's turn lengths: drawn per turn
 
 
 @dataclass
@@ -66,7 +74,16 @@ class _Traj:
     cached_slot: int | None = None  # resubmit: where its prefix may still be
 
 
+def _turn_tokens(rng: random.Random, w: WorkloadModel) -> int:
+    """Turns of different lengths keep trajectories out of lockstep: with one fixed length,
+    every sequence in a batch reaches its tool call in the same step and frees its slot at the
+    same moment, which no real workload does."""
+    return rng.choice(w.turn_tokens_samples) if w.turn_tokens_samples else w.tokens_per_turn
+
+
 def _tool_time(rng: random.Random, w: WorkloadModel) -> float:
+    if w.tool_s_samples:
+        return rng.choice(w.tool_s_samples)
     sigma = w.tool_s_sigma
     mu = math.log(max(w.tool_s_mean, 1e-6)) - sigma * sigma / 2
     return rng.lognormvariate(mu, sigma)
@@ -77,7 +94,7 @@ def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode:
     """One node to completion: makespan, tokens, re-prefilled tokens, engine idle time."""
     rng = random.Random(seed)
     trajs = [_Traj(context=work.prompt_tokens, prefill_left=work.prompt_tokens,
-                   decode_left=work.tokens_per_turn) for _ in range(trajectories)]
+                   decode_left=_turn_tokens(rng, work)) for _ in range(trajectories)]
     slot_owner: list[int | None] = [None] * node.slots
     slot_cache: dict[int, int] = {}  # resubmit: slot -> trajectory whose prefix it holds
     released: dict[int, float] = {}  # slot -> when it was last freed
@@ -98,7 +115,8 @@ def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode:
                 t.waiting_until = None
                 t.context += work.response_tokens
                 t.turn += 1
-                t.decode_left = work.tokens_per_turn if t.turn < work.turns else work.final_tokens
+                t.decode_left = _turn_tokens(rng, work) if t.turn < work.turns \
+                    else work.final_tokens
                 if mode == "resubmit":  # the prefix cache decides at admission (_acquire)
                     now += node.request_overhead_s
                     t.prefill_left = t.context - t.computed
@@ -245,10 +263,22 @@ def models_from_benchmark(result: dict[str, Any]) -> tuple[NodeModel, WorkloadMo
                      prefill_s_per_token=resident["parameters"]["phi_s_per_token"] or 0.0,
                      slots=last["kv_slots"], request_overhead_s=base["o_s"] or 0.0)
     turns = round(resident["parameters"]["turns_per_trajectory"])
-    per_traj = resident["generated_tokens"] / last["concurrency"]
-    work = WorkloadModel(turns=turns, tokens_per_turn=int(per_traj / (turns + 1)),
-                         prompt_tokens=100, response_tokens=120,
-                         tool_s_mean=base["T_s"] or 1.0, alpha=spec["alpha"] or 0.0)
+    conc = last["concurrency"]
+    per_traj = resident["generated_tokens"] / conc
+    # older results lack the workload's token counts: SmolLM2's counts of the shipped workload
+    tokens = result.get("tokens") or {"prompt": 103.5, "answer": 45.0}
+    prompt, answer = round(tokens["prompt"]), round(tokens["answer"])
+    first_prefill = (resident["prefill_tokens"] - resident["reprefill_tokens"]
+                     - resident.get("forked_tokens", 0)) / conc
+    calls = last["modes"]["resubmit"].get("tool_calls") or []
+    turn_lengths = tuple(int(n) for n in tokens.get("turns", ()))
+    work = WorkloadModel(turns=turns, tokens_per_turn=round((per_traj - answer) / turns),
+                         prompt_tokens=prompt,
+                         response_tokens=max(0, round((first_prefill - prompt) / turns)),
+                         tool_s_mean=base["T_s"] or 1.0, final_tokens=answer,
+                         alpha=spec["alpha"] or 0.0,
+                         tool_s_samples=tuple(c["tool_s"] for c in calls),
+                         turn_tokens_samples=turn_lengths)
     return node, work
 
 

@@ -1,0 +1,26 @@
+"""What the rollout benchmark records for the cluster simulator: the workload's lengths in the
+engine's own tokens (the simulator draws turn lengths from them)."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfbox.inference import workload as W
+
+pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+from perfbox.inference.bench_rollout import workload_tokens  # noqa: E402
+from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
+
+
+def test_workload_tokens_are_the_engines_counts_of_every_turn() -> None:
+    workload = W.load()
+    tokens = workload_tokens(workload, None)
+    engine = LlamaCppEngine(num_slots=1, threads=1)
+    try:
+        expected = [len(engine.tokenize(x)) for t in workload.trajectories for x in t.turns[:-1]]
+        prompts = [len(engine.tokenize(t.prompt)) for t in workload.trajectories]
+    finally:
+        engine.close()
+    assert tokens["turns"] == expected and len(set(expected)) > 1  # turns differ in length
+    assert tokens["prompt"] == pytest.approx(sum(prompts) / len(prompts))
+    assert tokens["turn"] == pytest.approx(sum(expected) / len(expected))
