@@ -36,11 +36,11 @@ from typing import Any
 from perfbox.sandbox import framing, jobns
 from perfbox.sandbox.bwrap import JOB_DIR as ISOLATED_WORKDIR
 from perfbox.sandbox.limits import MAX_LOG_EVENT_BYTES, MAX_STREAM_KEEP_BYTES, JobLimits
+from perfbox.sandbox.memory_watch import MemoryWatch
 from perfbox.tools.text import HeadTailBuffer
 
 WATCHDOG_PERIOD_S = 0.05
 PR_SET_DUMPABLE = 4
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -168,6 +168,7 @@ class Zygote:
         for fd in (out_r, err_r, res_r, self.ctrl_in):
             selector.register(fd, selectors.EVENT_READ)
         open_fds = {out_r, err_r, res_r}
+        memory = MemoryWatch(job.pid, job.limits.memory_bytes) if watchdog else None
         deadline = job.started + job.limits.wall_time_ms / 1000
         exited_at: float | None = None
         while open_fds:
@@ -179,7 +180,7 @@ class Zygote:
                 self._sweep(job)  # leftovers holding our pipes die with the job
             if exited_at is not None and now - exited_at > 1.0:
                 break  # a leftover holder of our pipes that escaped the sweep: stop waiting
-            if watchdog and not job.killed and _tree_rss_bytes(job.pid) > job.limits.memory_bytes:
+            if memory is not None and not job.killed and memory.over():
                 self._kill(job, "memory")
             timeout = max(0.0, min(deadline - now, WATCHDOG_PERIOD_S if watchdog else 0.25))
             for key, _ in selector.select(timeout):
@@ -302,42 +303,6 @@ def _reaped(pid: int) -> bool:
     except ChildProcessError:
         return True
     return info is not None
-
-
-def _memory_bytes(pid: int) -> int:
-    """A process's proportional set size (PSS): pages it shares copy-on-write with its
-    siblings count once in total, so a job that forks many children is measured by what it
-    really uses (plain RSS would count the shared pages once per child). Falls back to RSS."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_BYTES
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _tree_rss_bytes(root: int) -> int:
-    """Memory of a process and all its descendants (the no-cgroup fallback), by PSS."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += _memory_bytes(pid)
-        stack.extend(children.get(pid, []))
-    return total
 
 
 def _parse_outcome(chunks: list[bytes]) -> dict[str, Any] | None:

@@ -1,0 +1,77 @@
+"""The no-cgroup memory limit measures a job's tree by PSS (a forking job is not charged once
+per child for pages it shares), and pays for the page-table walk only when RSS says over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from perfbox.sandbox import memory_watch as M
+from perfbox.sandbox.memory_watch import MemoryWatch
+
+TREE = """
+import os, sys, time
+mb, children = int(sys.argv[1]), int(sys.argv[2])
+data = bytearray(mb << 20)
+for i in range(0, len(data), 4096):
+    data[i] = 1
+for _ in range(children):
+    if os.fork() == 0:
+        time.sleep(600)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture()
+def tree(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A parent that touched MB megabytes, then forked CHILDREN children sharing them."""
+    mb, children = request.param
+    proc = subprocess.Popen([sys.executable, "-c", TREE, str(mb), str(children)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    yield proc.pid
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("tree", [(256, 8)], indirect=True)
+def test_shared_copy_on_write_pages_count_once(tree: int) -> None:
+    assert len(M.tree_pids(tree)) == 9
+    rss = sum(M.rss_bytes(p) for p in M.tree_pids(tree))
+    assert rss > 2 << 30  # RSS charges the 256 MB nine times
+    watch = MemoryWatch(tree, 1 << 30)
+    assert not watch.over() and watch.pss_checks == 1  # PSS: about 256 MB, under 1 GiB
+
+
+@pytest.mark.parametrize("tree", [(256, 0)], indirect=True)
+def test_a_tree_over_its_limit_is_over(tree: int) -> None:
+    assert MemoryWatch(tree, 128 << 20).over()
+
+
+@pytest.mark.parametrize("tree", [(64, 2)], indirect=True)
+def test_under_by_rss_never_walks_the_page_tables(tree: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(pid: int) -> int:
+        raise AssertionError("PSS read although RSS was under the limit")
+
+    monkeypatch.setattr(M, "pss_bytes", fail)
+    watch = MemoryWatch(tree, 1 << 30)
+    assert not any(watch.over() for _ in range(20)) and watch.pss_checks == 0
+
+
+@pytest.mark.parametrize("tree", [(256, 8)], indirect=True)
+def test_page_table_walks_are_rationed(tree: int) -> None:
+    """Over by RSS, under by PSS: polled back to back, the walks take at most about max_share
+    of the time (a job cannot buy itself the supervisor's core by forking)."""
+    watch = MemoryWatch(tree, 1 << 30, max_share=0.1)
+    polls = 0
+    while polls < 200:
+        assert not watch.over()
+        polls += 1
+    assert 1 <= watch.pss_checks < polls // 4
