@@ -131,8 +131,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.engine == "vllm" and args.draft_alpha is not None:
         raise ValueError("--engine vllm runs without --draft-alpha (the emulated draft model "
                          "is the embedded engine's)")
-    _check_engine_flags(args)
-    vllm_args = _vllm_args(args.vllm_arg)
+    vllm_args = _check_engine_flags(args)
     modes = args.mode or ["resubmit", "resident", "resident+speculate"]
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target:
         run_rollout(target, modes, args.concurrency, args.kv_slots, not args.free,
@@ -204,10 +203,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from perfbox.inference.worker import create_worker
     from perfbox.sandbox.metrics import serve_metrics
 
-    _check_engine_flags(args)
+    vllm_args = _check_engine_flags(args)
     client = ToolClient(args.tool_server, timeout_s=600, **client_options(args, remote=True))
     bridge = ToolBridge(client, workload.load().problems)
-    backend = _backend(args, bridge.run)
+    backend = _backend(args, vllm_args, bridge.run)
     try:
         server, port, registry = create_worker(backend, args.address)
     except BaseException:
@@ -229,7 +228,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend(args: argparse.Namespace, run_tool: Any) -> Any:
+def _backend(args: argparse.Namespace, vllm_args: dict[str, Any], run_tool: Any) -> Any:
     """The worker's engine: llama.cpp per rollout, or vLLM loaded once (this takes a while for
     a large model: the port opens when it is ready; deploy/ gives it a startupProbe)."""
     from perfbox.inference.rollout_backends import SessionBackend, StepBackend
@@ -237,7 +236,6 @@ def _backend(args: argparse.Namespace, run_tool: Any) -> Any:
     if args.engine == "vllm":
         from perfbox.inference.engines.vllm_sessions import VllmSessions
 
-        vllm_args = _vllm_args(args.vllm_arg)
         with err_console.status(f"starting vLLM with {args.model}"):
             return SessionBackend(lambda: VllmSessions(args.model, **vllm_args), run_tool)
     from perfbox.inference.engines.llama_cpp import LlamaCppEngine
@@ -246,20 +244,23 @@ def _backend(args: argparse.Namespace, run_tool: Any) -> Any:
                                                     threads=_threads(args)), run_tool)
 
 
-def _check_engine_flags(args: argparse.Namespace) -> None:
+def _check_engine_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Fails on engine flags that cannot work, before anything starts; returns the parsed
+    --vllm-arg pairs."""
     if args.engine == "llama.cpp":
         _engine_check()
-    elif not args.model:
+        return _vllm_args(args.vllm_arg)
+    if not args.model:
         raise ValueError("--engine vllm needs --model (a Hugging Face model id or directory)")
-    _vllm_args(args.vllm_arg)  # a malformed --vllm-arg fails before anything starts
-    if args.engine == "vllm":
-        from perfbox.inference.engines.llama_cpp import EngineUnavailable
-        from perfbox.inference.engines.vllm_sessions import require_vllm
+    vllm_args = _vllm_args(args.vllm_arg)
+    from perfbox.inference.engines.llama_cpp import EngineUnavailable
+    from perfbox.inference.engines.vllm_sessions import require_vllm
 
-        try:
-            require_vllm()
-        except EngineUnavailable as e:
-            raise ValueError(str(e)) from e
+    try:
+        require_vllm()
+    except EngineUnavailable as e:
+        raise ValueError(str(e)) from e
+    return vllm_args
 
 
 def add_commands(sub: Any, add_service_flags: Any) -> None:
