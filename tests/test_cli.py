@@ -11,7 +11,7 @@ import pytest
 
 from perfbox.exit_codes import ExitCode
 from perfbox.samples import SOFTMAX_PY, VECTOR_ADD_CU
-from tests.conftest import requires_bwrap
+from tests.conftest import free_port, requires_bwrap
 
 
 def perfbox(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -149,17 +149,11 @@ def test_serve_with_tokens_and_submit_with_and_without_one(tmp_path: Path) -> No
     """`perfbox serve --tokens-file` as a real process: a submit without the token is a usage
     error naming the fix, with --token (or $PERFBOX_TOKEN) it runs."""
     import os
-    import socket
     import time
 
     tokens = tmp_path / "tokens"
     tokens.write_text("ci-job abcdefghijklmnop0123\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
+    port, metrics_port = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-m", "perfbox.cli", "serve", "--address",
                                f"127.0.0.1:{port}", "--tokens-file", str(tokens), "--workers",
                                "1", "--no-cache", "--preload", "", "--log-format", "json",

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import AsyncToolClient, ToolClient, make_request, server_retry_delay_s
 from tests.conftest import (SAMPLE_CU, TRITON_KERNEL, cuda_request, start_server, triton_request,
-                            wait_until)
+                            free_port, wait_until)
 
 SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
 
@@ -166,12 +166,9 @@ def test_async_client_run_and_batch(server) -> None:
 
 
 def test_client_retries_until_the_server_is_up(tmp_path: Path) -> None:
-    import socket
     import threading
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     holder = {}
 
     def start_later() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 from signal import SIGTERM
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ import pytest
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1.tools_pb2_grpc import ToolServiceStub
 from perfbox.client import RetryPolicy, ToolClient
-from tests.conftest import TRITON_KERNEL, requires_bwrap, sandbox_processes, triton_request
+from tests.conftest import (TRITON_KERNEL, free_port, requires_bwrap, sandbox_processes,
+                            triton_request)
 
 pytestmark = requires_bwrap
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
