@@ -120,8 +120,8 @@ def summary_row(stats: RolloutStats) -> dict[str, Any]:
             "evictions": stats.evictions, "steps": stats.steps,
             "mean_trajectory_s": statistics.fmean(r.wall_s for r in stats.results),
             "parameters": parameters(stats),
-            # per call: the cluster simulator draws tool times from these (the tool service's
-            # result cache makes some calls near-instant, which no one-parameter fit captures)
+            # per call: the cluster simulator draws tool times from these rather than from a
+            # fitted distribution
             "tool_calls": [{"tool": c.name, "tool_s": round(c.tool_s, 4)}
                            for r in stats.results for c in r.calls]}
 
