@@ -16,6 +16,7 @@ import pytest
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1.tools_pb2_grpc import ToolServiceStub
 from perfbox.client import RetryPolicy, ToolClient
+from perfbox.sandbox.memory_watch import tree_pids
 from tests.conftest import (TRITON_KERNEL, free_port, requires_bwrap, sandbox_processes,
                             triton_request)
 
@@ -42,20 +43,7 @@ def start_serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], i
 
 
 def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
+    return tree_pids(pid)[1:]  # the watchdog's own walk of /proc, less the root
 
 
 def alive(pids: list[int]) -> list[int]:
