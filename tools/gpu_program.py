@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perfbox.tools import check as kb
+from perfbox.tools.harness import problems
 from perfbox.tools.cuda_compile import translation_units
 from perfbox.tools.toolkit import find_binary
 from perfbox.tools.types import Status, ToolInputError, ToolOutcome
@@ -33,7 +33,7 @@ class Program:
 def validate_sources(tool: str, language: str, files: list[str], options: dict[str, Any]
                      ) -> None:
     if language == "kernelbench":
-        kb._names(files, options)
+        problems.kernelbench_names(files, options)
     elif language == "cuda":
         if not translation_units(files):
             raise ToolInputError(f"{tool} on cuda sources needs a .cu file with main()")
@@ -87,7 +87,7 @@ def build(workdir: Path, language: str, files: list[str], options: dict[str, Any
           warmup: int, profiler_range: bool) -> Program | ToolOutcome:
     """The program's argv, or the COMPILE_ERROR outcome."""
     if language == "kernelbench":
-        reference, submission = kb._names(files, options)
+        reference, submission = problems.kernelbench_names(files, options)
         argv = [sys.executable, "-m", "perfbox.tools.kernel_runner", str(workdir), submission,
                 reference, "--warmup", str(warmup)]
         return Program(argv + (["--profiler-range"] if profiler_range else []))

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from perfbox.tools.check import _load_module
+    from perfbox.tools.harness.side import load_module as _load_module
 
     sys.path.insert(0, str(args.workdir))
     ref = _load_module(args.workdir / args.reference, "perfbox_reference")

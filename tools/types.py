@@ -28,6 +28,7 @@ class Status(IntEnum):
     CANCELLED = 9
     UNAVAILABLE_HERE = 10
     INTERNAL_ERROR = 11
+    IMPLAUSIBLE = 12  # bench figures that cannot be physical: never a reward
 
 
 class ToolInputError(ValueError):

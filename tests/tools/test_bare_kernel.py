@@ -12,7 +12,7 @@ import pytest
 
 from perfbox import tools
 from perfbox.tools import launch_spec
-from perfbox.tools.check import _gpu_present
+from perfbox.tools.check import gpu_present
 from perfbox.tools.types import Status, ToolInputError
 from tests.tools.test_check import run_tool_isolated
 
@@ -58,7 +58,7 @@ def test_spec_validation_says_what_to_fix() -> None:
     tools.validate("check", "kernelbench", ["k.cu", "reference.py"], {"launch": SPEC})
 
 
-@pytest.mark.skipif(_gpu_present(), reason="this node has a GPU")
+@pytest.mark.skipif(gpu_present(), reason="this node has a GPU")
 def test_without_a_gpu_a_bare_kernel_is_unavailable_here(tmp_path: Path) -> None:
     files = _workspace(tmp_path)
     out = run_tool_isolated(tmp_path, files, {"tool": "check", "launch": SPEC})

@@ -57,8 +57,10 @@ def test_equivalent_implementation_passes(tmp_path: Path) -> None:
     out = check(tmp_path, "return torch.clamp_min(x @ self.linear.weight.t() + self.linear.bias, 0)")
     assert out.status == Status.OK, out.summary
     report = out.report
-    assert report["passed"] and report["num_input_sets"] == 5 and report["deterministic"]
-    assert len(report["outputs"]) == 5 and all(o["passed"] for o in report["outputs"])
+    # 5 sets from the problem's get_inputs, 5 sign-varied and scaled
+    assert report["passed"] and report["num_input_sets"] == 10 and report["deterministic"]
+    assert len(report["outputs"]) == 10 and all(o["passed"] for o in report["outputs"])
+    assert all(o["norm_rel_error"] < 1e-4 for o in report["outputs"])
 
 
 def test_small_error_beyond_tolerance_is_wrong_with_statistics(tmp_path: Path) -> None:
@@ -70,7 +72,7 @@ def test_small_error_beyond_tolerance_is_wrong_with_statistics(tmp_path: Path) -
 
 
 def test_tolerance_can_be_widened(tmp_path: Path) -> None:
-    out = check(tmp_path, "return torch.relu(self.linear(x)) + 1e-3",
+    out = check(tmp_path, "return torch.relu(self.linear(x)) * (1 + 1e-3)",
                 tolerances={"float32": 1e-2})
     assert out.status == Status.OK, out.summary
 

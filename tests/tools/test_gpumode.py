@@ -26,8 +26,8 @@ def run_task(tmp_path: Path, submission: str | None = None):
 def test_correct_submission_passes_every_test_case(tmp_path: Path) -> None:
     out = run_task(tmp_path)
     assert out.status == Status.OK, out.summary
-    assert out.report["num_input_sets"] == 3
-    assert [o["input_set"] for o in out.report["outputs"]] == [0, 1, 2]
+    assert out.report["num_input_sets"] == 4  # 3 tests + 1 benchmark case
+    assert [o["input_set"] for o in out.report["outputs"]] == [0, 1, 2, 3]
     assert all(o["passed"] for o in out.report["outputs"])
 
 

@@ -28,6 +28,7 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCELLED: _ClassVar[Status]
     UNAVAILABLE_HERE: _ClassVar[Status]
     INTERNAL_ERROR: _ClassVar[Status]
+    IMPLAUSIBLE: _ClassVar[Status]
 LANGUAGE_UNSPECIFIED: Language
 LANGUAGE_CUDA: Language
 LANGUAGE_TRITON: Language
@@ -44,6 +45,7 @@ REJECTED: Status
 CANCELLED: Status
 UNAVAILABLE_HERE: Status
 INTERNAL_ERROR: Status
+IMPLAUSIBLE: Status
 
 class SourceFile(_message.Message):
     __slots__ = ("name", "content")
@@ -116,7 +118,7 @@ class DisasmOptions(_message.Message):
     def __init__(self, compile: _Optional[_Union[CompileOptions, _Mapping]] = ..., include_sass: _Optional[bool] = ..., include_ptx: _Optional[bool] = ...) -> None: ...
 
 class CheckOptions(_message.Message):
-    __slots__ = ("reference_file", "submission_file", "num_input_sets", "tolerances", "device", "launch")
+    __slots__ = ("reference_file", "submission_file", "num_input_sets", "tolerances", "device", "launch", "input_distributions", "hack_policy", "require_custom_kernel")
     class TolerancesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -130,13 +132,19 @@ class CheckOptions(_message.Message):
     TOLERANCES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DISTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    HACK_POLICY_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_CUSTOM_KERNEL_FIELD_NUMBER: _ClassVar[int]
     reference_file: str
     submission_file: str
     num_input_sets: int
     tolerances: _containers.ScalarMap[str, float]
     device: str
     launch: LaunchSpec
-    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., num_input_sets: _Optional[int] = ..., tolerances: _Optional[_Mapping[str, float]] = ..., device: _Optional[str] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ...) -> None: ...
+    input_distributions: _containers.RepeatedScalarFieldContainer[str]
+    hack_policy: str
+    require_custom_kernel: bool
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., num_input_sets: _Optional[int] = ..., tolerances: _Optional[_Mapping[str, float]] = ..., device: _Optional[str] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ..., input_distributions: _Optional[_Iterable[str]] = ..., hack_policy: _Optional[str] = ..., require_custom_kernel: _Optional[bool] = ...) -> None: ...
 
 class LaunchSpec(_message.Message):
     __slots__ = ("kernel", "grid", "block", "args", "outputs", "shared_mem_bytes", "compile_options")
@@ -167,7 +175,7 @@ class OutputSpec(_message.Message):
     def __init__(self, like: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class BenchOptions(_message.Message):
-    __slots__ = ("reference_file", "submission_file", "device", "target_rel_error", "time_budget_s", "min_samples", "launch")
+    __slots__ = ("reference_file", "submission_file", "device", "target_rel_error", "time_budget_s", "min_samples", "launch", "threads", "max_plausible_speedup", "hack_policy", "require_custom_kernel")
     REFERENCE_FILE_FIELD_NUMBER: _ClassVar[int]
     SUBMISSION_FILE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +183,10 @@ class BenchOptions(_message.Message):
     TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
     MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PLAUSIBLE_SPEEDUP_FIELD_NUMBER: _ClassVar[int]
+    HACK_POLICY_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_CUSTOM_KERNEL_FIELD_NUMBER: _ClassVar[int]
     reference_file: str
     submission_file: str
     device: str
@@ -182,7 +194,11 @@ class BenchOptions(_message.Message):
     time_budget_s: float
     min_samples: int
     launch: LaunchSpec
-    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., device: _Optional[str] = ..., target_rel_error: _Optional[float] = ..., time_budget_s: _Optional[float] = ..., min_samples: _Optional[int] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ...) -> None: ...
+    threads: int
+    max_plausible_speedup: float
+    hack_policy: str
+    require_custom_kernel: bool
+    def __init__(self, reference_file: _Optional[str] = ..., submission_file: _Optional[str] = ..., device: _Optional[str] = ..., target_rel_error: _Optional[float] = ..., time_budget_s: _Optional[float] = ..., min_samples: _Optional[int] = ..., launch: _Optional[_Union[LaunchSpec, _Mapping]] = ..., threads: _Optional[int] = ..., max_plausible_speedup: _Optional[float] = ..., hack_policy: _Optional[str] = ..., require_custom_kernel: _Optional[bool] = ...) -> None: ...
 
 class ProfileOptions(_message.Message):
     __slots__ = ("reference_file", "submission_file", "sections", "kernel_filter", "warmup_calls", "max_kernels", "nsys", "args")
@@ -386,7 +402,7 @@ class DisasmReport(_message.Message):
     def __init__(self, kernels: _Optional[_Iterable[_Union[KernelDisasm, _Mapping]]] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ...) -> None: ...
 
 class OutputCheck(_message.Message):
-    __slots__ = ("input_set", "output_index", "shape", "expected_shape", "dtype", "expected_dtype", "max_abs_error", "max_rel_error", "mismatch_fraction", "first_mismatch_index", "passed", "problem")
+    __slots__ = ("input_set", "output_index", "shape", "expected_shape", "dtype", "expected_dtype", "max_abs_error", "max_rel_error", "mismatch_fraction", "first_mismatch_index", "passed", "problem", "norm_rel_error")
     INPUT_SET_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_INDEX_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -399,6 +415,7 @@ class OutputCheck(_message.Message):
     FIRST_MISMATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    NORM_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
     input_set: int
     output_index: int
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -411,10 +428,21 @@ class OutputCheck(_message.Message):
     first_mismatch_index: _containers.RepeatedScalarFieldContainer[int]
     passed: bool
     problem: str
-    def __init__(self, input_set: _Optional[int] = ..., output_index: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., expected_shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., expected_dtype: _Optional[str] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., mismatch_fraction: _Optional[float] = ..., first_mismatch_index: _Optional[_Iterable[int]] = ..., passed: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...
+    norm_rel_error: float
+    def __init__(self, input_set: _Optional[int] = ..., output_index: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., expected_shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., expected_dtype: _Optional[str] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., mismatch_fraction: _Optional[float] = ..., first_mismatch_index: _Optional[_Iterable[int]] = ..., passed: _Optional[bool] = ..., problem: _Optional[str] = ..., norm_rel_error: _Optional[float] = ...) -> None: ...
+
+class SourceFlag(_message.Message):
+    __slots__ = ("category", "line", "evidence")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    category: str
+    line: int
+    evidence: str
+    def __init__(self, category: _Optional[str] = ..., line: _Optional[int] = ..., evidence: _Optional[str] = ...) -> None: ...
 
 class CheckReport(_message.Message):
-    __slots__ = ("passed", "num_input_sets", "device", "deterministic", "atol", "outputs", "reason")
+    __slots__ = ("passed", "num_input_sets", "device", "deterministic", "atol", "outputs", "reason", "flags", "warnings")
     PASSED_FIELD_NUMBER: _ClassVar[int]
     NUM_INPUT_SETS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +450,8 @@ class CheckReport(_message.Message):
     ATOL_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     passed: bool
     num_input_sets: int
     device: str
@@ -429,7 +459,9 @@ class CheckReport(_message.Message):
     atol: float
     outputs: _containers.RepeatedCompositeFieldContainer[OutputCheck]
     reason: str
-    def __init__(self, passed: _Optional[bool] = ..., num_input_sets: _Optional[int] = ..., device: _Optional[str] = ..., deterministic: _Optional[bool] = ..., atol: _Optional[float] = ..., outputs: _Optional[_Iterable[_Union[OutputCheck, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+    flags: _containers.RepeatedCompositeFieldContainer[SourceFlag]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, passed: _Optional[bool] = ..., num_input_sets: _Optional[int] = ..., device: _Optional[str] = ..., deterministic: _Optional[bool] = ..., atol: _Optional[float] = ..., outputs: _Optional[_Iterable[_Union[OutputCheck, _Mapping]]] = ..., reason: _Optional[str] = ..., flags: _Optional[_Iterable[_Union[SourceFlag, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TimingStats(_message.Message):
     __slots__ = ("median_us", "mean_us", "min_us", "iqr_us", "rel_error", "num_samples", "calls_per_sample")
@@ -450,7 +482,7 @@ class TimingStats(_message.Message):
     def __init__(self, median_us: _Optional[float] = ..., mean_us: _Optional[float] = ..., min_us: _Optional[float] = ..., iqr_us: _Optional[float] = ..., rel_error: _Optional[float] = ..., num_samples: _Optional[int] = ..., calls_per_sample: _Optional[int] = ...) -> None: ...
 
 class BenchReport(_message.Message):
-    __slots__ = ("submission", "reference", "speedup", "device", "clock", "converged", "budget_used_s", "gpu", "l2_flush_bytes", "verified_outputs", "tool_gap_us", "reference_gap_us")
+    __slots__ = ("submission", "reference", "speedup", "device", "clock", "converged", "budget_used_s", "gpu", "l2_flush_bytes", "verified_outputs", "tool_gap_us", "reference_gap_us", "speedup_ci_low", "speedup_ci_high", "measurement_flags", "flags", "num_rounds", "submission_cpu_us", "reference_cpu_us", "threads", "cpus", "round_trip_us", "floor_us", "host")
     SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     SPEEDUP_FIELD_NUMBER: _ClassVar[int]
@@ -463,6 +495,18 @@ class BenchReport(_message.Message):
     VERIFIED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     TOOL_GAP_US_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_GAP_US_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENT_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    NUM_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_CPU_US_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_CPU_US_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIP_US_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_US_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     submission: TimingStats
     reference: TimingStats
     speedup: float
@@ -475,7 +519,33 @@ class BenchReport(_message.Message):
     verified_outputs: int
     tool_gap_us: float
     reference_gap_us: float
-    def __init__(self, submission: _Optional[_Union[TimingStats, _Mapping]] = ..., reference: _Optional[_Union[TimingStats, _Mapping]] = ..., speedup: _Optional[float] = ..., device: _Optional[str] = ..., clock: _Optional[str] = ..., converged: _Optional[bool] = ..., budget_used_s: _Optional[float] = ..., gpu: _Optional[_Union[GpuConditions, _Mapping]] = ..., l2_flush_bytes: _Optional[int] = ..., verified_outputs: _Optional[int] = ..., tool_gap_us: _Optional[float] = ..., reference_gap_us: _Optional[float] = ...) -> None: ...
+    speedup_ci_low: float
+    speedup_ci_high: float
+    measurement_flags: _containers.RepeatedScalarFieldContainer[str]
+    flags: _containers.RepeatedCompositeFieldContainer[SourceFlag]
+    num_rounds: int
+    submission_cpu_us: float
+    reference_cpu_us: float
+    threads: int
+    cpus: _containers.RepeatedScalarFieldContainer[int]
+    round_trip_us: float
+    floor_us: float
+    host: HostConditions
+    def __init__(self, submission: _Optional[_Union[TimingStats, _Mapping]] = ..., reference: _Optional[_Union[TimingStats, _Mapping]] = ..., speedup: _Optional[float] = ..., device: _Optional[str] = ..., clock: _Optional[str] = ..., converged: _Optional[bool] = ..., budget_used_s: _Optional[float] = ..., gpu: _Optional[_Union[GpuConditions, _Mapping]] = ..., l2_flush_bytes: _Optional[int] = ..., verified_outputs: _Optional[int] = ..., tool_gap_us: _Optional[float] = ..., reference_gap_us: _Optional[float] = ..., speedup_ci_low: _Optional[float] = ..., speedup_ci_high: _Optional[float] = ..., measurement_flags: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[_Union[SourceFlag, _Mapping]]] = ..., num_rounds: _Optional[int] = ..., submission_cpu_us: _Optional[float] = ..., reference_cpu_us: _Optional[float] = ..., threads: _Optional[int] = ..., cpus: _Optional[_Iterable[int]] = ..., round_trip_us: _Optional[float] = ..., floor_us: _Optional[float] = ..., host: _Optional[_Union[HostConditions, _Mapping]] = ...) -> None: ...
+
+class HostConditions(_message.Message):
+    __slots__ = ("contention", "steal_fraction", "load_avg_before", "load_avg_after", "num_cpus_online")
+    CONTENTION_FIELD_NUMBER: _ClassVar[int]
+    STEAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    LOAD_AVG_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_AVG_AFTER_FIELD_NUMBER: _ClassVar[int]
+    NUM_CPUS_ONLINE_FIELD_NUMBER: _ClassVar[int]
+    contention: float
+    steal_fraction: float
+    load_avg_before: float
+    load_avg_after: float
+    num_cpus_online: int
+    def __init__(self, contention: _Optional[float] = ..., steal_fraction: _Optional[float] = ..., load_avg_before: _Optional[float] = ..., load_avg_after: _Optional[float] = ..., num_cpus_online: _Optional[int] = ...) -> None: ...
 
 class GpuConditions(_message.Message):
     __slots__ = ("gpu_name", "sm_clock_mhz_min", "sm_clock_mhz_max", "mem_clock_mhz", "temperature_c_max", "throttle_reasons", "throttled", "samples")

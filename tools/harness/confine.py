@@ -1,0 +1,159 @@
+"""What the submission's process can no longer do to anybody else, set before its code loads.
+
+The tool, the reference side and the submission share a uid and (inside a sandbox job) a pid
+namespace, so without this the submission could `kill(SIGSTOP)` the reference, renice it,
+re-affine it, ptrace the tool, or arrange for the kernel to signal them later (`F_SETOWN` on a
+pipe). A seccomp filter (libseccomp through `pyseccomp`) answers EPERM to every system call
+that acts on *another* process: signals to any pid but its own, `setpriority`/`sched_*`/
+`prlimit`/`ioprio_set`/`migrate_pages` on any pid but itself (0), ptrace, cross-process memory,
+pidfds, `perf_event_open`, io_uring, and signal ownership of file descriptors. It also pins the
+process to the CPUs the tool chose and forbids changing that, so the submission cannot win by
+spreading over more cores than the reference gets: thread counts and CPUs are the tool's.
+
+Filters are inherited by every process and thread the submission creates and cannot be
+removed. The filter is a deny-list on purpose: the submission runs PyTorch, Triton and CUDA,
+whose system calls we do not enumerate; what is denied is exactly "act on another process".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from dataclasses import dataclass
+
+PR_SET_NO_NEW_PRIVS = 38
+PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
+F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15
+FIOSETOWN, SIOCSPGRP = 0x8901, 0x8902
+# system calls refused whatever their arguments
+_ALWAYS_DENIED = ("tkill", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+                  "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "process_madvise",
+                  "process_mrelease", "perf_event_open", "io_uring_setup", "io_uring_enter",
+                  "io_uring_register", "sched_setaffinity", "move_pages", "migrate_pages")
+# (system call, index of the pid argument): refused unless that argument is 0 (the caller)
+_SELF_ONLY = (("setpriority", 1), ("sched_setscheduler", 0), ("sched_setparam", 0),
+              ("sched_setattr", 0), ("prlimit64", 0), ("ioprio_set", 1))
+
+
+class ConfinementUnavailable(RuntimeError):
+    """The node cannot confine a submission (no libseccomp): measuring would be unsound."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how wide both sides of a measurement run: the tool's choice, never theirs."""
+
+    cpus: tuple[int, ...]  # CPU ids the side is pinned to
+    threads: int  # intra-op threads (torch.set_num_threads), equal to len(cpus)
+
+
+def available() -> str:
+    """"" when confinement works here, else why not (a node problem, said to the caller)."""
+    try:
+        import pyseccomp  # noqa: F401
+    except (ImportError, RuntimeError) as e:
+        return f"the submission cannot be confined on this node: {e} (pip install pyseccomp; " \
+               "libseccomp2 from the OS)"
+    return ""
+
+
+def choose_placement(threads: int) -> Placement:
+    """The `threads` least busy CPUs this process may use, measured over a short window, so a
+    core hogged by another tenant is avoided when there is a choice. Both sides get the same
+    CPUs: they never run at once (the one not being timed is frozen), so they see the same
+    caches and the same outside load."""
+    allowed = sorted(os.sched_getaffinity(0))
+    threads = max(1, min(threads, len(allowed)))
+    if threads == len(allowed):
+        return Placement(tuple(allowed), threads)
+    busy = _busy_fraction(allowed)
+    chosen = sorted(sorted(allowed, key=lambda c: (busy.get(c, 0.0), -c))[:threads])
+    return Placement(tuple(chosen), threads)
+
+
+def _busy_fraction(cpus: list[int], window_s: float = 0.05) -> dict[int, float]:
+    import time
+
+    def read() -> dict[int, tuple[int, int]]:
+        out: dict[int, tuple[int, int]] = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name != "cpu":
+                    values = [int(x) for x in fields]
+                    idle = values[3] + (values[4] if len(values) > 4 else 0)
+                    out[int(name[3:])] = (sum(values), idle)
+        return out
+
+    try:
+        before = read()
+        time.sleep(window_s)
+        after = read()
+    except OSError:
+        return {}
+    result = {}
+    for cpu in cpus:
+        if cpu in before and cpu in after:
+            total = after[cpu][0] - before[cpu][0]
+            idle = after[cpu][1] - before[cpu][1]
+            result[cpu] = 1.0 - idle / total if total else 0.0
+    return result
+
+
+def place(placement: Placement) -> None:
+    """Pins the calling process and sets torch's thread count (both sides, before any code of
+    theirs runs)."""
+    os.sched_setaffinity(0, placement.cpus)
+    try:
+        import torch
+
+        torch.set_num_threads(placement.threads)
+    except ImportError:
+        pass
+
+
+def confine_submission(placement: Placement) -> None:
+    """Called in the submission's process after it is forked and before its module loads.
+    Raises ConfinementUnavailable when the filter cannot be installed: the caller reports it
+    and never runs the submission unconfined."""
+    place(placement)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise ConfinementUnavailable("prctl(NO_NEW_PRIVS) failed: "
+                                     f"{os.strerror(ctypes.get_errno())}")
+    try:
+        _seccomp_filter(os.getpid()).load()
+    except (ImportError, RuntimeError, OSError) as e:
+        raise ConfinementUnavailable(f"cannot install the seccomp filter: {e}") from e
+
+
+def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
+    import pyseccomp as sc
+
+    deny = sc.ERRNO(errno.EPERM)
+    f = sc.SyscallFilter(defaction=sc.ALLOW)
+    for name in _ALWAYS_DENIED:
+        _add(f, deny, name)
+    # signals: only to itself (the process the filter was installed in)
+    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        _add(f, deny, name, sc.Arg(0, sc.NE, self_pid))
+    for name, index in _SELF_ONLY:
+        _add(f, deny, name, sc.Arg(index, sc.NE, 0))
+    # who=0 means "the caller" only with PRIO_PROCESS / IOPRIO_WHO_PROCESS; with a group or
+    # user selector it reaches every process of the uid, the reference's included
+    _add(f, deny, "setpriority", sc.Arg(0, sc.NE, PRIO_PROCESS))
+    _add(f, deny, "ioprio_set", sc.Arg(0, sc.NE, IOPRIO_WHO_PROCESS))
+    # the kernel signalling someone else on the submission's behalf, later (SIGIO owners)
+    for cmd in (F_SETOWN, F_SETSIG, F_SETOWN_EX):
+        _add(f, deny, "fcntl", sc.Arg(1, sc.EQ, cmd))
+    for cmd in (FIOSETOWN, SIOCSPGRP):
+        _add(f, deny, "ioctl", sc.Arg(1, sc.EQ, cmd))
+    return f
+
+
+def _add(f, action: int, name: str, *args) -> None:  # noqa: ANN001 - pyseccomp types
+    try:
+        f.add_rule(action, name, *args)
+    except (ValueError, OSError):
+        pass  # a system call this kernel/architecture does not have cannot be used either

@@ -1,0 +1,97 @@
+"""The command loop a side runs: the same code in the reference's and the submission's process.
+
+In the submission's process this loop is the submission's to replace, and nothing depends on
+it running as written: a check answer is judged by the tool, a timed sample is timed by the
+tool's clock between thaw and freeze and judged by the outputs the tool finds in the shared
+region. It exists so an honest submission and the reference pay the same per-call cost.
+
+Commands (bytes): ``check:`` + input set -> both runs' outputs (determinism); ``slots:`` +
+layout, then the region's descriptor -> ok; ``go:N`` -> calls 0..N-1 from the region -> done;
+GPU path: ``pool:`` + input sets, ``out:J``, ``timed:`` + set indices, ``last``,
+``flush_bytes``; ``done`` ends the loop.
+"""
+
+from __future__ import annotations
+
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+from perfbox.tools.harness import wire
+
+
+def serve(conn: Connection, fn: Callable[..., Any], request: dict[str, Any]) -> None:
+    import torch
+
+    device = str(request.get("device", "cpu"))
+    timer = request.get("_timer")
+    state: dict[str, Any] = {"region": None, "pool": [[]], "last": None}
+    while True:
+        message = conn.recv_bytes(wire.MAX_MESSAGE_BYTES)
+        if message == b"done":
+            return
+        with torch.no_grad():
+            reply = _command(conn, message, fn, device, timer, state)
+        conn.send_bytes(reply)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()  # the whole device: side streams count
+
+
+def _outputs(value: Any) -> list[Any]:
+    return [wire.plain(t) for t in wire.flatten(value)]
+
+
+def _command(conn: Connection, message: bytes, fn: Callable[..., Any], device: str,
+             timer: Any, state: dict[str, Any]) -> bytes:
+    from perfbox.tools import gpu_timing
+
+    if message.startswith(b"go:"):
+        region = state["region"]
+        for i in range(int(message[3:])):
+            out = wire.flatten(fn(*region.inputs[i]))
+            for slot, value in zip(region.outputs[i], out):
+                slot.copy_(value)
+        _sync(device)
+        return b"done"
+    if message.startswith(b"check:"):
+        inputs = wire.to_device(wire.loads(message[6:]), device)
+        runs = []
+        for _ in range(2):  # twice: a deterministic kernel answers the same both times
+            out = fn(*wire.clone(inputs))
+            _sync(device)
+            runs.append(_outputs(out))
+        return wire.dumps(runs)
+    if message.startswith(b"slots:"):
+        from multiprocessing.reduction import recv_handle
+
+        from perfbox.tools.harness.slots import Layout, Region
+
+        layout = Layout.from_plain(wire.loads(message[6:]))
+        fd = recv_handle(conn)
+        if state["region"] is not None:
+            state["region"].close()
+        state["region"] = Region(fd, layout)
+        return b"ok"
+    if message.startswith(b"pool:"):
+        state["pool"] = [wire.to_device(inputs, device) for inputs in wire.loads(message[5:])]
+        return b"ok"
+    if message.startswith(b"out:"):
+        out = fn(*wire.clone(state["pool"][int(message[4:])]))
+        _sync(device)
+        return wire.dumps(_outputs(out))
+    if message.startswith(b"timed:") and timer is not None:
+        times = []
+        for j in message[6:]:
+            args = wire.clone(state["pool"][j])
+            event_us, host_us, state["last"] = timer.time_call(lambda a=args: fn(*a))
+            times.append((event_us, host_us))
+        return gpu_timing.pack_times(times)
+    if message == b"flush_bytes" and timer is not None:
+        return b"%d" % timer.flush_bytes
+    if message == b"last":
+        return wire.dumps(_outputs(state["last"]))
+    return wire.ERROR_PREFIX + b"unknown command"
