@@ -1,19 +1,18 @@
-"""Timing quality of the bench tool: can its numbers rank kernels a few percent apart?
+"""Timing quality of the bench tool: does it rank kernels 3% apart, and call equal ones equal?
 
-Steps:
-  1. The same kernel benchmarked N times in separate bench calls: spread of the medians
-     (max/min) and the relative errors the tool reported.
-  2. Two kernels whose work differs by 3% (the slower one does 3% more elementwise passes on a
-     scratch tensor, so both give the same output), each benchmarked in its own call, T trials:
-     how often the faster one has the lower median.
-Each call runs the real tool (its own processes, its own clock) on this machine's CPU; a GPU node
-runs the same script on the GPU path.
+Steps (each a real bench call: the tool's processes, its clock, the confined submission):
+  1. Conditions: commit, package versions, CPU count, load before; with --hog, a background
+     process spins (unpinned, like another tenant) for the whole run.
+  2. Spread: the same kernel against the same reference in N separate bench calls: the spread
+     of the submission's medians and of the speedups.
+  3. Ranking: a kernel doing 3% more work (103 passes instead of 100, same output) benchmarked
+     against the 100-pass reference, T trials: ranked correctly when the speedup is below 1;
+     how often the 95% interval excludes 1 (a difference the tool calls significant).
+  4. Equality: an identical pair, T trials: how often the interval contains 1.
+  5. GPU path only: agreement with triton.testing.do_bench on the same kernel.
 
-  3. GPU path only: agreement with triton.testing.do_bench on the same kernel (same process
-     as this script, L2 flushed by do_bench too): the ratio of the medians.
-
-    python benchmarks/bench_timing_quality.py [--device cpu|cuda] [--calls 10] [--trials 5]
-        [--out FILE]
+    python benchmarks/bench_timing_quality.py [--hog] [--device cpu|cuda] [--calls 10]
+        [--trials 10] [--budget-s 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -22,9 +21,12 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,16 +77,30 @@ class ModelNew(nn.Module):
         return y
 '''
 
-
 # GPU: 64 MiB per tensor, so each sin pass is DRAM-bound (~45 us on an H100) and a call is
 # GPU-bound rather than bound by Python's kernel launches (which would time the CPU)
 SHAPES = {"cpu": (64, 256), "cuda": (4096, 4096)}
 
 
-def bench_once(workdir: Path, passes: int, extra: int, budget_s: float, device: str) -> dict:
+def conditions() -> dict:
+    """What a reader needs to judge the figures: commit, versions, machine, load."""
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return ""
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    return {"commit": commit, "perfbox": version("perfbox"), "torch": version("torch"),
+            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "load_avg": list(os.getloadavg()), "host": platform.node()}
+
+
+def bench_once(workdir: Path, extra: int, budget_s: float, device: str) -> dict:
     (workdir / "reference.py").write_text(REFERENCE_TEMPLATE.format(passes=PASSES,
                                                                     shape=SHAPES[device]))
-    (workdir / "new.py").write_text(SUBMISSION.format(passes=passes, extra=extra))
+    (workdir / "new.py").write_text(SUBMISSION.format(passes=PASSES, extra=extra))
     out = tools.run(ToolRequest("bench", "kernelbench", ["new.py", "reference.py"], workdir,
                                 {"time_budget_s": budget_s, "device": device}))
     if out.status.name != "OK":
@@ -92,15 +108,22 @@ def bench_once(workdir: Path, passes: int, extra: int, budget_s: float, device: 
     return out.report
 
 
+def summary_of(report: dict) -> dict:
+    return {"speedup": report["speedup"], "ci": [report.get("speedup_ci_low", 0.0),
+                                                 report.get("speedup_ci_high", 0.0)],
+            "median_us": report["submission"]["median_us"],
+            "reference_median_us": report["reference"]["median_us"],
+            "rounds": report.get("num_rounds", 0),
+            "flags": report.get("measurement_flags", []),
+            "contention": report.get("host", {}).get("contention")}
+
+
 def do_bench_agreement(workdir: Path, medians_us: list[float]) -> dict:
     """triton.testing.do_bench on the same submission in this process: its median against
     the median of our medians."""
-    import statistics
-
     import torch
     import triton.testing
 
-    sys.path.insert(0, str(workdir))
     namespace: dict = {}
     exec((workdir / "new.py").read_text(), namespace)
     model = namespace["ModelNew"]().cuda()
@@ -109,8 +132,6 @@ def do_bench_agreement(workdir: Path, medians_us: list[float]) -> dict:
         ms = triton.testing.do_bench(lambda: model(x), warmup=100, rep=1000,
                                      return_mode="median")
     ours = statistics.median(medians_us) / 1e3
-    print(f"do_bench median {ms * 1e3:.1f} us vs bench {ours * 1e3:.1f} us: ratio "
-          f"{ours / ms:.4f}")
     return {"do_bench_median_ms": ms, "bench_median_ms": ours, "ratio": ours / ms}
 
 
@@ -118,62 +139,69 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--calls", type=int, default=10)
-    parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--budget-s", type=float, default=3.0)
-    parser.add_argument("--out", help="default: benchmarks/results/timing_quality[_gpu].json")
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--budget-s", type=float, default=5.0)
+    parser.add_argument("--hog", action="store_true",
+                        help="a background process spins on one core for the whole run")
+    parser.add_argument("--out", help="default: benchmarks/results/timing_quality[_hog|_gpu]"
+                        ".json")
     args = parser.parse_args()
-    args.out = args.out or str(REPO / "benchmarks" / "results" / (
-        "timing_quality.json" if args.device == "cpu" else "timing_quality_gpu.json"))
+    suffix = "_gpu" if args.device == "cuda" else ("_hog" if args.hog else "")
+    args.out = args.out or str(REPO / "benchmarks" / "results" / f"timing_quality{suffix}.json")
     os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp())
     workdir = Path(tempfile.mkdtemp(prefix="timing-quality-"))
-
-    # Step 1: the same kernel, separate calls
-    same = [bench_once(workdir, PASSES, 0, args.budget_s, args.device) for _ in range(args.calls)]
-    medians = [r["submission"]["median_us"] for r in same]
-    rel_errors = [r["submission"]["rel_error"] for r in same]
-    speedups = [r["speedup"] for r in same]
-    spread = max(medians) / min(medians)
-    speedup_spread = max(speedups) / min(speedups)
-    print(f"same kernel x{args.calls}: medians {min(medians):.1f}-{max(medians):.1f} us, "
-          f"spread {spread:.3f}; speedups {min(speedups):.3f}-{max(speedups):.3f}, spread "
-          f"{speedup_spread:.3f}; rel. errors {min(rel_errors):.4f}-{max(rel_errors):.4f}")
-
-    # Step 2: 3% apart, ranked
-    extra = round(PASSES * 0.03)
-    trials = []
-    for _ in range(args.trials):
-        fast_report = bench_once(workdir, PASSES, 0, args.budget_s, args.device)
-        slow_report = bench_once(workdir, PASSES, extra, args.budget_s, args.device)
-        fast, slow = (r["submission"]["median_us"] for r in (fast_report, slow_report))
-        fast_x, slow_x = fast_report["speedup"], slow_report["speedup"]
-        trials.append({"fast_us": fast, "slow_us": slow, "correct": fast < slow,
-                       "measured_gap": slow / fast - 1, "fast_speedup": fast_x,
-                       "slow_speedup": slow_x, "correct_by_speedup": fast_x > slow_x})
-        print(f"  3% pair: fast {fast:.1f} us, slow {slow:.1f} us -> "
-              f"{'ranked correctly' if fast < slow else 'RANKED WRONG'}; by speedup against "
-              f"the interleaved reference {fast_x:.3f} vs {slow_x:.3f} -> "
-              f"{'correct' if fast_x > slow_x else 'WRONG'}")
-    agreement = do_bench_agreement(workdir, medians) if args.device == "cuda" else None
-    correct = sum(t["correct"] for t in trials)
-    correct_x = sum(t["correct_by_speedup"] for t in trials)
+    # Step 1: conditions, and the hog
+    before = conditions()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.hog else None
+    started = time.monotonic()
+    try:
+        # Step 2: spread of one kernel over separate calls
+        same = [summary_of(bench_once(workdir, 0, args.budget_s, args.device))
+                for _ in range(args.calls)]
+        medians = [s["median_us"] for s in same]
+        speedups = [s["speedup"] for s in same]
+        print(f"same kernel x{args.calls}: medians {min(medians):.1f}-{max(medians):.1f} us "
+              f"(spread {max(medians) / min(medians):.3f}), speedups {min(speedups):.3f}-"
+              f"{max(speedups):.3f}", flush=True)
+        # Steps 3 and 4: the 3% pair and the identical pair, alternating trial by trial
+        extra = round(PASSES * 0.03)
+        slower, equal = [], []
+        for trial in range(args.trials):
+            slower.append(summary_of(bench_once(workdir, extra, args.budget_s, args.device)))
+            equal.append(summary_of(bench_once(workdir, 0, args.budget_s, args.device)))
+            s, e = slower[-1], equal[-1]
+            print(f"  trial {trial + 1}: 3% slower -> {s['speedup']:.3f} [{s['ci'][0]:.3f}, "
+                  f"{s['ci'][1]:.3f}]; identical -> {e['speedup']:.3f} [{e['ci'][0]:.3f}, "
+                  f"{e['ci'][1]:.3f}]", flush=True)
+        agreement = do_bench_agreement(workdir, medians) if args.device == "cuda" else None
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    ranked = sum(s["speedup"] < 1 for s in slower)
+    significant = sum(s["ci"][1] < 1 for s in slower)
+    equal_within = sum(e["ci"][0] <= 1 <= e["ci"][1] for e in equal)
     result = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": " ".join(["python", "benchmarks/bench_timing_quality.py", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "host": platform.node(), "device": same[0]["device"]},
-        "same_kernel": {"calls": args.calls, "medians_us": medians, "spread": spread,
-                        "speedups": speedups, "speedup_spread": speedup_spread,
-                        "rel_errors": rel_errors},
-        "pair_3_percent": {"trials": trials, "ranked_correctly": correct,
-                           "ranked_correctly_by_speedup": correct_x, "of": args.trials},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "conditions": {**before, "load_avg_after": list(os.getloadavg()),
+                       "hog": args.hog, "device": args.device,
+                       "elapsed_s": round(time.monotonic() - started, 1)},
+        "spread": {"calls": same, "median_spread": max(medians) / min(medians),
+                   "median_cv": statistics.pstdev(medians) / statistics.fmean(medians),
+                   "speedup_spread": max(speedups) / min(speedups)},
+        "pair_3_percent": {"trials": slower, "ranked_correctly": ranked,
+                           "interval_excludes_1": significant, "of": args.trials},
+        "identical_pair": {"trials": equal, "interval_contains_1": equal_within,
+                           "of": args.trials},
         "do_bench_agreement": agreement,
-        "gpu": same[0].get("gpu"),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"3% pair ranked correctly in {correct}/{args.trials} trials by median, "
-          f"{correct_x}/{args.trials} by speedup; written to {out}")
+    print(f"3% slower ranked correctly in {ranked}/{args.trials} ({significant} significant); "
+          f"identical pair within its interval in {equal_within}/{args.trials}; "
+          f"written to {out}")
     return 0
 
 

@@ -163,7 +163,7 @@ def _answer_bytes(expected: list[Any]) -> int:
     return 2 * 8 * elements + (1 << 20)
 
 
-def _all_finite(values: list[Any]) -> bool:
+def all_finite(values: list[Any]) -> bool:
     import torch
 
     return all(bool(torch.isfinite(t).all()) for t in values
@@ -198,8 +198,8 @@ def _check(problem: Problem, sub: Side, num_sets: int, found: list[flags.Flag]) 
             return session.reference_failure(e, _report(False, str(e), device, num_run,
                                                         outputs, True, found, warnings))
         if distribution == inputs.PROBLEM:
-            problem_finite = problem_finite and _all_finite(expected)
-        elif problem_finite and not _all_finite(expected):
+            problem_finite = problem_finite and all_finite(expected)
+        elif problem_finite and not all_finite(expected):
             warnings.append("the reference gives non-finite outputs on sign-varied, scaled "
                             "inputs; checked on the problem's own distribution only")
             break
@@ -220,7 +220,7 @@ def _check(problem: Problem, sub: Side, num_sets: int, found: list[flags.Flag]) 
             where = f"test {set_index} ({_describe_case(case)})" if case is not None else \
                 f"input set {set_index} ({distribution} inputs)"
             return failed(Status.WRONG_ANSWER, f"{where}: {wrong}" if case is not None
-                          else wrong)
+                          else f"{wrong} ({distribution} inputs)")
         for index, exp in enumerate(expected):
             names = set(compare.trivial_matches(exp, args, tol_for))
             trivial[index] = trivial.get(index, names) & names

@@ -1,20 +1,24 @@
 """Timing on the CPU: the tool's clock, fresh inputs per call, the timed outputs verified.
 
-A sample of one side, step by step:
-1. The side is frozen (every process it has, SIGSTOP). The tool draws N fresh input sets
-   (a secret seed per sample) and writes them into the side's shared region.
-2. The clock starts; the side is thawed and told `go:N`; it runs calls 0..N-1, each reading
-   its own input set and copying its outputs into its own output set, and answers; the side is
-   frozen again (all its threads confirmed stopped); the clock stops. Work the side does after
-   answering, before it is frozen, is inside the clock; nothing it runs can run outside it.
-3. Submission only: the tool picks calls at random *now* and compares their outputs in the
-   region with the reference's outputs on the tool's own copy of their inputs. One mismatch is
-   WRONG_ANSWER for the whole bench: skipping calls, memoising, or computing only some outputs
-   is caught with a probability that grows with every sample.
-Rounds pair one sample of each side (order alternating), so load that comes and goes falls on
+One timed call of one side, step by step:
+1. The side is frozen (every process it has, SIGSTOP). The tool draws a fresh input set (torch
+   seeded from the OS's CSPRNG) and writes it into the side's shared region.
+2. The clock starts; the side is thawed and told `go:1`; it runs the call on that input set,
+   copies the outputs into the region and answers; the side is frozen again (all its threads
+   confirmed stopped); the clock stops. Work done after answering, before the freeze, is inside
+   the clock; nothing the side runs can run outside it.
+3. Submission only: whether this call is verified is drawn *now*, after it ran; a verified
+   call's outputs are read from the region and compared with the reference's outputs on the
+   tool's own copy of the input. One mismatch is WRONG_ANSWER for the whole bench.
+One call per window, because a side that could see several input sets at once could batch
+them (read the next inputs through its argument's storage and compute them all in one go):
+the submission sees only the input of the call being timed. The round trip (thaw, answer,
+freeze), measured on empty windows of the trusted reference throughout, is subtracted.
+Rounds pair one call of each side (order alternating), so load that comes and goes falls on
 both; the speedup is the median of the per-round ratios with a distribution-free confidence
 interval, and sampling stops once that interval is narrower than the target or the budget is
-spent. CPU time is read from the kernel's accounting for both sides.
+spent. The CPU time of each side's processes in each window (the kernel's accounting) is
+recorded beside the wall time.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from perfbox.tools.harness import slots, wire
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.side import Side
 
-SAMPLE_TARGET_S = 0.01  # a sample lasts about this long (the freeze/thaw round trip ~0.1 ms)
-MAX_CALLS_PER_SAMPLE = 10_000
-VERIFY_PER_SAMPLE = 2  # outputs of each submission sample checked, chosen after it ran
-CALIBRATION_ROUNDS = 10
-SIZING_ROUNDS = 3
+VERIFY_ONE_IN = 4  # a timed submission call is verified with this odds (drawn after it ran)
+ALWAYS_VERIFY_FIRST = 8  # ... and the first calls always
+EMPTY_WINDOW_EVERY = 4  # rounds between two empty reference windows (the round trip)
+MIN_ROUNDS = 30
+CALL_TIMEOUT_S = 120.0
 
 
 class TimedWrong(RuntimeError):
@@ -43,13 +47,10 @@ class TimedWrong(RuntimeError):
 
 @dataclass
 class SideSamples:
-    """What was measured of one side."""
+    """What was measured of one side: one entry per timed call."""
 
-    per_call_s: list[float] = field(default_factory=list)  # one entry per sample
-    calls_per_sample: int = 1
-    calls_timed: int = 0
-    cpu_s: float = 0.0  # CPU time of the side's processes over its timed samples
-    wall_s: float = 0.0  # sum of its timed windows, less the round-trip overhead
+    wall_s: list[float] = field(default_factory=list)  # thaw to freeze, less the round trip
+    cpu_s: list[float] = field(default_factory=list)  # its processes' CPU time in the window
 
 
 @dataclass
@@ -57,16 +58,26 @@ class Sampling:
     """The outcome of a CPU bench's sampling."""
 
     sides: dict[str, SideSamples]
-    ratios: list[float]  # per round: reference per-call time / submission per-call time
-    overhead_s: float  # empty round trip (thaw, go:0, answer, freeze), subtracted per sample
+    speedup: float  # median reference call time / median submission call time
+    interval: tuple[float, float]  # ~95% bootstrap interval of the speedup (paired rounds)
+    overhead_s: float  # median empty window (thaw, go:0, answer, freeze), subtracted
+    overhead_cpu_s: float  # CPU time of an empty window, subtracted from the CPU figures
     verified_outputs: int
     converged: bool
     elapsed_s: float
     output_bytes: int  # bytes of one call's outputs
 
 
-def _layout(problem: Problem, args: list[Any], outputs: list[Any], num_calls: int
-            ) -> slots.Layout:
+@dataclass
+class Window:
+    """One thaw-to-freeze window of one side."""
+
+    wall_s: float
+    cpu_s: float
+    args: list[Any]  # the inputs the tool placed (its own copy)
+
+
+def _layout(args: list[Any], outputs: list[Any]) -> slots.Layout:
     import torch
 
     specs, constants = [], []
@@ -75,113 +86,88 @@ def _layout(problem: Problem, args: list[Any], outputs: list[Any], num_calls: in
         specs.append(slots.spec_of(a) if tensor else None)
         constants.append(None if tensor else a)
     return slots.Layout(tuple(specs), tuple(constants),
-                        tuple(slots.spec_of(o) for o in outputs), num_calls)
+                        tuple(slots.spec_of(o) for o in outputs), 1)
 
 
 class Bench:
-    """Both sides with their regions; runs samples on the tool's clock."""
+    """Both sides with their regions; runs timed windows on the tool's clock."""
 
     def __init__(self, problem: Problem, sides: dict[str, Side], first_args: list[Any],
                  first_expected: list[Any]) -> None:
         self.problem = problem
         self.sides = sides
-        self.first_args = first_args
-        self.expected_count = len(first_expected)
-        self.probe_layout = _layout(problem, first_args, first_expected, 1)
+        self.layout = _layout(first_args, first_expected)
         self.regions: dict[str, slots.Region] = {}
         self.tol_for: dict[str, float] = {}
         self.case: dict[str, Any] | None = None  # GPU MODE: the benchmark case being timed
 
-    # -- regions ----------------------------------------------------------------------------
-    def map_regions(self, num_calls: int) -> None:
-        """A region of num_calls call sets for each side (sides must be thawed: they answer)."""
+    def map_regions(self) -> None:
+        """A region for each side, handed over on its pipe (sides must be thawed)."""
+        import os
         from multiprocessing.reduction import send_handle
 
-        layout = slots.Layout(self.probe_layout.inputs, self.probe_layout.constants,
-                              self.probe_layout.outputs, num_calls)
         for name, side in self.sides.items():
             if name in self.regions:
                 self.regions[name].close()
-            fd = slots.new_region_fd(layout.region_bytes)
+            fd = slots.new_region_fd(self.layout.region_bytes)
             try:
-                side.conn.send_bytes(b"slots:" + wire.dumps(layout.to_plain()))
+                side.conn.send_bytes(b"slots:" + wire.dumps(self.layout.to_plain()))
                 send_handle(side.conn, fd, side.pid)
                 reply = side.conn.recv_bytes(1 << 20)
                 if reply != b"ok":
                     raise wire.SideFailed(_said(reply))
-                self.regions[name] = slots.Region(fd, layout)
+                self.regions[name] = slots.Region(fd, self.layout)
             except (EOFError, OSError) as e:
                 raise wire.SideFailed("its process exited while mapping its inputs") from e
             finally:
-                import os
-
                 os.close(fd)
 
-    def map_regions_frozen(self, num_calls: int) -> None:
-        """map_regions for frozen sides: each is thawed only to map its region."""
-        for side in self.sides.values():
-            side.thaw()
-        try:
-            self.map_regions(num_calls)
-        finally:
-            for side in self.sides.values():
-                side.freeze()
-
     def output_bytes(self) -> int:
-        return sum(s.num_bytes for s in self.probe_layout.outputs)
+        return sum(s.num_bytes for s in self.layout.outputs)
 
-    def max_calls(self) -> int:
-        return max(1, min(MAX_CALLS_PER_SAMPLE,
-                          slots.MAX_REGION_BYTES // max(1, self.probe_layout.call_bytes)))
-
-    # -- one sample ---------------------------------------------------------------------------
-    def _place_inputs(self, name: str, num_calls: int) -> list[list[Any]]:
+    def _place_input(self, name: str) -> list[Any]:
         import torch
 
-        region = self.regions[name]
         torch.manual_seed(secrets.randbits(63))
-        drawn = []
-        for i in range(num_calls):
-            args = self.problem.draw_continuing(self.case)
-            for slot, value in zip(region.inputs[i], args):
-                if isinstance(slot, torch.Tensor):
-                    slot.copy_(value)
-            drawn.append(args)
-        return drawn
+        args = self.problem.draw_continuing(self.case)
+        for slot, value in zip(self.regions[name].inputs[0], args):
+            if isinstance(slot, torch.Tensor):
+                if not isinstance(value, torch.Tensor) or value.shape != slot.shape or \
+                        value.dtype != slot.dtype:
+                    raise ValueError("get_inputs returned a different shape or dtype than on "
+                                     "its first call; bench needs fixed input shapes")
+                slot.copy_(value)
+        return args
 
-    def sample(self, name: str, num_calls: int, timeout_s: float) -> tuple[float, list[list[Any]]]:
-        """(seconds from thaw to confirmed freeze, the inputs placed); the side starts and ends
-        frozen."""
+    def window(self, name: str, calls: int) -> Window:
+        """One timed window of `calls` (0 or 1) calls; the side starts and ends frozen."""
         side = self.sides[name]
-        drawn = self._place_inputs(name, num_calls)
+        args = self._place_input(name) if calls else []
+        cpu_before = side.cpu_seconds()
         start = time.perf_counter()
         side.thaw()
         try:
-            side.conn.send_bytes(b"go:%d" % num_calls)
-            if not side.conn.poll(timeout_s):
-                raise wire.SideFailed(f"no answer to a sample within {timeout_s:.0f} s")
+            side.conn.send_bytes(b"go:%d" % calls)
+            if not side.conn.poll(CALL_TIMEOUT_S):
+                raise wire.SideFailed(f"no answer to a timed call within {CALL_TIMEOUT_S:.0f} s")
             reply = side.conn.recv_bytes(1 << 20)
         except (EOFError, OSError) as e:
-            raise wire.SideFailed("its process exited during a timed sample") from e
+            raise wire.SideFailed("its process exited during a timed call") from e
         finally:
             side.freeze()
-        elapsed = time.perf_counter() - start
+        wall = time.perf_counter() - start
         if reply != b"done":
             raise wire.SideFailed(_said(reply))
-        return elapsed, drawn
+        return Window(wall, side.cpu_seconds() - cpu_before, args)
 
-    def verify(self, drawn: list[list[Any]], count: int) -> int:
-        """Compares `count` outputs chosen now, at random, with the reference's; raises
-        TimedWrong on the first mismatch. The side is frozen: it cannot finish them now."""
-        region = self.regions["submission"]
-        chosen = sorted({secrets.randbelow(len(drawn)) for _ in range(count)})
-        for i in chosen:
-            got = [t.clone() for t in region.outputs[i]]
-            _, wrong = self.problem.judge(drawn[i], got, self.tol_for, i)
-            if wrong:
-                raise TimedWrong(f"a timed call returned a wrong output (call {i} of its "
-                                 f"sample; skipped, cached or unfinished work?): {wrong}")
-        return len(chosen)
+    def verify(self, args: list[Any], index: int) -> None:
+        """Compares the submission's outputs in its region with the reference's on the tool's
+        copy of the inputs; the side is frozen, so it cannot finish them now."""
+        got = [t.clone() for t in self.regions["submission"].outputs[0]]
+        _, wrong = self.problem.judge(args, got, self.tol_for, index)
+        if wrong:
+            raise TimedWrong(f"timed call {index} returned a wrong output (skipped, cached or "
+                             f"unfinished work?): {wrong}")
 
 
 def _said(reply: bytes) -> str:
@@ -204,57 +190,76 @@ def median_ci(values: list[float], z: float = 1.96) -> tuple[float, float]:
 
 
 def run(bench: Bench, options: dict[str, Any]) -> Sampling:
-    """Calibrates, sizes the samples, then alternates rounds until the speedup's interval is
-    narrower than the target or the budget is spent. Both sides start thawed, end frozen."""
+    """Alternates rounds until the speedup's interval is narrower than the target or the
+    budget is spent. Both sides start thawed (they map their regions) and end frozen."""
     budget_s = float(options["time_budget_s"])
     target = float(options["target_rel_error"])
-    min_samples = int(options["min_samples"])
+    min_rounds = max(MIN_ROUNDS, int(options["min_samples"]))
     started = time.monotonic()
+    bench.map_regions()
     for side in bench.sides.values():
         side.freeze()
-    # 1. a region big enough for one call, the empty round trip (the trusted reference's),
-    # and the calls per sample of each side
-    bench.map_regions_frozen(1)
-    overhead_s = min(bench.sample("reference", 0, 60.0)[0] for _ in range(CALIBRATION_ROUNDS))
-    calls: dict[str, int] = {}
+    # 1. warm-up: a few calls of each side, untimed
     for name in bench.sides:
-        one = min(bench.sample(name, 1, 600.0)[0] for _ in range(SIZING_ROUNDS))
-        per_call = max(one - overhead_s, 1e-7)
-        calls[name] = max(1, min(bench.max_calls(), round(SAMPLE_TARGET_S / per_call)))
-    bench.map_regions_frozen(max(calls.values()))
-    # 2. paired rounds, order alternating; every submission sample verified
-    samples = {name: SideSamples(calls_per_sample=calls[name]) for name in bench.sides}
-    cpu_before = {name: side.cpu_seconds() for name, side in bench.sides.items()}
-    ratios: list[float] = []
+        for _ in range(3):
+            bench.window(name, 1)
+    # 2. paired rounds, order alternating, empty reference windows in between
+    samples = {name: SideSamples() for name in bench.sides}
+    empty_wall: list[float] = []
+    empty_cpu: list[float] = []
+    raw: dict[str, list[float]] = {name: [] for name in bench.sides}
     verified = 0
     converged = False
-    for round_no in range(1_000_000):
-        order = ["submission", "reference"]
-        if round_no % 2:
-            order.reverse()
-        per_call: dict[str, float] = {}
+    ratios: list[float] = []
+    for round_no in range(10_000_000):
+        if round_no % EMPTY_WINDOW_EVERY == 0:
+            empty = bench.window("reference", 0)
+            empty_wall.append(empty.wall_s)
+            empty_cpu.append(empty.cpu_s)
+        order = ["submission", "reference"] if round_no % 2 == 0 else ["reference",
+                                                                       "submission"]
         for name in order:
-            timeout = max(60.0, 100 * SAMPLE_TARGET_S)
-            elapsed, drawn = bench.sample(name, calls[name], timeout)
-            side_samples = samples[name]
-            net = max(elapsed - overhead_s, 0.0)
-            per_call[name] = max(net / calls[name], 1e-12)
-            side_samples.per_call_s.append(per_call[name])
-            side_samples.calls_timed += calls[name]
-            side_samples.wall_s += net
-            if name == "submission":
-                verified += bench.verify(drawn, min(VERIFY_PER_SAMPLE, calls[name]))
-        ratios.append(per_call["reference"] / per_call["submission"])
-        elapsed = time.monotonic() - started
-        if len(ratios) >= min_samples:
-            lo, hi = median_ci(ratios)
-            mid = statistics.median(ratios)
-            if (hi - lo) / 2 <= target * mid:
+            window = bench.window(name, 1)
+            raw[name].append(window.wall_s)
+            samples[name].cpu_s.append(window.cpu_s)
+            if name == "submission" and (round_no < ALWAYS_VERIFY_FIRST or
+                                         secrets.randbelow(VERIFY_ONE_IN) == 0):
+                bench.verify(window.args, round_no)
+                verified += 1
+        rounds = round_no + 1
+        if rounds >= min_rounds and rounds % max(10, rounds // 10) == 0:
+            speedup, (lo, hi) = speedup_interval(raw, statistics.median(empty_wall))
+            if (hi - lo) / 2 <= target * speedup:
                 converged = True
                 break
-            if elapsed > budget_s:
+            if time.monotonic() - started > budget_s:
                 break
-    for name, side in bench.sides.items():
-        samples[name].cpu_s = side.cpu_seconds() - cpu_before[name]
-    return Sampling(samples, ratios, overhead_s, verified, converged,
-                    time.monotonic() - started, bench.output_bytes())
+    overhead = statistics.median(empty_wall)
+    overhead_cpu = statistics.median(empty_cpu)
+    speedup, interval = speedup_interval(raw, overhead)
+    for name in bench.sides:
+        samples[name].wall_s = [max(w - overhead, 1e-9) for w in raw[name]]
+        samples[name].cpu_s = [max(c - overhead_cpu, 0.0) for c in samples[name].cpu_s]
+    return Sampling(samples, speedup, interval, overhead, overhead_cpu, verified,
+                    converged, time.monotonic() - started, bench.output_bytes())
+
+
+def speedup_interval(raw: dict[str, list[float]], overhead_s: float, resamples: int = 200
+                     ) -> tuple[float, tuple[float, float]]:
+    """Median reference time over median submission time (net of the round trip), and a ~95%
+    bootstrap interval that resamples whole rounds (a round's two calls stay paired, so load
+    that hit both stays together)."""
+    import random
+
+    sub = [max(x - overhead_s, 1e-9) for x in raw["submission"]]
+    ref = [max(x - overhead_s, 1e-9) for x in raw["reference"]]
+    n = min(len(sub), len(ref))
+    point = statistics.median(ref[:n]) / statistics.median(sub[:n])
+    rng = random.Random(n)  # the interval is not a secret: reproducible per sample count
+    estimates = []
+    for _ in range(resamples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        estimates.append(statistics.median(ref[i] for i in picks) /
+                         statistics.median(sub[i] for i in picks))
+    estimates.sort()
+    return point, (estimates[int(0.025 * resamples)], estimates[int(0.975 * resamples) - 1])

@@ -104,17 +104,29 @@ def thaw(pids: set[int]) -> None:
 
 
 def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU time of the processes (all their threads, and children they reaped),
-    from the kernel's accounting."""
-    total = 0
+    """CPU time of the processes, from the kernel's accounting: nanosecond run time of every
+    live thread (/proc/PID/task/TID/schedstat), plus, at clock-tick resolution, what exited
+    threads and reaped children used (the stat file's totals less its live threads')."""
+    total_ns = 0
     for pid in pids:
         try:
+            tasks = os.listdir(f"/proc/{pid}/task")
             text = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
+        live_ns = 0
+        live_ticks = 0
+        for tid in tasks:
+            try:
+                live_ns += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+                task = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                live_ticks += sum(int(x) for x in task[task.rindex(")") + 2:].split()[11:13])
+            except (OSError, ValueError, IndexError):
+                continue
         fields = text[text.rindex(")") + 2:].split()
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / CLOCK_TICKS
+        ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        total_ns += live_ns + max(0, ticks - live_ticks) * 1_000_000_000 // CLOCK_TICKS
+    return total_ns / 1e9
 
 
 def kill_all(root: int, other_sides: tuple[int, ...] = ()) -> None:

@@ -49,11 +49,11 @@ class Side:
         return proctree.cpu_seconds(proctree.members(self.pid, self.others))
 
     def stop(self) -> None:
+        proctree.kill_all(self.pid, self.others)  # first: a side must not see its pipe close
         try:
             self.conn.close()
         except OSError:
             pass
-        proctree.kill_all(self.pid, self.others)
 
 
 def protect_tool() -> None:
