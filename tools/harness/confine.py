@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 PR_SET_NO_NEW_PRIVS = 38
 PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
+SCMP_FLTATR_CTL_SSB = 7  # libseccomp's enum scmp_filter_attr
 F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15
 FIOSETOWN, SIOCSPGRP = 0x8901, 0x8902
 # system calls refused whatever their arguments
@@ -101,9 +102,19 @@ def _busy_fraction(cpus: list[int], window_s: float = 0.05) -> dict[int, float]:
     return result
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 128 << 10  # glibc's default, fixed (setting it stops the adaptation)
+
+
 def place(placement: Placement) -> None:
-    """Pins the calling process and sets torch's thread count (both sides, before any code of
-    theirs runs)."""
+    """Pins the calling process, sets torch's thread count and fixes glibc's mmap threshold
+    (both sides, before any code of theirs runs). glibc adapts the threshold to what a process
+    freed before, so two sides forked at different moments would allocate a call's output
+    differently (fresh pages per call in one, a reused heap block in the other); and a reused
+    block keeps one physical placement for the process's life, whose cache conflicts made an
+    identical memory-bound kernel 10-25% faster or slower depending on the process. Large
+    buffers on fresh pages every call average that out, in both sides alike."""
+    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     os.sched_setaffinity(0, placement.cpus)
     try:
         import torch
@@ -113,10 +124,13 @@ def place(placement: Placement) -> None:
         pass
 
 
-def confine_submission(placement: Placement) -> None:
-    """Called in the submission's process after it is forked and before its module loads.
-    Raises ConfinementUnavailable when the filter cannot be installed: the caller reports it
-    and never runs the submission unconfined."""
+def confine_side(placement: Placement) -> None:
+    """Called in a side's process after it is forked and before any code of the problem's or
+    the submission's loads. Raises ConfinementUnavailable when the filter cannot be installed:
+    the caller reports it and never runs the submission unconfined. Both sides get the same
+    filter, so both run under the same kernel conditions (a filtered task's system calls pay
+    for the filter; and without SCMP_FLTATR_CTL_SSB the kernel would also turn on speculative
+    store bypass mitigation for a filtered task only, slowing it by tens of percent)."""
     place(placement)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -133,6 +147,10 @@ def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
 
     deny = sc.ERRNO(errno.EPERM)
     f = sc.SyscallFilter(defaction=sc.ALLOW)
+    try:
+        f.set_attr(SCMP_FLTATR_CTL_SSB, 1)  # SECCOMP_FILTER_FLAG_SPEC_ALLOW
+    except (OSError, ValueError, RuntimeError):
+        pass  # an old libseccomp: both sides are filtered alike anyway
     for name in _ALWAYS_DENIED:
         _add(f, deny, name)
     # signals: only to itself (the process the filter was installed in)

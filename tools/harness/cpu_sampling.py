@@ -160,14 +160,19 @@ class Bench:
             raise wire.SideFailed(_said(reply))
         return Window(wall, side.cpu_seconds() - cpu_before, args)
 
-    def verify(self, args: list[Any], index: int) -> None:
-        """Compares the submission's outputs in its region with the reference's on the tool's
-        copy of the inputs; the side is frozen, so it cannot finish them now."""
-        got = [t.clone() for t in self.regions["submission"].outputs[0]]
+    def verify(self, name: str, args: list[Any], index: int) -> None:
+        """Compares a side's outputs in its region with the reference's on the tool's copy of
+        the inputs; the side is frozen, so it cannot finish them now. The reference's side is
+        verified as often as the submission's: the tool's reads and its own reference run
+        then disturb the caches before both sides' next calls alike."""
+        got = [t.clone() for t in self.regions[name].outputs[0]]
         _, wrong = self.problem.judge(args, got, self.tol_for, index)
-        if wrong:
+        if wrong and name == "submission":
             raise TimedWrong(f"timed call {index} returned a wrong output (skipped, cached or "
                              f"unfinished work?): {wrong}")
+        if wrong:
+            raise wire.SideFailed(f"the reference is not deterministic: its timed call "
+                                  f"{index} differs from the tool's own run ({wrong})")
 
 
 def _said(reply: bytes) -> str:
@@ -222,10 +227,9 @@ def run(bench: Bench, options: dict[str, Any]) -> Sampling:
             window = bench.window(name, 1)
             raw[name].append(window.wall_s)
             samples[name].cpu_s.append(window.cpu_s)
-            if name == "submission" and (round_no < ALWAYS_VERIFY_FIRST or
-                                         secrets.randbelow(VERIFY_ONE_IN) == 0):
-                bench.verify(window.args, round_no)
-                verified += 1
+            if round_no < ALWAYS_VERIFY_FIRST or secrets.randbelow(VERIFY_ONE_IN) == 0:
+                bench.verify(name, window.args, round_no)
+                verified += name == "submission"
         rounds = round_no + 1
         if rounds >= min_rounds and rounds % max(10, rounds // 10) == 0:
             speedup, (lo, hi) = speedup_interval(raw, statistics.median(empty_wall))

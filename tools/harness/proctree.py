@@ -31,10 +31,10 @@ def become_subreaper() -> None:
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, main_thread_only: bool = False) -> list[int]:
     out: list[int] = []
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        tasks = [str(pid)] if main_thread_only else os.listdir(f"/proc/{pid}/task")
     except OSError:
         return out
     for tid in tasks:
@@ -46,9 +46,11 @@ def _children(pid: int) -> list[int]:
 
 
 def members(root: int, other_sides: tuple[int, ...] = ()) -> set[int]:
-    """The root, its descendants, and orphans re-parented to this (subreaper) process."""
+    """The root, its descendants, and orphans re-parented to this (subreaper) process (the
+    kernel hands orphans to the reaper's main thread while it lives, as this one does)."""
     seen: set[int] = set()
-    orphans = [p for p in _children(os.getpid()) if p != root and p not in other_sides]
+    orphans = [p for p in _children(os.getpid(), main_thread_only=True)
+               if p != root and p not in other_sides]
     stack = [root, *orphans]
     while stack:
         pid = stack.pop()
@@ -75,32 +77,105 @@ def _states(pid: int) -> list[str]:
     return states
 
 
-def freeze(root: int, other_sides: tuple[int, ...] = ()) -> set[int]:
-    """Stops every process of the side and returns them; raises FreezeFailed if one keeps
-    running past FREEZE_TIMEOUT_S."""
-    stopped: set[int] = set()
-    while True:  # stopped processes cannot fork: this ends once a walk finds nothing new
-        new = members(root, other_sides) - stopped
-        if not new:
-            break
-        for pid in new:
-            _signal(pid, signal.SIGSTOP)
-        stopped |= new
-    deadline = time.monotonic() + FREEZE_TIMEOUT_S
-    pending = set(stopped)
-    while pending:
-        pending = {p for p in pending if any(s not in "TtZXx" for s in _states(p))}
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            raise FreezeFailed(f"{len(pending)} process(es) of the side did not stop")
-        time.sleep(0.0001)
-    return stopped
+class Tree:
+    """One side's processes. Signals go through pidfds, so a pid that died and was reused by
+    an unrelated process is never signalled; the side's direct children (the root, orphans
+    re-parented here) are waited for with waitid, the rest polled through /proc."""
 
+    def __init__(self, root: int, other_sides: tuple[int, ...] = ()) -> None:
+        self.root = root
+        self.other_sides = other_sides
+        self._pidfds: dict[int, int] = {}  # every process of the side seen so far
+        self.frozen = False
 
-def thaw(pids: set[int]) -> None:
-    for pid in pids:
-        _signal(pid, signal.SIGCONT)
+    def _fd(self, pid: int) -> int | None:
+        if pid not in self._pidfds:
+            try:
+                self._pidfds[pid] = os.pidfd_open(pid)
+            except OSError:
+                return None  # already gone
+        return self._pidfds[pid]
+
+    def _send(self, pids: set[int], sig: int) -> None:
+        for pid in pids:
+            fd = self._fd(pid)
+            if fd is not None:
+                try:
+                    signal.pidfd_send_signal(fd, sig)
+                except ProcessLookupError:
+                    pass
+
+    def freeze(self) -> set[int]:
+        """Stops every process of the side; raises FreezeFailed if one keeps running past
+        FREEZE_TIMEOUT_S. A stopped process cannot fork, so once a walk of the tree made
+        after every process found has stopped finds nothing new, the side is whole and
+        still."""
+        deadline = time.monotonic() + FREEZE_TIMEOUT_S
+        stopped: set[int] = set()
+        new = set(self._pidfds) or {self.root}
+        while new:
+            self._send(new, signal.SIGSTOP)
+            self._wait_stopped(new, deadline)
+            stopped |= new
+            new = members(self.root, self.other_sides) - stopped
+        self.frozen = True
+        return stopped
+
+    def thaw(self) -> None:
+        self._send(set(self._pidfds), signal.SIGCONT)
+        self.frozen = False
+
+    def _wait_stopped(self, pids: set[int], deadline: float) -> None:
+        """Until every thread of `pids` is stopped (or gone): a child's group stop is seen by
+        waitid without reading /proc; the CPU is yielded first (the stop needs the target to
+        run, often on this very CPU), then slept between looks."""
+        mine = set(_children(os.getpid(), main_thread_only=True))
+        pending = set(pids)
+        spins = 0
+        while pending:
+            pending = {p for p in pending if not self._stopped(p, p in mine)}
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise FreezeFailed(f"{len(pending)} process(es) of the side did not stop")
+            spins += 1
+            if spins < 200:
+                os.sched_yield()
+            else:
+                time.sleep(0.0002)
+
+    @staticmethod
+    def _stopped(pid: int, child: bool) -> bool:
+        if child:
+            try:
+                if os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT | os.WNOHANG) is not None:
+                    return True
+                return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) \
+                    is not None
+            except ChildProcessError:
+                return True  # reaped: gone
+        return all(s in "TtZXx" for s in _states(pid))
+
+    def pids(self) -> set[int]:
+        return members(self.root, self.other_sides) | set(self._pidfds)
+
+    def kill_all(self) -> None:
+        """SIGKILLs every process of the side (frozen first, so none forks away meanwhile)
+        and reaps those that are this process's children."""
+        try:
+            self.freeze()
+        except FreezeFailed:
+            pass
+        pids = self.pids()
+        self._send(pids, signal.SIGKILL)
+        for pid in pids & set(_children(os.getpid(), main_thread_only=True)) | {self.root}:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        for fd in self._pidfds.values():
+            os.close(fd)
+        self._pidfds.clear()
 
 
 def cpu_seconds(pids: set[int]) -> float:
@@ -127,27 +202,3 @@ def cpu_seconds(pids: set[int]) -> float:
         ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
         total_ns += live_ns + max(0, ticks - live_ticks) * 1_000_000_000 // CLOCK_TICKS
     return total_ns / 1e9
-
-
-def kill_all(root: int, other_sides: tuple[int, ...] = ()) -> None:
-    """SIGKILLs every process of the side (frozen first, so none forks away meanwhile) and
-    reaps those that are this process's children."""
-    try:
-        pids = freeze(root, other_sides)
-    except FreezeFailed:
-        pids = members(root, other_sides)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-    mine = set(_children(os.getpid()))
-    for pid in pids & mine | ({root} & mine):
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

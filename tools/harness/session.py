@@ -96,7 +96,8 @@ def start(problem: problems.Problem, placement: confine.Placement, mode: str,
         if with_reference:
             ref = side.fork_side(side.REFERENCE, side.reference_body(
                 placement, problem.reference_fn, {"device": problem.device, "mode": mode}))
-            sub.others, ref.others = (ref.pid,), (sub.pid,)
+            sub.set_others((ref.pid,))
+            ref.set_others((sub.pid,))
             ready, why = wire.receive(ref.conn)
             if ready is None:
                 raise ToolInputError(f"the reference failed to build in its process: {why}")

@@ -35,21 +35,26 @@ class Side:
     name: str  # SUBMISSION or REFERENCE
     pid: int
     conn: Connection
-    frozen: set[int] = field(default_factory=set)  # pids stopped by the last freeze
-    others: tuple[int, ...] = ()  # root pids of the other sides (not this side's orphans)
+    tree: proctree.Tree = field(init=False)  # its processes, seen from outside
+
+    def __post_init__(self) -> None:
+        self.tree = proctree.Tree(self.pid)
+
+    def set_others(self, others: tuple[int, ...]) -> None:
+        """Root pids of the other sides: children of the tool that are not this side's."""
+        self.tree.other_sides = others
 
     def freeze(self) -> None:
-        self.frozen = proctree.freeze(self.pid, self.others)
+        self.tree.freeze()
 
     def thaw(self) -> None:
-        proctree.thaw(self.frozen)
-        self.frozen = set()
+        self.tree.thaw()
 
     def cpu_seconds(self) -> float:
-        return proctree.cpu_seconds(proctree.members(self.pid, self.others))
+        return proctree.cpu_seconds(self.tree.pids())
 
     def stop(self) -> None:
-        proctree.kill_all(self.pid, self.others)  # first: a side must not see its pipe close
+        self.tree.kill_all()  # first: a side must not see its pipe close
         try:
             self.conn.close()
         except OSError:
@@ -133,7 +138,7 @@ def submission_body(workdir: Path, placement: confine.Placement,
     from perfbox.tools.harness import side_loop
 
     def body(conn: Connection) -> None:
-        confine.confine_submission(placement)
+        confine.confine_side(placement)
         conn.send_bytes(CONFINED)  # before any of the submission's code: it cannot forge this
         request = wire.loads(conn.recv_bytes(wire.MAX_MESSAGE_BYTES))
         request["_timer"] = _cuda_timer(request)  # bound before the module can patch anything
@@ -149,11 +154,12 @@ def submission_body(workdir: Path, placement: confine.Placement,
 
 def reference_body(placement: confine.Placement, fn_factory: Callable[[], Callable[..., Any]],
                    request: dict[str, Any]) -> Callable[[Connection], None]:
-    """The reference side: placed like the submission (same CPUs and threads), same loop."""
+    """The reference side: placed and filtered like the submission (same CPUs, threads and
+    seccomp filter: the same conditions), same loop."""
     from perfbox.tools.harness import side_loop
 
     def body(conn: Connection) -> None:
-        confine.place(placement)
+        confine.confine_side(placement)
         request["_timer"] = _cuda_timer(request)
         fn = fn_factory()
         conn.send_bytes(wire.READY)
