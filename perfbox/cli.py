@@ -181,6 +181,12 @@ def print_result(result: pb.ToolResult) -> None:
                           o.dtype, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}",
                           f"{100 * o.mismatch_fraction:.1f}", "yes" if o.passed else o.problem)
         console.print(table)
+    for report in (result.check, result.bench):
+        for flag in report.flags:
+            console.print(f"[yellow]flag[/] {flag.category} (line {flag.line}): {flag.evidence}",
+                          markup=True, highlight=False)
+    for warning in result.check.warnings:
+        console.print(f"[yellow]warning[/] {warning}", markup=True, highlight=False)
     if result.HasField("bench") and result.bench.submission.num_samples:
         table = Table(title=f"bench on {result.bench.device} ({result.bench.clock} clock)",
                       title_justify="left")
@@ -193,6 +199,14 @@ def print_result(result: pb.ToolResult) -> None:
                           f"{t.iqr_us:.2f}", f"{100 * t.rel_error:.2f}%", str(t.num_samples),
                           str(t.calls_per_sample))
         console.print(table)
+        bench = result.bench
+        if bench.speedup_ci_high:
+            console.print(f"speedup {bench.speedup:.3f} (95% interval {bench.speedup_ci_low:.3f}-"
+                          f"{bench.speedup_ci_high:.3f}, {bench.num_rounds} paired rounds, "
+                          f"{bench.verified_outputs} timed outputs verified)", highlight=False)
+        if bench.measurement_flags:
+            console.print(f"[yellow]measurement flags[/] {', '.join(bench.measurement_flags)}",
+                          markup=True, highlight=False)
     if result.HasField("profile") and result.profile.kernels:
         console.print(_profile_table(result.profile.kernels))
     if result.HasField("sanitize"):
@@ -311,6 +325,14 @@ def build_submit_request(args: argparse.Namespace) -> pb.ToolRequest:
                  "tolerances": {k: float(v) for k, v in
                                 _pairs(args.tolerance, "--tolerance").items()},
                  "device": args.device or ""}
+    if args.tool in _KERNELBENCH_TOOLS:
+        check.update(hack_policy=args.hack_policy or "",
+                     require_custom_kernel=args.require_custom_kernel)
+        if args.problem_inputs_only:
+            check["input_distributions"] = ["problem"]
+        if args.tool == "bench":
+            check.update(threads=args.threads or 0,
+                         max_plausible_speedup=args.max_plausible_speedup or 0.0)
     if launch is not None:
         check["launch"] = launch
     return make_request(
@@ -616,6 +638,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check: where to run (default: a GPU when present)")
     submit.add_argument("--time-budget-s", type=float,
                         help="bench: seconds of sampling at most (default 5)")
+    submit.add_argument("--threads", type=int,
+                        help="bench (CPU): CPUs and threads for each side (default 1)")
+    submit.add_argument("--max-plausible-speedup", type=float,
+                        help="bench: a speedup above this is IMPLAUSIBLE (default 1000)")
+    submit.add_argument("--hack-policy", choices=("flag", "reject"),
+                        help="check/bench: what a static flag does (default: flag)")
+    submit.add_argument("--require-custom-kernel", action="store_true",
+                        help="check/bench: flag a ModelNew that only calls PyTorch")
+    submit.add_argument("--problem-inputs-only", action="store_true",
+                        help="check/bench: no sign-varied, scaled inputs beside get_inputs'")
     submit.add_argument("--section", action="append", metavar="NAME",
                         help="profile: ncu section, repeatable (default: SpeedOfLight, memory, "
                              "occupancy, launch, warp state, compute, roofline)")

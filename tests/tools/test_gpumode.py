@@ -54,3 +54,15 @@ def custom_kernel(data):
 def test_missing_submission_names_the_option() -> None:
     with pytest.raises(ToolInputError, match="submission_file"):
         tools.validate("check", "kernelbench", ["reference.py", "task.yml"], {})
+
+
+def test_bench_times_the_tasks_benchmark_cases(tmp_path: Path) -> None:
+    for name in FILES:
+        shutil.copy(TASK / name, tmp_path / name)
+    out = run_tool_isolated(tmp_path, FILES, {"tool": "bench", "time_budget_s": 1.0})
+    assert out.status == Status.OK, out.summary
+    assert out.report["speedup"] > 0 and out.report["verified_outputs"] >= 8
+    (tmp_path / "submission.py").write_text(
+        "def custom_kernel(data):\n    a, b = data\n    return a + b + (a.shape[0] > 256)\n")
+    out = run_tool_isolated(tmp_path, FILES, {"tool": "bench", "time_budget_s": 1.0})
+    assert out.status == Status.WRONG_ANSWER and "not timed" in out.summary
