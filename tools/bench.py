@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from perfbox.tools import check as checking
-from perfbox.tools.harness import (compare, confine, cpu_sampling, host_load, inputs,
-                                   problems, session, wire)
+from perfbox.tools.harness import (compare, confine, cpu_sampling, estimates, host_load,
+                                   inputs, problems, session, wire)
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.session import Sides
 from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
@@ -164,29 +164,14 @@ def _bench_cpu(problem: Problem, sides: Sides, options: dict[str, Any],
     return _cpu_outcome(results, options, placement, conditions, report)
 
 
-def _stats(per_call_s: list[float]) -> dict[str, Any]:
-    n = len(per_call_s)
-    quartiles = statistics.quantiles(per_call_s, n=4) if n >= 2 else [per_call_s[0]] * 3
-    mean = statistics.fmean(per_call_s)
-    stderr = statistics.stdev(per_call_s) / math.sqrt(n) if n > 1 else mean
-    return {"median_us": statistics.median(per_call_s) * 1e6, "mean_us": mean * 1e6,
-            "min_us": min(per_call_s) * 1e6, "iqr_us": (quartiles[2] - quartiles[0]) * 1e6,
-            "rel_error": stderr / mean if mean else 0.0, "num_samples": n,
-            "calls_per_sample": 1}
-
-
-def _geomean(values: list[float]) -> float:
-    return math.exp(statistics.fmean(math.log(max(v, 1e-300)) for v in values))
-
-
 def _cpu_outcome(results: list[cpu_sampling.Sampling], options: dict[str, Any],
                  placement: confine.Placement, conditions: dict[str, Any],
                  report: dict[str, Any]) -> ToolOutcome:
     main = results[0]
-    speedup = _geomean([r.speedup for r in results])
-    ci_low = _geomean([r.interval[0] for r in results])
-    ci_high = _geomean([r.interval[1] for r in results])
-    stats = {name: _stats(main.sides[name].wall_s) for name in main.sides}
+    speedup = estimates.geomean([r.speedup for r in results])
+    ci_low = estimates.geomean([r.interval[0] for r in results])
+    ci_high = estimates.geomean([r.interval[1] for r in results])
+    stats = {name: estimates.timing_stats(main.sides[name].wall_s) for name in main.sides}
     cpu_us = {name: 1e6 * statistics.median(main.sides[name].cpu_s) for name in main.sides}
     converged = all(r.converged for r in results)
     flags = [] if converged else ["noisy"]

@@ -52,7 +52,7 @@ class Placement:
 def available() -> str:
     """"" when confinement works here, else why not (a node problem, said to the caller)."""
     try:
-        import pyseccomp  # noqa: F401
+        import pyseccomp  # noqa: F401  (imported to see that it loads here)
     except (ImportError, RuntimeError) as e:
         return f"the submission cannot be confined on this node: {e} (pip install pyseccomp; " \
                "libseccomp2 from the OS)"

@@ -15,22 +15,21 @@ them (read the next inputs through its argument's storage and compute them all i
 the submission sees only the input of the call being timed. The round trip (thaw, answer,
 freeze), measured on empty windows of the trusted reference throughout, is subtracted.
 Rounds pair one call of each side (order alternating), so load that comes and goes falls on
-both; the speedup is the median of the per-round ratios with a distribution-free confidence
-interval, and sampling stops once that interval is narrower than the target or the budget is
+both; the speedup is the ratio of the two sides' median call times with a bootstrap interval
+that resamples whole rounds (`estimates`), and sampling stops once that interval is narrower than the target or the budget is
 spent. The CPU time of each side's processes in each window (the kernel's accounting) is
 recorded beside the wall time.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from perfbox.tools.harness import slots, wire
+from perfbox.tools.harness import estimates, slots, wire
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.side import Side
 
@@ -182,18 +181,6 @@ def _said(reply: bytes) -> str:
     return "answered something other than the protocol's reply"
 
 
-def median_ci(values: list[float], z: float = 1.96) -> tuple[float, float]:
-    """Distribution-free ~95% confidence interval of the median (order statistics)."""
-    ordered = sorted(values)
-    n = len(ordered)
-    if n < 3:
-        return ordered[0], ordered[-1]
-    half = z * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half) - 1)
-    hi = min(n - 1, math.ceil(n / 2 + half))
-    return ordered[lo], ordered[hi]
-
-
 def run(bench: Bench, options: dict[str, Any]) -> Sampling:
     """Alternates rounds until the speedup's interval is narrower than the target or the
     budget is spent. Both sides start thawed (they map their regions) and end frozen."""
@@ -215,7 +202,6 @@ def run(bench: Bench, options: dict[str, Any]) -> Sampling:
     raw: dict[str, list[float]] = {name: [] for name in bench.sides}
     verified = 0
     converged = False
-    ratios: list[float] = []
     for round_no in range(10_000_000):
         if round_no % EMPTY_WINDOW_EVERY == 0:
             empty = bench.window("reference", 0)
@@ -232,7 +218,7 @@ def run(bench: Bench, options: dict[str, Any]) -> Sampling:
                 verified += name == "submission"
         rounds = round_no + 1
         if rounds >= min_rounds and rounds % max(10, rounds // 10) == 0:
-            speedup, (lo, hi) = speedup_interval(raw, statistics.median(empty_wall))
+            speedup, (lo, hi) = estimates.speedup_interval(raw, statistics.median(empty_wall))
             if (hi - lo) / 2 <= target * speedup:
                 converged = True
                 break
@@ -240,30 +226,9 @@ def run(bench: Bench, options: dict[str, Any]) -> Sampling:
                 break
     overhead = statistics.median(empty_wall)
     overhead_cpu = statistics.median(empty_cpu)
-    speedup, interval = speedup_interval(raw, overhead)
+    speedup, interval = estimates.speedup_interval(raw, overhead)
     for name in bench.sides:
         samples[name].wall_s = [max(w - overhead, 1e-9) for w in raw[name]]
         samples[name].cpu_s = [max(c - overhead_cpu, 0.0) for c in samples[name].cpu_s]
     return Sampling(samples, speedup, interval, overhead, overhead_cpu, verified,
                     converged, time.monotonic() - started, bench.output_bytes())
-
-
-def speedup_interval(raw: dict[str, list[float]], overhead_s: float, resamples: int = 200
-                     ) -> tuple[float, tuple[float, float]]:
-    """Median reference time over median submission time (net of the round trip), and a ~95%
-    bootstrap interval that resamples whole rounds (a round's two calls stay paired, so load
-    that hit both stays together)."""
-    import random
-
-    sub = [max(x - overhead_s, 1e-9) for x in raw["submission"]]
-    ref = [max(x - overhead_s, 1e-9) for x in raw["reference"]]
-    n = min(len(sub), len(ref))
-    point = statistics.median(ref[:n]) / statistics.median(sub[:n])
-    rng = random.Random(n)  # the interval is not a secret: reproducible per sample count
-    estimates = []
-    for _ in range(resamples):
-        picks = [rng.randrange(n) for _ in range(n)]
-        estimates.append(statistics.median(ref[i] for i in picks) /
-                         statistics.median(sub[i] for i in picks))
-    estimates.sort()
-    return point, (estimates[int(0.025 * resamples)], estimates[int(0.975 * resamples) - 1])

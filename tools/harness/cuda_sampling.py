@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from perfbox.tools import gpu_timing
-from perfbox.tools.harness import compare, session, wire
+from perfbox.tools.harness import compare, estimates, session, wire
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.session import Sides
 from perfbox.tools.types import Status, ToolOutcome
@@ -34,17 +34,6 @@ GPU_MIN_TIME_S = 0.5  # sample at least this long before the stop rule applies (
 MAX_BATCH = 200
 VERIFY_ONE_IN = 4  # after a batch, the last timed output is checked with this odds
 GAP_SLACK_US = 30.0  # tool-clock time per call beyond the events, over the reference's
-
-
-def _stats(samples_s: list[float]) -> dict[str, Any]:
-    n = len(samples_s)
-    quartiles = statistics.quantiles(samples_s, n=4) if n >= 2 else [samples_s[0]] * 3
-    mean = statistics.fmean(samples_s)
-    stderr = statistics.stdev(samples_s) / math.sqrt(n) if n > 1 else mean
-    return {"median_us": statistics.median(samples_s) * 1e6, "mean_us": mean * 1e6,
-            "min_us": min(samples_s) * 1e6, "iqr_us": (quartiles[2] - quartiles[0]) * 1e6,
-            "rel_error": stderr / mean if mean else 0.0, "num_samples": n,
-            "calls_per_sample": 1}
 
 
 def _timed_batch(conn: Any, indices: bytes) -> tuple[list[tuple[float, float]], float]:
@@ -126,7 +115,7 @@ def _sample(problem: Problem, sides: Sides, conns: dict[str, Any], pool: list[li
                 verified += 1
         ratios.append(medians["reference"] / max(medians["submission"], 1e-9))
         monitor.sample()
-        stats = {n: _stats([e / 1e6 for e in v]) for n, v in events.items()}
+        stats = {n: estimates.timing_stats([e / 1e6 for e in v]) for n, v in events.items()}
         elapsed = time.monotonic() - started
         enough = len(ratios) >= int(options["min_samples"]) and \
             elapsed >= min(GPU_MIN_TIME_S, float(options["time_budget_s"]))
@@ -145,10 +134,8 @@ def _sample(problem: Problem, sides: Sides, conns: dict[str, Any], pool: list[li
                                f"{gap['submission'] - gap['reference']:.1f} us longer per call "
                                "than for the reference (work left on a side stream or thread, "
                                "or forged timings)", report)
-    from perfbox.tools.harness.cpu_sampling import median_ci
-
     speedup = stats["reference"]["median_us"] / median_sub
-    lo, hi = median_ci(ratios)
+    lo, hi = estimates.median_ci(ratios)
     conditions = monitor.conditions
     flags = [] if converged else ["noisy"]
     if conditions.throttled:
