@@ -25,7 +25,7 @@ from typing import Any
 
 from perfbox.tools import check as checking
 from perfbox.tools.harness import (compare, confine, cpu_sampling, estimates, host_load,
-                                   inputs, problems, session, wire)
+                                   inputs, problems, proctree, session, wire)
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.session import Sides
 from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
@@ -86,6 +86,10 @@ def run(request: ToolRequest) -> ToolOutcome:
         return e.outcome
     except wire.SideFailed as e:
         return session.outcome(Status.RUNTIME_ERROR, f"a benchmarked side failed: {e}", report)
+    except proctree.FreezeFailed as e:  # only the submission's processes can do this
+        return session.outcome(Status.RUNTIME_ERROR, f"the submission's processes could not be "
+                               f"frozen between calls ({e}: stuck in the kernel, e.g. in "
+                               "vfork); its figures cannot be trusted", report)
 
 
 def _precheck(problem: Problem, sides: Sides, case: dict[str, Any] | None,
@@ -104,7 +108,10 @@ def _precheck(problem: Problem, sides: Sides, case: dict[str, Any] | None,
             break  # the reference cannot take varied inputs: the problem's own only
         if set_index == 0:
             first = (args, expected)
-        sides.submission.conn.send_bytes(b"check:" + wire.dumps(args))
+        message = b"check:" + wire.dumps(args)
+        if sides.reference is not None:  # the same history in both sides' allocators
+            wire.ask(sides.reference.conn, message)
+        sides.submission.conn.send_bytes(message)
         runs, why = wire.receive(sides.submission.conn, 2 * _bytes(expected) + (1 << 20))
         if runs is None:
             raise wire.SideFailed(why)
@@ -153,6 +160,8 @@ def _bench_cpu(problem: Problem, sides: Sides, options: dict[str, Any],
                 results.append(cpu_sampling.run(bench, per_case_options))
             except cpu_sampling.TimedWrong as e:
                 return session.outcome(Status.WRONG_ANSWER, str(e), report)
+            finally:
+                bench.close()
             for side in sides.as_dict().values():
                 side.thaw()  # the next case's pre-check talks to them
         conditions = load.finish()

@@ -51,7 +51,10 @@ def compare(expected: Any, got: Any, tol_for: dict[str, float], input_set: int, 
     import torch
 
     entry: dict[str, Any] = {"input_set": input_set, "output_index": index, "passed": False}
-    if type(got) is not torch.Tensor:  # a subclass could lie about its values
+    # a subclass could lie about its values; a meta, sparse, conjugated or negated tensor is
+    # not a plain array of values either
+    if type(got) is not torch.Tensor or got.device.type != "cpu" or \
+            got.layout != torch.strided or got.is_conj() or got.is_neg():
         entry["problem"] = "type"
         return entry
     entry.update(shape=list(got.shape), expected_shape=list(expected.shape),

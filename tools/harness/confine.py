@@ -20,9 +20,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 from dataclasses import dataclass
 
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
 SCMP_FLTATR_CTL_SSB = 7  # libseccomp's enum scmp_filter_attr
 F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15
@@ -153,9 +155,15 @@ def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
         pass  # an old libseccomp: both sides are filtered alike anyway
     for name in _ALWAYS_DENIED:
         _add(f, deny, name)
-    # signals: only to itself (the process the filter was installed in)
+    # signals: only to itself (the process the filter was installed in), and never SIGCONT:
+    # one of its processes must not wake another that the tool has just frozen
     for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
         _add(f, deny, name, sc.Arg(0, sc.NE, self_pid))
+    for name, sig_index in (("kill", 1), ("tgkill", 2), ("rt_sigqueueinfo", 1),
+                            ("rt_tgsigqueueinfo", 2)):
+        _add(f, deny, name, sc.Arg(sig_index, sc.EQ, signal.SIGCONT))
+    # it stays readable by the tool, which reads its outputs from its memory
+    _add(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_DUMPABLE))
     for name, index in _SELF_ONLY:
         _add(f, deny, name, sc.Arg(index, sc.NE, 0))
     # who=0 means "the caller" only with PRIO_PROCESS / IOPRIO_WHO_PROCESS; with a group or

@@ -32,6 +32,7 @@ from typing import Any
 from perfbox.tools.harness import estimates, slots, wire
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.side import Side
+from perfbox.tools.types import ToolInputError
 
 VERIFY_ONE_IN = 4  # a timed submission call is verified with this odds (drawn after it ran)
 ALWAYS_VERIFY_FIRST = 8  # ... and the first calls always
@@ -76,15 +77,24 @@ class Window:
     args: list[Any]  # the inputs the tool placed (its own copy)
 
 
+def _leaves(args: list[Any]) -> tuple[list[Any], str]:
+    """The call's arguments as leaves and the JSON of how they nest (torch's pytree)."""
+    from torch.utils import _pytree
+
+    leaves, tree = _pytree.tree_flatten(list(args))
+    return leaves, _pytree.treespec_dumps(tree)
+
+
 def _layout(args: list[Any], outputs: list[Any]) -> slots.Layout:
     import torch
 
+    leaves, tree = _leaves(args)
     specs, constants = [], []
-    for a in args:
+    for a in leaves:
         tensor = isinstance(a, torch.Tensor)
         specs.append(slots.spec_of(a) if tensor else None)
         constants.append(None if tensor else a)
-    return slots.Layout(tuple(specs), tuple(constants),
+    return slots.Layout(tuple(specs), tuple(constants), tree,
                         tuple(slots.spec_of(o) for o in outputs), 1)
 
 
@@ -96,7 +106,10 @@ class Bench:
         self.problem = problem
         self.sides = sides
         self.layout = _layout(first_args, first_expected)
+        # a kernel may return (a view of) its input only where the reference does
+        self.may_alias_inputs = problem.reference_aliases_inputs(first_args)
         self.regions: dict[str, slots.Region] = {}
+        self.memory_fd: int | None = None  # /proc/PID/mem of the submission's side
         self.tol_for: dict[str, float] = {}
         self.case: dict[str, Any] | None = None  # GPU MODE: the benchmark case being timed
 
@@ -124,24 +137,83 @@ class Bench:
     def output_bytes(self) -> int:
         return sum(s.num_bytes for s in self.layout.outputs)
 
+    def close(self) -> None:
+        import os
+
+        if self.memory_fd is not None:
+            os.close(self.memory_fd)
+            self.memory_fd = None
+        for region in self.regions.values():
+            region.close()
+
+    def _read_outputs(self) -> list[Any]:
+        """The submission's last outputs, read from its memory at the addresses its header
+        gives (it is frozen: nothing changes while they are read). An address that cannot be
+        read, or a size other than the reference output's, is a wrong output."""
+        import os
+
+        import torch
+
+        if self.memory_fd is None:
+            self.memory_fd = os.open(f"/proc/{self.sides['submission'].pid}/mem", os.O_RDONLY)
+        header = self.regions["submission"].header.tolist()
+        outputs = []
+        inputs_at = self._input_ranges()
+        for k, spec in enumerate(self.layout.outputs):
+            address, size = header[k]
+            if size != spec.num_bytes:
+                raise TimedWrong(f"output {k} of a timed call has {size} bytes where the "
+                                 f"reference's has {spec.num_bytes}")
+            if size and not self.may_alias_inputs and \
+                    any(address < hi and lo < address + size for lo, hi in inputs_at):
+                raise TimedWrong(f"output {k} of a timed call is (a view of) the call's input "
+                                 "buffer; the reference returns a tensor of its own, so must "
+                                 "the kernel (writing into or returning the input skips the "
+                                 "output's allocation and writes)")
+            data = bytearray()
+            try:
+                while len(data) < size:
+                    chunk = os.pread(self.memory_fd, size - len(data), address + len(data))
+                    if not chunk:
+                        raise OSError("short read")
+                    data += chunk
+            except (OSError, OverflowError, ValueError) as e:
+                raise TimedWrong(f"output {k} of a timed call is not readable where the "
+                                 f"submission's process says it is ({e})") from e
+            tensor = torch.frombuffer(data, dtype=getattr(torch, spec.dtype)) if size else \
+                torch.empty(0, dtype=getattr(torch, spec.dtype))
+            outputs.append(tensor.view(spec.shape))
+        return outputs
+
     def _place_input(self, name: str) -> list[Any]:
         import torch
 
+        region = self.regions[name]
+        region.header.zero_()  # a call that writes no address has no output
         torch.manual_seed(secrets.randbits(63))
         args = self.problem.draw_continuing(self.case)
-        for slot, value in zip(self.regions[name].inputs[0], args):
+        leaves, tree = _leaves(args)
+        if tree != self.layout.tree:
+            raise ToolInputError("the problem's inputs changed structure between calls; bench "
+                                 "needs the same structure and shapes every call")
+        for slot, value, constant in zip(region.inputs[0], leaves, self.layout.constants):
             if isinstance(slot, torch.Tensor):
                 if not isinstance(value, torch.Tensor) or value.shape != slot.shape or \
                         value.dtype != slot.dtype:
-                    raise ValueError("get_inputs returned a different shape or dtype than on "
-                                     "its first call; bench needs fixed input shapes")
+                    raise ToolInputError("the problem's inputs changed shape or dtype between "
+                                         "calls; bench needs fixed input shapes")
                 slot.copy_(value)
+            elif value != constant:
+                raise ToolInputError("a non-tensor input of the problem changed between calls "
+                                     f"({constant!r}, then {value!r}); bench needs them fixed")
         return args
 
     def window(self, name: str, calls: int) -> Window:
         """One timed window of `calls` (0 or 1) calls; the side starts and ends frozen."""
         side = self.sides[name]
         args = self._place_input(name) if calls else []
+        if not calls:
+            self.regions[name].header.zero_()
         cpu_before = side.cpu_seconds()
         start = time.perf_counter()
         side.thaw()
@@ -159,19 +231,47 @@ class Bench:
             raise wire.SideFailed(_said(reply))
         return Window(wall, side.cpu_seconds() - cpu_before, args)
 
+    def _input_ranges(self) -> list[tuple[int, int]]:
+        """Where the submission's process maps its input region (every mapping of it)."""
+        ranges = []
+        try:
+            with open(f"/proc/{self.sides['submission'].pid}/maps") as f:
+                for line in f:
+                    if slots.MEMFD_NAME in line:
+                        lo, hi = line.split()[0].split("-")
+                        ranges.append((int(lo, 16), int(hi, 16)))
+        except OSError:
+            pass
+        return ranges
+
+    def _check_inputs_intact(self, args: list[Any], index: int) -> None:
+        """A kernel leaves its inputs as it found them (the reference does; a caller may
+        reuse them): one that writes its result into an input saves the allocation and the
+        memory traffic of an output, which is not the problem it was given."""
+        import torch
+
+        for k, (slot, value) in enumerate(zip(self.regions["submission"].inputs[0],
+                                              _leaves(args)[0])):
+            if isinstance(slot, torch.Tensor) and not torch.equal(slot, value):
+                raise TimedWrong(f"timed call {index} modified its input {k} in place; a "
+                                 "kernel must leave its inputs as they were")
+
     def verify(self, name: str, args: list[Any], index: int) -> None:
-        """Compares a side's outputs in its region with the reference's on the tool's copy of
-        the inputs; the side is frozen, so it cannot finish them now. The reference's side is
-        verified as often as the submission's: the tool's reads and its own reference run
-        then disturb the caches before both sides' next calls alike."""
-        got = [t.clone() for t in self.regions[name].outputs[0]]
-        _, wrong = self.problem.judge(args, got, self.tol_for, index)
-        if wrong and name == "submission":
+        """Compares the submission's outputs, read from its memory, with the reference's on
+        the tool's copy of the inputs; the side is frozen, so it cannot finish them now. The
+        reference's calls are "verified" as often, against the tool's own run: the tool's
+        reference run and comparison then disturb the caches before both sides' next calls
+        alike."""
+        expected = self.problem.expected(args)
+        if name == "submission":
+            self._check_inputs_intact(args, index)
+            got = self._read_outputs()
+        else:
+            got = [t.clone() if hasattr(t, "clone") else t for t in expected]
+        _, wrong = self.problem.judge(args, got, self.tol_for, index, expected)
+        if wrong:
             raise TimedWrong(f"timed call {index} returned a wrong output (skipped, cached or "
                              f"unfinished work?): {wrong}")
-        if wrong:
-            raise wire.SideFailed(f"the reference is not deterministic: its timed call "
-                                  f"{index} differs from the tool's own run ({wrong})")
 
 
 def _said(reply: bytes) -> str:

@@ -96,9 +96,12 @@ def scan(source: str, require_custom_kernel: bool = False) -> list[Flag]:
                 found.append(("precision_downgrade", node.lineno))
             if name in _CUSTOM_KERNEL_MARKERS and _root_name(node.func) not in ("torch", ""):
                 custom_kernel = True
-            if name in ("__import__", "import_module", "exec", "eval", "compile") and \
-                    isinstance(node.func, ast.Name | ast.Attribute):
+            if name in ("__import__", "import_module", "exec", "eval", "compile", "vars",
+                        "globals", "locals") and isinstance(node.func, ast.Name | ast.Attribute):
                 found.append(("introspection", node.lineno))
+            if name in ("getattr", "setattr", "delattr", "hasattr") and len(node.args) >= 2 \
+                    and not isinstance(node.args[1], ast.Constant):
+                found.append(("introspection", node.lineno))  # a name built at run time
         elif isinstance(node, ast.Attribute):
             if node.attr in _INTROSPECTION_ATTRS:
                 found.append(("introspection", node.lineno))
@@ -112,6 +115,8 @@ def scan(source: str, require_custom_kernel: bool = False) -> list[Flag]:
             used_names.add(node.attr)
         elif isinstance(node, ast.Name):
             used_names.add(node.id)
+            if node.id in ("__builtins__", "__loader__", "__spec__"):
+                found.append(("introspection", node.lineno))
         elif isinstance(node, ast.ClassDef):
             for base in node.bases:
                 if isinstance(base, ast.Attribute) and base.attr == "Tensor" or \

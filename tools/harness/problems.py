@@ -143,6 +143,21 @@ class Problem:
         return [t.detach().cpu() if isinstance(t, torch.Tensor) else t
                 for t in wire.flatten(out)]
 
+    def reference_aliases_inputs(self, args: list[Any]) -> bool:
+        """Whether the reference returns (a view of) one of its inputs: then a kernel may too."""
+        import torch
+
+        if self._model is None:
+            self._model = self.reference_fn()
+        args = wire.to_device(wire.clone(args), self.device)
+        with torch.no_grad():
+            out = wire.flatten(self._model(*args))
+        spans = [(t.untyped_storage().data_ptr(),
+                  t.untyped_storage().data_ptr() + t.untyped_storage().nbytes())
+                 for t in wire.flatten(args) if isinstance(t, torch.Tensor)]
+        return any(isinstance(t, torch.Tensor) and t.numel() and
+                   any(lo <= t.data_ptr() < hi for lo, hi in spans) for t in out)
+
     # -- inputs -----------------------------------------------------------------------------
     def draw(self, distribution: str = inputs.PROBLEM, case: dict[str, Any] | None = None
              ) -> list[Any]:
@@ -165,11 +180,22 @@ class Problem:
                 for x in list(self.module.get_inputs())]
 
     # -- judging ----------------------------------------------------------------------------
-    def judge(self, args: list[Any], got: list[Any], tol_for: dict[str, float], set_index: int,
+    def judge(self, args: list[Any], got: Any, tol_for: dict[str, float], set_index: int,
               expected: list[Any] | None = None) -> tuple[list[dict[str, Any]], str]:
-        """(OutputCheck entries, "" or why the outputs are wrong) for one call."""
+        """(OutputCheck entries, "" or why the outputs are wrong) for one call. Whatever the
+        submission sent, judging it never raises: an output the comparison cannot handle is
+        a wrong output."""
+        if not isinstance(got, list):
+            return [], "the outputs are not a list of tensors"
         if expected is None:
-            expected = self.expected(args)
+            expected = self.expected(args)  # the reference's failure is not the submission's
+        try:
+            return self._judge(args, got, tol_for, set_index, expected)
+        except Exception as e:  # noqa: BLE001 - the submission's values, not the tool, failed
+            return [], f"the outputs could not be compared ({type(e).__name__}: {e})"[:500]
+
+    def _judge(self, args: list[Any], got: list[Any], tol_for: dict[str, float],
+               set_index: int, expected: list[Any]) -> tuple[list[dict[str, Any]], str]:
         entries: list[dict[str, Any]] = []
         if len(got) != len(expected):
             return entries, (f"returned {len(got)} outputs, the reference "

@@ -45,12 +45,16 @@ def _children(pid: int, main_thread_only: bool = False) -> list[int]:
     return out
 
 
-def members(root: int, other_sides: tuple[int, ...] = ()) -> set[int]:
-    """The root, its descendants, and orphans re-parented to this (subreaper) process (the
-    kernel hands orphans to the reaper's main thread while it lives, as this one does)."""
+def members(root: int, other_sides: tuple[int, ...] = (), claim_orphans: bool = True
+            ) -> set[int]:
+    """The root, its descendants, and (claim_orphans) the orphans re-parented to this
+    (subreaper) process: the kernel hands them to the reaper's main thread while it lives, as
+    this one does. Only the submission's side claims orphans: the reference's side is the
+    tool's own code and forks nothing, so every child of the tool that is not a side's root
+    was left behind by the submission, and must never be thawed with the reference."""
     seen: set[int] = set()
     orphans = [p for p in _children(os.getpid(), main_thread_only=True)
-               if p != root and p not in other_sides]
+               if p != root and p not in other_sides] if claim_orphans else []
     stack = [root, *orphans]
     while stack:
         pid = stack.pop()
@@ -82,9 +86,11 @@ class Tree:
     an unrelated process is never signalled; the side's direct children (the root, orphans
     re-parented here) are waited for with waitid, the rest polled through /proc."""
 
-    def __init__(self, root: int, other_sides: tuple[int, ...] = ()) -> None:
+    def __init__(self, root: int, other_sides: tuple[int, ...] = (),
+                 claim_orphans: bool = True) -> None:
         self.root = root
         self.other_sides = other_sides
+        self.claim_orphans = claim_orphans  # the submission's side only (see members)
         self._pidfds: dict[int, int] = {}  # every process of the side seen so far
         self.frozen = False
 
@@ -117,7 +123,7 @@ class Tree:
             self._send(new, signal.SIGSTOP)
             self._wait_stopped(new, deadline)
             stopped |= new
-            new = members(self.root, self.other_sides) - stopped
+            new = members(self.root, self.other_sides, self.claim_orphans) - stopped
         self.frozen = True
         return stopped
 
@@ -157,7 +163,7 @@ class Tree:
         return all(s in "TtZXx" for s in _states(pid))
 
     def pids(self) -> set[int]:
-        return members(self.root, self.other_sides) | set(self._pidfds)
+        return members(self.root, self.other_sides, self.claim_orphans) | set(self._pidfds)
 
     def kill_all(self) -> None:
         """SIGKILLs every process of the side (frozen first, so none forks away meanwhile)

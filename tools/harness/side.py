@@ -26,6 +26,7 @@ from perfbox.tools.harness import confine, proctree, wire
 
 SUBMISSION, REFERENCE = "submission", "reference"
 CONFINED = b"confined"
+PR_SET_DUMPABLE = 4
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Side:
     tree: proctree.Tree = field(init=False)  # its processes, seen from outside
 
     def __post_init__(self) -> None:
-        self.tree = proctree.Tree(self.pid)
+        self.tree = proctree.Tree(self.pid, claim_orphans=self.name == SUBMISSION)
 
     def set_others(self, others: tuple[int, ...]) -> None:
         """Root pids of the other sides: children of the tool that are not this side's."""
@@ -64,7 +65,7 @@ class Side:
 def protect_tool() -> None:
     """Before forking any side: the tool becomes undumpable (a side cannot ptrace it or read
     its memory) and a subreaper (orphans of a side stay in its tree)."""
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     proctree.become_subreaper()
 
 
@@ -138,6 +139,10 @@ def submission_body(workdir: Path, placement: confine.Placement,
     from perfbox.tools.harness import side_loop
 
     def body(conn: Connection) -> None:
+        # readable by the tool (same uid, its parent), which reads its outputs from its
+        # memory; the filter then forbids changing that. The tool and the reference stay
+        # undumpable: the submission can read neither.
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         confine.confine_side(placement)
         conn.send_bytes(CONFINED)  # before any of the submission's code: it cannot forge this
         request = wire.loads(conn.recv_bytes(wire.MAX_MESSAGE_BYTES))

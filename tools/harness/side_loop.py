@@ -6,7 +6,8 @@ tool's clock between thaw and freeze and judged by the outputs the tool finds in
 region. It exists so an honest submission and the reference pay the same per-call cost.
 
 Commands (bytes): ``check:`` + input set -> both runs' outputs (determinism); ``slots:`` +
-layout, then the region's descriptor -> ok; ``go:N`` -> calls 0..N-1 from the region -> done;
+layout, then the region's descriptor -> ok; ``go:N`` -> N calls on the region's input set, the
+last call's outputs kept alive and their addresses written to the region's header -> done;
 GPU path: ``pool:`` + input sets, ``out:J``, ``timed:`` + set indices, ``last``,
 ``flush_bytes``; ``done`` ends the loop.
 """
@@ -55,15 +56,22 @@ def _outputs(value: Any) -> list[Any]:
 
 def _command(conn: Connection, message: bytes, fn: Callable[..., Any], device: str,
              timer: Any, state: dict[str, Any]) -> bytes:
+    import torch
+
     from perfbox.tools import gpu_timing
 
     if message.startswith(b"go:"):
         region = state["region"]
+        kept: list[Any] = []
         for i in range(int(message[3:])):
-            out = wire.flatten(fn(*region.inputs[i]))
-            for slot, value in zip(region.outputs[i], out):
-                slot.copy_(value)
+            kept = [t.contiguous() if isinstance(t, torch.Tensor) else t  # views materialised
+                    for t in wire.flatten(fn(*region.arguments(i)))]
         _sync(device)
+        state["kept"] = kept  # alive until the next call: the tool reads them from here
+        for k, value in enumerate(kept[:len(region.header)]):
+            if isinstance(value, torch.Tensor):
+                region.header[k, 0] = value.data_ptr()
+                region.header[k, 1] = value.numel() * value.element_size()
         return b"done"
     if message.startswith(b"check:"):
         inputs = wire.to_device(wire.loads(message[6:]), device)

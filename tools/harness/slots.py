@@ -1,12 +1,15 @@
-"""Shared memory where the tool places a sample's inputs and a side leaves its outputs.
+"""Shared memory where the tool places a call's inputs, and where a side says where its outputs
+are.
 
 One memfd per side, created by the tool after the side is forked and handed over on the pipe
-(SCM_RIGHTS), mapped by both. For a sample of N calls the region holds N input sets and N
-output sets, laid out from the reference's first input and output (shapes and dtypes fixed for
-the whole bench). The tool writes fresh inputs while the side is frozen, the side's call `i`
-reads input set `i` and copies its outputs into output set `i`, and the tool reads the outputs
-it chose to verify while the side is frozen again: the outputs judged are those of the timed
-calls, in memory the tool reads directly, not a report from the side.
+(SCM_RIGHTS), mapped by both: the input set of a call (laid out from the reference's first
+input: shapes and dtypes fixed for the whole bench) and a header of (address, bytes) per
+output. The tool writes fresh inputs while the side is frozen; the side's call reads them and
+leaves its outputs wherever they are in its own memory, writing only their addresses; the tool
+reads the outputs it verifies *from the side's memory* (/proc/PID/mem) while the side is frozen
+again. Nothing is copied in either side's timed window, so no side can skip a copy the other
+pays (a submission computing straight into a shared output slot once looked 1.8x faster than
+an identical kernel), and what is judged is the memory the timed call wrote, not a report.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ALIGN_BYTES = 64
-MAX_REGION_BYTES = 1 << 30  # per side: bounds N x (input + output bytes)
+MEMFD_NAME = "perfbox-slots"  # how the region shows in /proc/PID/maps
+HEADER_ENTRY_BYTES = 16  # per output: its address and its size in bytes, two int64
 
 
 @dataclass(frozen=True)
@@ -42,22 +46,27 @@ class TensorSpec:
 class Layout:
     """Where call i's inputs and outputs live in the region (plain data: sent to the side)."""
 
-    inputs: tuple[TensorSpec | None, ...]  # None: a non-tensor argument, passed as `constants`
-    constants: tuple[Any, ...]  # the non-tensor arguments, by position (None for tensors)
-    outputs: tuple[TensorSpec, ...]
-    num_calls: int  # N: call sets in the region
+    inputs: tuple[TensorSpec | None, ...]  # per leaf of the arguments; None: not a tensor
+    constants: tuple[Any, ...]  # the non-tensor leaves, by position (None for tensors)
+    tree: str  # how the leaves nest into the call's arguments (torch pytree spec, JSON)
+    outputs: tuple[TensorSpec, ...]  # what the reference returns (the header has one entry each)
+    num_calls: int  # input sets in the region (1: a side sees only the call being timed)
 
     @property
     def call_bytes(self) -> int:
-        return sum(_aligned(s.num_bytes) for s in (*self.inputs, *self.outputs) if s)
+        return sum(_aligned(s.num_bytes) for s in self.inputs if s)
+
+    @property
+    def header_bytes(self) -> int:
+        return _aligned(HEADER_ENTRY_BYTES * max(1, len(self.outputs)))
 
     @property
     def region_bytes(self) -> int:
-        return max(ALIGN_BYTES, self.call_bytes * self.num_calls)
+        return max(ALIGN_BYTES, self.call_bytes * self.num_calls + self.header_bytes)
 
     def to_plain(self) -> dict[str, Any]:
         return {"inputs": [None if s is None else (list(s.shape), s.dtype) for s in self.inputs],
-                "constants": list(self.constants),
+                "constants": list(self.constants), "tree": self.tree,
                 "outputs": [(list(s.shape), s.dtype) for s in self.outputs],
                 "num_calls": self.num_calls}
 
@@ -65,7 +74,7 @@ class Layout:
     def from_plain(cls, data: dict[str, Any]) -> "Layout":
         return cls(tuple(None if s is None else TensorSpec(tuple(int(d) for d in s[0]), str(s[1]))
                          for s in data["inputs"]),
-                   tuple(data["constants"]),
+                   tuple(data["constants"]), str(data["tree"]),
                    tuple(TensorSpec(tuple(int(d) for d in s[0]), str(s[1]))
                          for s in data["outputs"]),
                    int(data["num_calls"]))
@@ -84,12 +93,14 @@ class Region:
 
     def __init__(self, fd: int, layout: Layout) -> None:
         import torch
+        from torch.utils import _pytree  # the structure of nested arguments (GPU MODE data)
 
         self.layout = layout
+        self._tree = _pytree.treespec_loads(layout.tree)
+        self._unflatten = _pytree.tree_unflatten
         self._map = mmap.mmap(fd, layout.region_bytes)
         raw = torch.frombuffer(self._map, dtype=torch.uint8)
-        self.inputs: list[list[Any]] = []
-        self.outputs: list[list[Any]] = []
+        self.inputs: list[list[Any]] = []  # per call set: the leaves
         offset = 0
         for _ in range(layout.num_calls):
             call_in: list[Any] = []
@@ -99,15 +110,17 @@ class Region:
                     continue
                 call_in.append(_view(raw, offset, spec))
                 offset += _aligned(spec.num_bytes)
-            call_out = []
-            for spec in layout.outputs:
-                call_out.append(_view(raw, offset, spec))
-                offset += _aligned(spec.num_bytes)
             self.inputs.append(call_in)
-            self.outputs.append(call_out)
+        # (address, bytes) of each output of the last call, written by the side
+        self.header = _view(raw, offset, TensorSpec((max(1, len(layout.outputs)), 2), "int64"))
+
+    def arguments(self, i: int) -> list[Any]:
+        """Call set i's arguments, nested as the problem's were."""
+        return self._unflatten(self.inputs[i], self._tree)
 
     def close(self) -> None:
-        self.inputs, self.outputs = [], []
+        self.inputs = []
+        self.header = None
         try:
             self._map.close()
         except BufferError:  # a view is still alive somewhere; the mapping goes with the process
@@ -122,6 +135,6 @@ def _view(raw: Any, offset: int, spec: TensorSpec) -> Any:
 
 
 def new_region_fd(num_bytes: int) -> int:
-    fd = os.memfd_create("perfbox-slots", os.MFD_CLOEXEC)
+    fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC)
     os.ftruncate(fd, max(ALIGN_BYTES, num_bytes))
     return fd

@@ -1,0 +1,132 @@
+"""Attacks a red team (a helper given only the README and the interface) found against the
+first version of the harness, kept as tests with the status each must now get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perfbox.tools.types import Status
+from tests.security.problems import honest, model_new, run
+
+# 1. compute straight into the tool's shared output slot, found through the input's storage:
+# the side loop's copy became a no-op, so an identical kernel looked 1.8x faster
+INTO_THE_SLOT = """
+st = x.untyped_storage()
+nb = x.numel() * x.element_size()
+if st.nbytes() >= x.storage_offset() * x.element_size() + 2 * nb:
+    off = x.storage_offset() + ((nb + 63) // 64 * 64) // x.element_size()
+    out = torch.empty(0, dtype=x.dtype).set_(st, off, x.shape)
+    torch.clamp(x, min=0, out=out)
+    return out
+return torch.relu(x)
+"""
+
+# 2. a double-forked helper re-parented to the tool was claimed by both sides' trees, so each
+# thaw of the reference woke it, and it spun while the reference was timed
+ORPHAN = """
+import os, time
+def _helper(root):
+    while True:
+        if not os.path.exists("/proc/%d" % root):
+            os._exit(0)
+        t = time.perf_counter() + 0.0005
+        while time.perf_counter() < t:
+            pass
+"""
+ORPHAN_INIT = """
+root = os.getpid()
+if os.fork() == 0:
+    if os.fork() == 0:
+        _helper(root)
+    os._exit(0)
+os.wait()
+"""
+
+# 3. a child stuck in vfork cannot be stopped: the tool raised instead of answering
+VFORK = """
+import ctypes, os
+_libc = ctypes.CDLL(None)
+"""
+VFORK_INIT = """
+if os.fork() == 0:
+    if _libc.vfork() == 0:
+        while True:
+            _libc.sleep(1000)
+    os._exit(0)
+"""
+
+# 4. a meta tensor sent as an output (the submission's copy of wire.plain replaced): the
+# tool's comparison raised
+META = """
+from perfbox.tools.harness import wire as _w
+vars(_w)["plain"] = lambda v: v
+"""
+
+# 5. wrong on every other call: only the first of check's two runs per input set was judged
+EVERY_OTHER = ("self.calls = getattr(self, 'calls', 0) + 1\n"
+               "return torch.zeros_like(x) if self.calls % 2 == 0 else torch.relu(x)")
+
+
+def test_computing_into_the_shared_memory_gains_nothing(tmp_path: Path) -> None:
+    out = run(tmp_path, "bench", "relu.py", honest("relu.py", forward=INTO_THE_SLOT))
+    assert out.status != Status.OK or out.report["speedup"] < 1.3, out.summary
+
+
+def test_an_orphan_never_runs_while_the_reference_is_timed(tmp_path: Path) -> None:
+    out = run(tmp_path, "bench", "relu.py", honest("relu.py", ORPHAN, init_body=ORPHAN_INIT))
+    assert out.status == Status.OK, out.summary
+    # the spinner runs only in the submission's own windows: it can only slow the submission,
+    # and the round trip (timed on the reference) stays that of an idle side
+    assert out.report["speedup"] < 1.3 and out.report["round_trip_us"] < 2000, out.summary
+
+
+def test_a_process_stuck_in_vfork_is_the_submissions_runtime_error(tmp_path: Path) -> None:
+    out = run(tmp_path, "bench", "relu.py", honest("relu.py", VFORK, init_body=VFORK_INIT))
+    assert out.status == Status.RUNTIME_ERROR and "frozen" in out.error, out.summary
+
+
+def test_a_meta_tensor_output_is_wrong_not_a_crash(tmp_path: Path) -> None:
+    source = honest("relu.py", META, forward='return torch.empty(x.shape, device="meta")')
+    out = run(tmp_path, "check", "relu.py", source)
+    assert out.status == Status.WRONG_ANSWER and "not a plain tensor" in out.error, out.summary
+
+
+def test_wrong_on_every_other_call_is_wrong(tmp_path: Path) -> None:
+    out = run(tmp_path, "check", "relu.py", honest("relu.py", forward=EVERY_OTHER))
+    assert out.status == Status.WRONG_ANSWER and "second run" in out.error, out.summary
+
+
+def test_a_child_cannot_wake_the_frozen_root(tmp_path: Path) -> None:
+    init = ("import os, signal\npid = os.fork()\nif pid == 0:\n"
+            "    try:\n        os.kill(os.getppid(), signal.SIGCONT)\n        os._exit(1)\n"
+            "    except PermissionError:\n        os._exit(0)\n"
+            "_, status = os.waitpid(pid, 0)\n"
+            "if os.waitstatus_to_exitcode(status) != 0:\n"
+            "    raise RuntimeError('ESCAPED: a child sent SIGCONT')")
+    out = run(tmp_path, "check", "relu.py", model_new("", "return torch.relu(x)",
+                                                      init_body=init), num_input_sets=1)
+    assert out.status == Status.OK, out.summary
+
+
+def test_returning_the_input_buffer_is_wrong(tmp_path: Path) -> None:
+    # relu_ on torch.rand's non-negative inputs writes nothing and returns its input: it
+    # skipped the output's allocation and looked 4x faster than an identical kernel
+    out = run(tmp_path, "bench", "relu.py", honest("relu.py", forward="return torch.relu_(x)"))
+    assert out.status == Status.WRONG_ANSWER and "input buffer" in out.error, out.summary
+
+
+def test_writing_into_the_input_is_wrong(tmp_path: Path) -> None:
+    forward = "y = torch.relu(x)\nx.mul_(0.5)\nreturn y"
+    out = run(tmp_path, "bench", "relu.py", honest("relu.py", forward=forward))
+    assert out.status == Status.WRONG_ANSWER and "in place" in out.error, out.summary
+
+
+def test_a_view_is_allowed_where_the_reference_returns_one(tmp_path: Path) -> None:
+    reference = tmp_path / "view_ref.py"
+    reference.write_text((Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" /
+                          "level1" / "relu.py").read_text()
+                         .replace("return torch.relu(x)", "return x.view(-1)"))
+    work = tmp_path / "work"
+    work.mkdir()
+    out = run(work, "bench", reference, model_new("", "return x.reshape(-1)"))
+    assert out.status == Status.OK, out.summary
