@@ -37,15 +37,19 @@ TOOLS: dict[str, ToolSpec] = {
                  "mix (memory, tensor-core, FP, integer, control ops).",
                  "disasm", ("cuda", "triton"), needs_gpu=False, cacheable=True,
                  options_field="disasm"),
-        ToolSpec("check", "KernelBench ModelNew against the reference Model on several random "
-                 "input sets (secret seed, reference in another process), per-dtype "
-                 "tolerances, shape/dtype/NaN/Inf checks, determinism. GPU when present, "
-                 "else CPU.",
+        ToolSpec("check", "KernelBench ModelNew (or a GPU MODE custom_kernel) against the "
+                 "reference on secret input sets from the problem's distribution and a "
+                 "sign-varied, scaled one, in a confined process; tolerances scaled to the "
+                 "reference's magnitude plus a norm-relative test, shape/dtype/NaN/Inf "
+                 "checks, trivial answers refused, both of two runs judged, static flags. "
+                 "GPU when present, else CPU.",
                  "check", ("kernelbench",), needs_gpu=False, cacheable=False,
                  options_field="check"),
-        ToolSpec("bench", "KernelBench ModelNew timed against the reference Model: the clock "
-                 "in the tool's process, samples alternated, adaptive repetition to a target "
-                 "relative error; median/mean/min/IQR and speedup. GPU when present, else CPU.",
+        ToolSpec("bench", "KernelBench ModelNew (or GPU MODE benchmark cases) timed against "
+                 "the reference: the tool's clock around each call of a confined, otherwise "
+                 "frozen process, fresh secret inputs per call, timed outputs verified at "
+                 "random; speedup with a 95% interval, CPU time, measurement flags, "
+                 "IMPLAUSIBLE for unphysical figures. GPU when present, else CPU.",
                  "bench", ("kernelbench",), needs_gpu=False, cacheable=False,
                  options_field="bench"),
         ToolSpec("profile", "Nsight Compute on the kernels of a KernelBench ModelNew or a CUDA "

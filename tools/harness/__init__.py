@@ -7,9 +7,10 @@ Principles, and where each lives:
   ptrace or read another process (`confine`), pinned to the CPUs and thread count the tool
   chose, and frozen, every process it forked included, whenever it is not being asked
   something (`proctree`). What comes back is plain tensors or nothing (`wire`).
-- The timed call is the verified call (`cpu_sampling`, `slots`): fresh secret inputs per call
-  placed in shared memory outside the clock, the clock the tool's own from thaw to confirmed
-  freeze, outputs read from shared memory and verified at random after each sample.
+- The timed call is the verified call (`cpu_sampling`, `slots`): a fresh secret input set per
+  call placed in shared memory outside the clock, one call per window, the clock the tool's own
+  from thaw to confirmed freeze, outputs read from the frozen submission's memory and verified
+  at random after the call.
 - Correctness a trivial answer cannot pass (`compare`, `inputs`): tolerances scaled to the
   reference's magnitude, a norm-relative test, a second input distribution, degenerate outputs
   named.

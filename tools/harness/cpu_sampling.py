@@ -4,12 +4,13 @@ One timed call of one side, step by step:
 1. The side is frozen (every process it has, SIGSTOP). The tool draws a fresh input set (torch
    seeded from the OS's CSPRNG) and writes it into the side's shared region.
 2. The clock starts; the side is thawed and told `go:1`; it runs the call on that input set,
-   copies the outputs into the region and answers; the side is frozen again (all its threads
-   confirmed stopped); the clock stops. Work done after answering, before the freeze, is inside
-   the clock; nothing the side runs can run outside it.
-3. Submission only: whether this call is verified is drawn *now*, after it ran; a verified
-   call's outputs are read from the region and compared with the reference's outputs on the
-   tool's own copy of the input. One mismatch is WRONG_ANSWER for the whole bench.
+   writes the addresses of its outputs into the region's header and answers; the side is
+   frozen again (all its threads confirmed stopped); the clock stops. Work done after
+   answering, before the freeze, is inside the clock; nothing the side runs can run outside it.
+3. Whether this call is verified is drawn *now*, after it ran; a verified submission call's
+   outputs are read from its memory (/proc/PID/mem, frozen) and compared with the reference's
+   outputs on the tool's own copy of the input; its inputs must be unchanged and its outputs
+   must not be the input buffer. One mismatch is WRONG_ANSWER for the whole bench.
 One call per window, because a side that could see several input sets at once could batch
 them (read the next inputs through its argument's storage and compute them all in one go):
 the submission sees only the input of the call being timed. The round trip (thaw, answer,
