@@ -37,6 +37,7 @@ MAX_MIN_SAMPLES = 10_000
 PRECHECK_SETS = 2  # input sets compared before anything is timed
 FLOOR_SAFETY = 0.5  # a per-call time below this share of one output write is implausible
 CONTENDED_FRACTION = 0.10
+PAGE_BYTES = 4096
 STEAL_FRACTION = 0.05
 
 
@@ -184,6 +185,9 @@ def _cpu_outcome(results: list[cpu_sampling.Sampling], options: dict[str, Any],
     cpu_us = {name: 1e6 * statistics.median(main.sides[name].cpu_s) for name in main.sides}
     converged = all(r.converged for r in results)
     flags = [] if converged else ["noisy"]
+    faults = {name: statistics.median(main.sides[name].faults) for name in main.sides}
+    if _output_reused(main.output_bytes, faults):
+        flags.append("output_reused")
     if conditions["contention"] > CONTENDED_FRACTION:
         flags.append("contended")
     if conditions["steal_fraction"] > STEAL_FRACTION:
@@ -198,6 +202,8 @@ def _cpu_outcome(results: list[cpu_sampling.Sampling], options: dict[str, Any],
         "submission_cpu_us": cpu_us["submission"], "reference_cpu_us": cpu_us["reference"],
         "threads": placement.threads, "cpus": list(placement.cpus),
         "round_trip_us": main.overhead_s * 1e6, "host": conditions,
+        "submission_page_faults": faults["submission"],
+        "reference_page_faults": faults["reference"],
         "measurement_flags": flags,
     })
     implausible = _implausible(results, speedup, options, report)
@@ -215,6 +221,17 @@ def _cpu_outcome(results: list[cpu_sampling.Sampling], options: dict[str, Any],
     if flags:
         summary += f" Measurement flags: {', '.join(flags)} (see the report's host conditions)."
     return ToolOutcome(Status.OK, summary, report)
+
+
+def _output_reused(output_bytes: int, faults: dict[str, float]) -> bool:
+    """Both sides get buffers of MMAP_THRESHOLD_BYTES and more on fresh pages each call, so a
+    call faults at least the pages its outputs span; one that faults under half of them while
+    the reference faults them kept its output buffer from an earlier call, which saves the
+    faults and is not the per-call work the reference does."""
+    if output_bytes < confine.MMAP_THRESHOLD_BYTES:
+        return False
+    pages = output_bytes / PAGE_BYTES
+    return faults["reference"] >= 0.5 * pages and faults["submission"] < 0.5 * pages
 
 
 def _implausible(results: list[cpu_sampling.Sampling], speedup: float,

@@ -27,7 +27,7 @@ def _refused(what, attempt):
         if e.errno in (errno.EPERM, errno.EACCES):
             return
         raise
-    if result is not None and result == -1:
+    if result is not None and result == -1 and ctypes.get_errno() in (errno.EPERM, errno.EACCES):
         return
     raise RuntimeError("ESCAPED: " + what)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -51,6 +51,11 @@ ATTEMPTS = {
     "read the parent's memory": "_libc.process_vm_readv(os.getppid(), 0, 0, 0, 0, 0)",
     "pidfd of the parent": "os.pidfd_open(os.getppid())",
     "make the kernel SIGIO the parent later": "fcntl.fcntl(0, fcntl.F_SETOWN, os.getppid())",
+    "SIGCONT itself (a frozen sibling would wake)": "os.kill(os.getpid(), signal.SIGCONT)",
+    "a POSIX timer (it could deliver SIGCONT while frozen)":
+        "_libc.timer_create(1, None, ctypes.byref(ctypes.c_void_p()))",
+    "a message-queue notification signal": "_libc.mq_notify(0, None)",
+    "SIGCONT as its parent-death signal": "_libc.prctl(1, signal.SIGCONT, 0, 0, 0)",
     "SIGSTOP every pid it can see in /proc": "[os.kill(int(p), signal.SIGSTOP) for p in "
                                              "os.listdir('/proc') if p.isdigit() and "
                                              "int(p) != os.getpid()] and None",

@@ -130,3 +130,69 @@ def test_a_view_is_allowed_where_the_reference_returns_one(tmp_path: Path) -> No
     work.mkdir()
     out = run(work, "bench", reference, model_new("", "return x.reshape(-1)"))
     assert out.status == Status.OK, out.summary
+
+
+# 6. (round 2) a helper armed a POSIX timer sending SIGCONT, woke while frozen and spun through
+# the reference's windows (2.4x). timer_create, mq_notify, clone's and prctl's SIGCONT are now
+# refused (test_neighbour_attacks); and whatever wakes a frozen submission, the kernel's CPU
+# accounting shows it ran. A kernel-sent SIGCONT the filter does not know cannot be produced on
+# demand, so this test injects one: after every reference window the tool's own SIGCONT wakes
+# the submission for 5 ms (a fault injection standing in for the kernel).
+WAKE_INJECTION = """
+import json, os, signal, sys, pathlib, time
+from perfbox import tools
+from perfbox.tools.harness import cpu_sampling
+from perfbox.tools.types import ToolRequest
+real = cpu_sampling.Bench.window
+def window(self, name, calls):
+    result = real(self, name, calls)
+    if name == "reference":
+        root = self.sides["submission"].pid
+        os.kill(root, signal.SIGCONT)
+        time.sleep(0.005)
+        os.kill(root, signal.SIGSTOP)
+        time.sleep(0.005)
+    return result
+cpu_sampling.Bench.window = window
+workdir = pathlib.Path(sys.argv[1])
+out = tools.run(ToolRequest("bench", "kernelbench", ["new.py", "reference.py"], workdir,
+                            {"time_budget_s": 1.0}))
+print("OUTCOME" + json.dumps(out.to_json()))
+"""
+
+SPINNING_THREAD = """
+import threading
+def _spin():
+    while True:
+        pass
+threading.Thread(target=_spin, daemon=True).start()
+"""
+
+
+def test_a_submission_that_runs_while_frozen_voids_the_bench(tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.security.problems import LEVEL1
+
+    shutil.copy(LEVEL1 / "relu.py", tmp_path / "reference.py")
+    (tmp_path / "new.py").write_text(honest("relu.py", SPINNING_THREAD))
+    proc = subprocess.run([sys.executable, "-c", WAKE_INJECTION, str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("OUTCOME")), None)
+    assert line is not None, proc.stderr[-2000:]
+    outcome = json.loads(line[len("OUTCOME"):])
+    assert outcome["status"] == "RUNTIME_ERROR" and "while frozen" in outcome["error"], outcome
+
+
+def test_an_output_buffer_kept_across_calls_is_flagged(tmp_path: Path) -> None:
+    # (round 2) both sides get large buffers on fresh pages each call; keeping one output
+    # buffer saved the page faults and looked 1.6x faster with honest compute
+    forward = ("if getattr(self, 'buf', None) is None:\n    self.buf = torch.empty_like(x)\n"
+               "return torch.clamp_min(x, 0.0, out=self.buf)")
+    out = run(tmp_path, "bench", "relu.py", honest("relu.py", forward=forward))
+    assert out.status == Status.OK and "output_reused" in out.report["measurement_flags"], \
+        out.summary
+    assert out.report["submission_page_faults"] < out.report["reference_page_faults"]

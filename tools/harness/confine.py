@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
+PR_SET_PDEATHSIG = 1
 PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
 SCMP_FLTATR_CTL_SSB = 7  # libseccomp's enum scmp_filter_attr
 F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15
@@ -162,6 +163,15 @@ def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
     for name, sig_index in (("kill", 1), ("tgkill", 2), ("rt_sigqueueinfo", 1),
                             ("rt_tgsigqueueinfo", 2)):
         _add(f, deny, name, sc.Arg(sig_index, sc.EQ, signal.SIGCONT))
+    # nor have the kernel send one later: POSIX timers and message queue notifications can
+    # name any signal in a struct the filter cannot read (refused outright), a child's exit
+    # signal and the parent-death signal can be SIGCONT; clone3 takes its flags in a struct
+    # (ENOSYS: the C library falls back to clone, whose flags the filter reads)
+    for name in ("timer_create", "mq_notify"):
+        _add(f, deny, name)
+    _add(f, sc.ERRNO(errno.ENOSYS), "clone3")
+    _add(f, deny, "clone", sc.Arg(0, sc.MASKED_EQ, 0xFF, signal.SIGCONT))
+    _add(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_PDEATHSIG), sc.Arg(1, sc.EQ, signal.SIGCONT))
     # it stays readable by the tool, which reads its outputs from its memory
     _add(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_DUMPABLE))
     for name, index in _SELF_ONLY:

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from perfbox.tools.harness import estimates, slots, wire
+from perfbox.tools.harness import estimates, proctree, slots, wire
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.side import Side
 from perfbox.tools.types import ToolInputError
@@ -42,8 +42,15 @@ MIN_ROUNDS = 30
 CALL_TIMEOUT_S = 120.0
 
 
+RAN_WHILE_FROZEN_S = 50e-6  # CPU time a frozen side may show between two looks (none, really)
+
+
 class TimedWrong(RuntimeError):
     """A timed call's output was not the reference's."""
+
+
+class RanWhileFrozen(wire.SideFailed):
+    """The submission's processes used CPU while the tool had them stopped."""
 
 
 @dataclass
@@ -52,6 +59,7 @@ class SideSamples:
 
     wall_s: list[float] = field(default_factory=list)  # thaw to freeze, less the round trip
     cpu_s: list[float] = field(default_factory=list)  # its processes' CPU time in the window
+    faults: list[int] = field(default_factory=list)  # its processes' page faults in the window
 
 
 @dataclass
@@ -75,6 +83,7 @@ class Window:
 
     wall_s: float
     cpu_s: float
+    faults: int  # page faults of the side's processes in the window
     args: list[Any]  # the inputs the tool placed (its own copy)
 
 
@@ -111,6 +120,7 @@ class Bench:
         self.may_alias_inputs = problem.reference_aliases_inputs(first_args)
         self.regions: dict[str, slots.Region] = {}
         self.memory_fd: int | None = None  # /proc/PID/mem of the submission's side
+        self.frozen_usage: dict[str, proctree.Usage] = {}  # each side's, at its last freeze
         self.tol_for: dict[str, float] = {}
         self.case: dict[str, Any] | None = None  # GPU MODE: the benchmark case being timed
 
@@ -215,7 +225,7 @@ class Bench:
         args = self._place_input(name) if calls else []
         if not calls:
             self.regions[name].header.zero_()
-        cpu_before = side.cpu_seconds()
+        before = self.still_frozen(name)
         start = time.perf_counter()
         side.thaw()
         try:
@@ -228,9 +238,25 @@ class Bench:
         finally:
             side.freeze()
         wall = time.perf_counter() - start
+        after = self.frozen_usage[name] = side.usage()
         if reply != b"done":
             raise wire.SideFailed(_said(reply))
-        return Window(wall, side.cpu_seconds() - cpu_before, args)
+        return Window(wall, after.cpu_s - before.cpu_s, after.faults - before.faults, args)
+
+    def still_frozen(self, name: str) -> proctree.Usage:
+        """The side's usage now; for the submission, proof that it did not run since it was
+        frozen. SIGSTOP is not a wall: a timer, a message queue or a child's exit signal can
+        have the kernel send SIGCONT. The kernel's CPU accounting says whether it ran, and any
+        run means other windows were timed with it alive: the whole bench is void."""
+        now = self.sides[name].usage()
+        last = self.frozen_usage.get(name)
+        if name == "submission" and last is not None and \
+                now.cpu_s - last.cpu_s > RAN_WHILE_FROZEN_S:
+            raise RanWhileFrozen(f"the submission's processes used "
+                                 f"{1e6 * (now.cpu_s - last.cpu_s):.0f} us of CPU while frozen "
+                                 "(woken by a kernel-sent SIGCONT?); the figures of every "
+                                 "window since are void")
+        return now
 
     def _input_ranges(self) -> list[tuple[int, int]]:
         """Where the submission's process maps its input region (every mapping of it)."""
@@ -290,8 +316,9 @@ def run(bench: Bench, options: dict[str, Any]) -> Sampling:
     min_rounds = max(MIN_ROUNDS, int(options["min_samples"]))
     started = time.monotonic()
     bench.map_regions()
-    for side in bench.sides.values():
+    for name, side in bench.sides.items():
         side.freeze()
+        bench.frozen_usage[name] = side.usage()
     # 1. warm-up: a few calls of each side, untimed
     for name in bench.sides:
         for _ in range(3):
@@ -314,6 +341,7 @@ def run(bench: Bench, options: dict[str, Any]) -> Sampling:
             window = bench.window(name, 1)
             raw[name].append(window.wall_s)
             samples[name].cpu_s.append(window.cpu_s)
+            samples[name].faults.append(window.faults)
             if round_no < ALWAYS_VERIFY_FIRST or secrets.randbelow(VERIFY_ONE_IN) == 0:
                 bench.verify(name, window.args, round_no)
                 verified += name == "submission"
@@ -325,6 +353,7 @@ def run(bench: Bench, options: dict[str, Any]) -> Sampling:
                 break
             if time.monotonic() - started > budget_s:
                 break
+    bench.still_frozen("submission")  # the last reference windows too
     overhead = statistics.median(empty_wall)
     overhead_cpu = statistics.median(empty_cpu)
     speedup, interval = estimates.speedup_interval(raw, overhead)

@@ -16,6 +16,7 @@ import ctypes
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -184,11 +185,24 @@ class Tree:
         self._pidfds.clear()
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a set of processes has used so far, by the kernel's accounting."""
+
+    cpu_s: float  # CPU time, all threads, reaped children included
+    faults: int  # page faults (minor + major)
+
+
 def cpu_seconds(pids: set[int]) -> float:
-    """CPU time of the processes, from the kernel's accounting: nanosecond run time of every
-    live thread (/proc/PID/task/TID/schedstat), plus, at clock-tick resolution, what exited
-    threads and reaped children used (the stat file's totals less its live threads')."""
+    return usage(pids).cpu_s
+
+
+def usage(pids: set[int]) -> Usage:
+    """CPU time of the processes: nanosecond run time of every live thread
+    (/proc/PID/task/TID/schedstat), plus, at clock-tick resolution, what exited threads and
+    reaped children used (the stat file's totals less its live threads'); and their faults."""
     total_ns = 0
+    faults = 0
     for pid in pids:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
@@ -207,4 +221,5 @@ def cpu_seconds(pids: set[int]) -> float:
         fields = text[text.rindex(")") + 2:].split()
         ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
         total_ns += live_ns + max(0, ticks - live_ticks) * 1_000_000_000 // CLOCK_TICKS
-    return total_ns / 1e9
+        faults += int(fields[7]) + int(fields[9])  # minflt majflt
+    return Usage(total_ns / 1e9, faults)

@@ -52,7 +52,10 @@ class Side:
         self.tree.thaw()
 
     def cpu_seconds(self) -> float:
-        return proctree.cpu_seconds(self.tree.pids())
+        return self.usage().cpu_s
+
+    def usage(self) -> proctree.Usage:
+        return proctree.usage(self.tree.pids())
 
     def stop(self) -> None:
         self.tree.kill_all()  # first: a side must not see its pipe close

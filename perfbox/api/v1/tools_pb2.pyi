@@ -482,7 +482,7 @@ class TimingStats(_message.Message):
     def __init__(self, median_us: _Optional[float] = ..., mean_us: _Optional[float] = ..., min_us: _Optional[float] = ..., iqr_us: _Optional[float] = ..., rel_error: _Optional[float] = ..., num_samples: _Optional[int] = ..., calls_per_sample: _Optional[int] = ...) -> None: ...
 
 class BenchReport(_message.Message):
-    __slots__ = ("submission", "reference", "speedup", "device", "clock", "converged", "budget_used_s", "gpu", "l2_flush_bytes", "verified_outputs", "tool_gap_us", "reference_gap_us", "speedup_ci_low", "speedup_ci_high", "measurement_flags", "flags", "num_rounds", "submission_cpu_us", "reference_cpu_us", "threads", "cpus", "round_trip_us", "floor_us", "host")
+    __slots__ = ("submission", "reference", "speedup", "device", "clock", "converged", "budget_used_s", "gpu", "l2_flush_bytes", "verified_outputs", "tool_gap_us", "reference_gap_us", "speedup_ci_low", "speedup_ci_high", "measurement_flags", "flags", "num_rounds", "submission_cpu_us", "reference_cpu_us", "threads", "cpus", "round_trip_us", "floor_us", "host", "submission_page_faults", "reference_page_faults")
     SUBMISSION_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     SPEEDUP_FIELD_NUMBER: _ClassVar[int]
@@ -507,6 +507,8 @@ class BenchReport(_message.Message):
     ROUND_TRIP_US_FIELD_NUMBER: _ClassVar[int]
     FLOOR_US_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_PAGE_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_PAGE_FAULTS_FIELD_NUMBER: _ClassVar[int]
     submission: TimingStats
     reference: TimingStats
     speedup: float
@@ -531,7 +533,9 @@ class BenchReport(_message.Message):
     round_trip_us: float
     floor_us: float
     host: HostConditions
-    def __init__(self, submission: _Optional[_Union[TimingStats, _Mapping]] = ..., reference: _Optional[_Union[TimingStats, _Mapping]] = ..., speedup: _Optional[float] = ..., device: _Optional[str] = ..., clock: _Optional[str] = ..., converged: _Optional[bool] = ..., budget_used_s: _Optional[float] = ..., gpu: _Optional[_Union[GpuConditions, _Mapping]] = ..., l2_flush_bytes: _Optional[int] = ..., verified_outputs: _Optional[int] = ..., tool_gap_us: _Optional[float] = ..., reference_gap_us: _Optional[float] = ..., speedup_ci_low: _Optional[float] = ..., speedup_ci_high: _Optional[float] = ..., measurement_flags: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[_Union[SourceFlag, _Mapping]]] = ..., num_rounds: _Optional[int] = ..., submission_cpu_us: _Optional[float] = ..., reference_cpu_us: _Optional[float] = ..., threads: _Optional[int] = ..., cpus: _Optional[_Iterable[int]] = ..., round_trip_us: _Optional[float] = ..., floor_us: _Optional[float] = ..., host: _Optional[_Union[HostConditions, _Mapping]] = ...) -> None: ...
+    submission_page_faults: float
+    reference_page_faults: float
+    def __init__(self, submission: _Optional[_Union[TimingStats, _Mapping]] = ..., reference: _Optional[_Union[TimingStats, _Mapping]] = ..., speedup: _Optional[float] = ..., device: _Optional[str] = ..., clock: _Optional[str] = ..., converged: _Optional[bool] = ..., budget_used_s: _Optional[float] = ..., gpu: _Optional[_Union[GpuConditions, _Mapping]] = ..., l2_flush_bytes: _Optional[int] = ..., verified_outputs: _Optional[int] = ..., tool_gap_us: _Optional[float] = ..., reference_gap_us: _Optional[float] = ..., speedup_ci_low: _Optional[float] = ..., speedup_ci_high: _Optional[float] = ..., measurement_flags: _Optional[_Iterable[str]] = ..., flags: _Optional[_Iterable[_Union[SourceFlag, _Mapping]]] = ..., num_rounds: _Optional[int] = ..., submission_cpu_us: _Optional[float] = ..., reference_cpu_us: _Optional[float] = ..., threads: _Optional[int] = ..., cpus: _Optional[_Iterable[int]] = ..., round_trip_us: _Optional[float] = ..., floor_us: _Optional[float] = ..., host: _Optional[_Union[HostConditions, _Mapping]] = ..., submission_page_faults: _Optional[float] = ..., reference_page_faults: _Optional[float] = ...) -> None: ...
 
 class HostConditions(_message.Message):
     __slots__ = ("contention", "steal_fraction", "load_avg_before", "load_avg_after", "num_cpus_online")
