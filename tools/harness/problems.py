@@ -123,6 +123,18 @@ class Problem:
         return request
 
     # -- the reference ----------------------------------------------------------------------
+    def reference_request(self, mode: str) -> dict[str, Any]:
+        """Plain data the reference's side needs to build its callable (it was forked before
+        the seed existed)."""
+        return {"device": self.device, "mode": mode, "init_seed": self.init_seed,
+                "init_inputs": self.init_inputs}
+
+    def build_reference(self, request: dict[str, Any]) -> Callable[..., Any]:
+        """Runs in the reference's side."""
+        self.init_seed = int(request["init_seed"])
+        self.init_inputs = list(request["init_inputs"])
+        return self.reference_fn()
+
     def reference_fn(self) -> Callable[..., Any]:
         """The reference's callable, built the same way in the tool and in its side."""
         if self.format == GPUMODE:

@@ -54,8 +54,9 @@ def members(root: int, other_sides: tuple[int, ...] = (), claim_orphans: bool = 
     tool's own code and forks nothing, so every child of the tool that is not a side's root
     was left behind by the submission, and must never be thawed with the reference."""
     seen: set[int] = set()
-    orphans = [p for p in _children(os.getpid(), main_thread_only=True)
-               if p != root and p not in other_sides] if claim_orphans else []
+    # read for both sides, so freezing either costs the same (the freeze is inside the clock)
+    mine = _children(os.getpid(), main_thread_only=True)
+    orphans = [p for p in mine if p != root and p not in other_sides] if claim_orphans else []
     stack = [root, *orphans]
     while stack:
         pid = stack.pop()

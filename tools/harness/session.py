@@ -77,6 +77,11 @@ def start(problem: problems.Problem, placement: confine.Placement, mode: str,
     sub = side.fork_side(side.SUBMISSION, side.submission_body(
         problem.workdir, placement, problems.build_submission, module_file))
     ref: side.Side | None = None
+    if with_reference:  # forked now too: the two sides start from the same state
+        ref = side.fork_side(side.REFERENCE, side.reference_body(
+            placement, problem.build_reference))
+        sub.set_others((ref.pid,))
+        ref.set_others((sub.pid,))
     try:
         why = wire.receive_marker(sub.conn, side.CONFINED)
         if why:
@@ -93,11 +98,12 @@ def start(problem: problems.Problem, placement: confine.Placement, mode: str,
                 Status.RUNTIME_ERROR
             what = "custom_kernel" if problem.format == problems.GPUMODE else "ModelNew"
             raise Refused(outcome(status, f"{what} failed to build: {why}", report))
-        if with_reference:
-            ref = side.fork_side(side.REFERENCE, side.reference_body(
-                placement, problem.reference_fn, {"device": problem.device, "mode": mode}))
-            sub.set_others((ref.pid,))
-            ref.set_others((sub.pid,))
+        if ref is not None:
+            why = wire.receive_marker(ref.conn, side.CONFINED)
+            if why:
+                raise Refused(outcome(Status.UNAVAILABLE_HERE, "the reference's process could "
+                                      f"not be confined on this node: {why}", report))
+            ref.conn.send_bytes(wire.dumps(problem.reference_request(mode)))
             ready, why = wire.receive(ref.conn)
             if ready is None:
                 raise ToolInputError(f"the reference failed to build in its process: {why}")

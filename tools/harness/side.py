@@ -160,16 +160,22 @@ def submission_body(workdir: Path, placement: confine.Placement,
     return body
 
 
-def reference_body(placement: confine.Placement, fn_factory: Callable[[], Callable[..., Any]],
-                   request: dict[str, Any]) -> Callable[[Connection], None]:
-    """The reference side: placed and filtered like the submission (same CPUs, threads and
-    seccomp filter: the same conditions), same loop."""
+def reference_body(placement: confine.Placement,
+                   build: Callable[[dict[str, Any]], Callable[..., Any]]
+                   ) -> Callable[[Connection], None]:
+    """The reference side: forked right after the submission's, before any secret exists, and
+    then treated the same way: confined and placed alike, given its build request (the weight
+    seed) on its pipe, built, served by the same loop. Two sides forked at different moments
+    carried different histories (heap, collector, caches) and an identical kernel measured a
+    few percent apart."""
     from perfbox.tools.harness import side_loop
 
     def body(conn: Connection) -> None:
         confine.confine_side(placement)
+        conn.send_bytes(CONFINED)
+        request = wire.loads(conn.recv_bytes(wire.MAX_MESSAGE_BYTES))
         request["_timer"] = _cuda_timer(request)
-        fn = fn_factory()
+        fn = build(request)
         conn.send_bytes(wire.READY)
         side_loop.serve(conn, fn, request)
 
