@@ -23,9 +23,9 @@ import statistics
 import time
 from typing import Any
 
-from perfbox.tools import check as checking
 from perfbox.tools.harness import (compare, confine, cpu_sampling, estimates, host_load,
-                                   inputs, problems, proctree, session, wire)
+                                   inputs, problems, proctree, request_policy, session,
+                                   wire)
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.session import Sides
 from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
@@ -57,7 +57,7 @@ def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
                              "this node gives a job)")
     if not float(options.get("max_plausible_speedup") or 1000.0) > 1:
         raise ToolInputError("max_plausible_speedup must be above 1")
-    checking.validate_common(options)
+    request_policy.validate_common(options)
 
 
 def normalize(options: dict[str, Any]) -> dict[str, Any]:
@@ -66,13 +66,13 @@ def normalize(options: dict[str, Any]) -> dict[str, Any]:
 
 def run(request: ToolRequest) -> ToolOutcome:
     options = {**DEFAULTS, **{k: v for k, v in request.options.items() if v}}
-    device, refusal = checking.choose_device("bench", options)
+    device, refusal = request_policy.choose_device("bench", options)
     if refusal is not None:
         return refusal
     problem = problems.load(request.files, request.workdir, options, device)
-    found = checking.source_flags(problem, options)
+    found = request_policy.source_flags(problem, options)
     report: dict[str, Any] = {"device": device, "flags": [f.to_json() for f in found]}
-    refusal = checking.flag_refusal(found, options, report)
+    refusal = request_policy.flag_refusal(found, options, report)
     if refusal is not None:
         return refusal
     placement = confine.choose_placement(int(options["threads"]))
@@ -105,7 +105,7 @@ def _precheck(problem: Problem, sides: Sides, case: dict[str, Any] | None,
     for set_index, distribution in enumerate(plan):
         args = problem.draw(case=case) if case is not None else problem.draw(distribution)
         expected = problem.expected(args)
-        if distribution == inputs.VARIED and not checking.all_finite(expected):
+        if distribution == inputs.VARIED and not request_policy.all_finite(expected):
             break  # the reference cannot take varied inputs: the problem's own only
         if set_index == 0:
             first = (args, expected)

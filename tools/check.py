@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from perfbox.tools.harness import compare, confine, flags, inputs, problems, session, wire
+from perfbox.tools.harness import (compare, confine, flags, inputs, problems, request_policy,
+                                   session, wire)
 from perfbox.tools.harness.problems import Problem
 from perfbox.tools.harness.side import Side
 from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
@@ -42,100 +43,23 @@ def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
             raise ToolInputError(f"tolerance {dtype}={tol}: dtype must be one of "
                                  f"{', '.join(compare.DEFAULT_TOLERANCES)} and "
                                  "0 <= tolerance < 1")
-    validate_common(options)
-
-
-def validate_common(options: dict[str, Any]) -> None:
-    """The options check and bench share: device, launch spec, input distributions, policy."""
-    from perfbox.tools import launch_spec
-
-    if str(options.get("device", "")) not in ("", "cpu", "cuda"):
-        raise ToolInputError("device must be cpu, cuda or empty (automatic)")
-    if options.get("launch"):
-        launch_spec.validate(dict(options["launch"]))
-        if str(options.get("device", "")) == "cpu":
-            raise ToolInputError("a bare CUDA kernel (launch) runs on device cuda only")
-    for name in options.get("input_distributions") or ():
-        if name not in inputs.DISTRIBUTIONS:
-            raise ToolInputError(f"input_distributions: {name!r} is not one of "
-                                 f"{', '.join(inputs.DISTRIBUTIONS)}")
-    if options.get("input_distributions") and \
-            inputs.PROBLEM not in options["input_distributions"]:
-        raise ToolInputError("input_distributions must include 'problem'")
-    policy = str(options.get("hack_policy") or "flag")
-    if policy not in flags.POLICIES:
-        raise ToolInputError(f"hack_policy must be one of {', '.join(flags.POLICIES)}")
+    request_policy.validate_common(options)
 
 
 def normalize(options: dict[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
-def gpu_present() -> bool:
-    """Asks NVML, not CUDA: initialising CUDA here would break it in the forked submission."""
-    from perfbox.tools.gpu_program import gpu_arch
-
-    return gpu_arch() is not None
-
-
-def choose_device(tool: str, options: dict[str, Any]) -> tuple[str, ToolOutcome | None]:
-    """(device, None), or ("", the refusal) when cuda is asked for on a node without a GPU."""
-    gpu = gpu_present()
-    device = str(options.get("device") or ("cuda" if gpu or options.get("launch") else "cpu"))
-    if options.get("launch") and not gpu:
-        return "", ToolOutcome(Status.UNAVAILABLE_HERE, f"{tool} of a bare CUDA kernel "
-                               "(launch spec) needs a GPU and this node has none; wrap the "
-                               "kernel in a PyTorch ModelNew to run it on the CPU here, or "
-                               "compile/disasm it", error="no GPU on this node")
-    if options.get("launch"):
-        from perfbox.tools import bare_kernel
-
-        if not bare_kernel.cupy_available():
-            return "", ToolOutcome(Status.UNAVAILABLE_HERE, f"{tool} of a bare CUDA kernel "
-                                   "needs CuPy, which is not installed on this node (pip "
-                                   "install 'perfbox[gpu]')", error="cupy not installed")
-    if device == "cuda" and not gpu:
-        return "", ToolOutcome(Status.UNAVAILABLE_HERE, f"{tool} on device cuda needs a GPU; "
-                               "this node has none (leave device empty to run on the CPU)",
-                               error="no GPU on this node")
-    return device, None
-
-
-def source_flags(problem: Problem, options: dict[str, Any]) -> list[flags.Flag]:
-    """The submission's static flags, less the categories its reference raises too (a fp16
-    problem's submission may use fp16)."""
-    if options.get("launch"):
-        return []
-    try:
-        source = (problem.workdir / problem.submission_file).read_text(errors="replace")
-        ref_source = (problem.workdir / problem.reference_file).read_text(errors="replace")
-    except OSError:
-        return []
-    in_reference = {f.category for f in flags.scan(ref_source)}
-    return [f for f in flags.scan(source, bool(options.get("require_custom_kernel")))
-            if f.category not in in_reference]
-
-
-def flag_refusal(found: list[flags.Flag], options: dict[str, Any], report: dict[str, Any]
-                 ) -> ToolOutcome | None:
-    if not found or str(options.get("hack_policy") or "flag") != "reject":
-        return None
-    first = found[0]
-    return session.outcome(Status.REJECTED, f"the submission was flagged {first.category} at "
-                           f"line {first.line} ({first.evidence}); {len(found)} flag(s) in "
-                           "all, hack_policy is reject", report)
-
-
 def run(request: ToolRequest) -> ToolOutcome:
     options = request.options
-    device, refusal = choose_device("check", options)
+    device, refusal = request_policy.choose_device("check", options)
     if refusal is not None:
         return refusal
     problem = problems.load(request.files, request.workdir, options, device)
     num_sets = int(options.get("num_input_sets") or DEFAULT_INPUT_SETS)
-    found = source_flags(problem, options)
+    found = request_policy.source_flags(problem, options)
     report = _report(False, "", device, 0, [], True, found, [])
-    refusal = flag_refusal(found, options, report)
+    refusal = request_policy.flag_refusal(found, options, report)
     if refusal is not None:
         return refusal
     placement = confine.choose_placement(len(os.sched_getaffinity(0)))
@@ -161,13 +85,6 @@ def _answer_bytes(expected: list[Any]) -> int:
 
     elements = sum(t.numel() for t in expected if isinstance(t, torch.Tensor))
     return 2 * 8 * elements + (1 << 20)
-
-
-def all_finite(values: list[Any]) -> bool:
-    import torch
-
-    return all(bool(torch.isfinite(t).all()) for t in values
-               if isinstance(t, torch.Tensor) and t.is_floating_point())
 
 
 def _check(problem: Problem, sub: Side, num_sets: int, found: list[flags.Flag]) -> ToolOutcome:
@@ -198,8 +115,8 @@ def _check(problem: Problem, sub: Side, num_sets: int, found: list[flags.Flag]) 
             return session.reference_failure(e, _report(False, str(e), device, num_run,
                                                         outputs, True, found, warnings))
         if distribution == inputs.PROBLEM:
-            problem_finite = problem_finite and all_finite(expected)
-        elif problem_finite and not all_finite(expected):
+            problem_finite = problem_finite and request_policy.all_finite(expected)
+        elif problem_finite and not request_policy.all_finite(expected):
             warnings.append("the reference gives non-finite outputs on sign-varied, scaled "
                             "inputs; checked on the problem's own distribution only")
             break

@@ -12,7 +12,7 @@ import pytest
 
 from perfbox import tools
 from perfbox.tools import launch_spec
-from perfbox.tools.check import gpu_present
+from perfbox.tools.harness.request_policy import gpu_present
 from perfbox.tools.types import Status, ToolInputError
 from tests.tools.test_check import run_tool_isolated
 

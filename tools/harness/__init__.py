@@ -17,7 +17,8 @@ Principles, and where each lives:
 - Noise and implausibility are results (`host_load`, `cpu_sampling.median_ci`, the bench tool):
   paired rounds, a confidence interval, contention and steal, a bytes floor and a ceiling.
 - Static flags are a second line of defence (`flags`); problem formats sit behind one
-  interface (`problems`); `session` starts and stops a measurement's sides.
+  interface (`problems`); `session` starts and stops a measurement's sides; what check and
+  bench decide alike about a request (options, device, flag policy) is `request_policy`.
 
 `tools.check` and `tools.bench` are thin tools over this package; nothing here imports the
 sandbox.
