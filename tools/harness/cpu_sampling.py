@@ -101,6 +101,11 @@ def _leaves(args: list[Any]) -> tuple[list[Any], str]:
 def _layout(args: list[Any], outputs: list[Any]) -> slots.Layout:
     import torch
 
+    for k, o in enumerate(outputs):
+        if not isinstance(o, torch.Tensor):
+            raise ToolInputError(f"bench times problems whose outputs are tensors; the "
+                                 f"reference's output {k} is a {type(o).__name__} (check "
+                                 "compares it)")
     leaves, tree = _leaves(args)
     specs, constants = [], []
     for a in leaves:

@@ -215,7 +215,10 @@ class Problem:
         for index, (exp, out) in enumerate(zip(expected, got)):
             import torch
 
-            if not isinstance(exp, torch.Tensor):
+            if not isinstance(exp, torch.Tensor):  # a Python number or other value
+                why = compare.compare_value(exp, out, tol_for)
+                if why and self.format == KERNELBENCH:
+                    return entries, f"output {index} of input set {set_index}: {why}"
                 continue
             entry = compare.compare(exp, out, tol_for, set_index, index)
             entries.append(entry)

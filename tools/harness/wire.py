@@ -45,8 +45,11 @@ def pipe_pair() -> tuple[Connection, Connection]:
 
 
 def flatten(value: Any) -> list[Any]:
+    """Outputs in order: lists and tuples unpacked, dicts by sorted key."""
     if isinstance(value, (list, tuple)):
         return [x for item in value for x in flatten(item)]
+    if isinstance(value, dict):
+        return [x for key in sorted(value, key=str) for x in flatten(value[key])]
     return [value]
 
 
