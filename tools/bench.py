@@ -103,7 +103,7 @@ def _precheck(problem: Problem, sides: Sides, case: dict[str, Any] | None,
     if case is None and inputs.VARIED in inputs.distributions(problem.options):
         plan.append(inputs.VARIED)
     for set_index, distribution in enumerate(plan):
-        args = problem.draw(case=case) if case is not None else problem.draw(distribution)
+        args = problem.draw(distribution, case)
         expected = problem.expected(args)
         if distribution == inputs.VARIED and not request_policy.all_finite(expected):
             break  # the reference cannot take varied inputs: the problem's own only

@@ -88,8 +88,6 @@ def _answer_bytes(expected: list[Any]) -> int:
 
 
 def _check(problem: Problem, sub: Side, num_sets: int, found: list[flags.Flag]) -> ToolOutcome:
-    import torch
-
     tol_for = compare.tolerances(problem.options)
     device = problem.device
     outputs: list[dict[str, Any]] = []

@@ -23,6 +23,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from perfbox.tools.harness import host_load
+
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
 PR_SET_PDEATHSIG = 1
@@ -71,41 +73,12 @@ def choose_placement(threads: int) -> Placement:
     threads = max(1, min(threads, len(allowed)))
     if threads == len(allowed):
         return Placement(tuple(allowed), threads)
-    busy = _busy_fraction(allowed)
+    busy = host_load.busy_fraction(allowed)
     chosen = sorted(sorted(allowed, key=lambda c: (busy.get(c, 0.0), -c))[:threads])
     return Placement(tuple(chosen), threads)
 
 
-def _busy_fraction(cpus: list[int], window_s: float = 0.05) -> dict[int, float]:
-    import time
-
-    def read() -> dict[int, tuple[int, int]]:
-        out: dict[int, tuple[int, int]] = {}
-        with open("/proc/stat") as f:
-            for line in f:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name != "cpu":
-                    values = [int(x) for x in fields]
-                    idle = values[3] + (values[4] if len(values) > 4 else 0)
-                    out[int(name[3:])] = (sum(values), idle)
-        return out
-
-    try:
-        before = read()
-        time.sleep(window_s)
-        after = read()
-    except OSError:
-        return {}
-    result = {}
-    for cpu in cpus:
-        if cpu in before and cpu in after:
-            total = after[cpu][0] - before[cpu][0]
-            idle = after[cpu][1] - before[cpu][1]
-            result[cpu] = 1.0 - idle / total if total else 0.0
-    return result
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+M_MMAP_THRESHOLD = -3  # mallopt parameter
 MMAP_THRESHOLD_BYTES = 128 << 10  # glibc's default, fixed (setting it stops the adaptation)
 
 

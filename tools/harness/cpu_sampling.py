@@ -113,7 +113,7 @@ def _layout(args: list[Any], outputs: list[Any]) -> slots.Layout:
         specs.append(slots.spec_of(a) if tensor else None)
         constants.append(None if tensor else a)
     return slots.Layout(tuple(specs), tuple(constants), tree,
-                        tuple(slots.spec_of(o) for o in outputs), 1)
+                        tuple(slots.spec_of(o) for o in outputs))
 
 
 class Bench:
@@ -146,7 +146,7 @@ class Bench:
                 send_handle(side.conn, fd, side.pid)
                 reply = side.conn.recv_bytes(1 << 20)
                 if reply != b"ok":
-                    raise wire.SideFailed(_said(reply))
+                    raise wire.SideFailed(wire.error_text(reply))
                 self.regions[name] = slots.Region(fd, self.layout)
             except (EOFError, OSError) as e:
                 raise wire.SideFailed("its process exited while mapping its inputs") from e
@@ -215,7 +215,7 @@ class Bench:
         if tree != self.layout.tree:
             raise ToolInputError("the problem's inputs changed structure between calls; bench "
                                  "needs the same structure and shapes every call")
-        for slot, value, constant in zip(region.inputs[0], leaves, self.layout.constants):
+        for slot, value, constant in zip(region.leaves, leaves, self.layout.constants):
             if isinstance(slot, torch.Tensor):
                 if not isinstance(value, torch.Tensor) or value.shape != slot.shape or \
                         value.dtype != slot.dtype:
@@ -248,7 +248,7 @@ class Bench:
         wall = time.perf_counter() - start
         after = self.frozen_usage[name] = side.usage()
         if reply != b"done":
-            raise wire.SideFailed(_said(reply))
+            raise wire.SideFailed(wire.error_text(reply))
         return Window(wall, after.cpu_s - before.cpu_s, after.faults - before.faults, args)
 
     def still_frozen(self, name: str) -> proctree.Usage:
@@ -285,7 +285,7 @@ class Bench:
         memory traffic of an output, which is not the problem it was given."""
         import torch
 
-        for k, (slot, value) in enumerate(zip(self.regions["submission"].inputs[0],
+        for k, (slot, value) in enumerate(zip(self.regions["submission"].leaves,
                                               _leaves(args)[0])):
             if isinstance(slot, torch.Tensor) and not torch.equal(slot, value):
                 raise TimedWrong(f"timed call {index} modified its input {k} in place; a "
@@ -307,13 +307,6 @@ class Bench:
         if wrong:
             raise TimedWrong(f"timed call {index} returned a wrong output (skipped, cached or "
                              f"unfinished work?): {wrong}")
-
-
-def _said(reply: bytes) -> str:
-    if reply.startswith(wire.ERROR_PREFIX):
-        text = reply[len(wire.ERROR_PREFIX):].decode(errors="replace").strip()
-        return (text.splitlines() or ["(no message)"])[-1]
-    return "answered something other than the protocol's reply"
 
 
 def run(bench: Bench, options: dict[str, Any]) -> Sampling:

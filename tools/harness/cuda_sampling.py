@@ -57,8 +57,7 @@ def bench(problem: Problem, sides: Sides, options: dict[str, Any], report: dict[
     tol_for = compare.tolerances(options)
     conns = {"submission": sides.submission.conn, "reference": sides.reference.conn}
     case = (problem.benchmarks or problem.cases or [None])[0]
-    pool = [problem.draw(case=case) if case is not None else problem.draw()
-            for _ in range(POOL_SIZE)]
+    pool = [problem.draw(case=case) for _ in range(POOL_SIZE)]
     for conn in conns.values():
         wire.ask(conn, b"pool:" + wire.dumps(pool))
     for j, args in enumerate(pool):

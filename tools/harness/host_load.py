@@ -11,27 +11,57 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 
-def _cpu_times(cpus: tuple[int, ...]) -> tuple[float, float]:
-    """(busy, steal) seconds summed over `cpus`."""
-    busy = steal = 0
-    wanted = {f"cpu{c}" for c in cpus}
+@dataclass(frozen=True)
+class CpuTicks:
+    """One CPU's counters from /proc/stat, in clock ticks since boot."""
+
+    total: int
+    idle: int  # idle + iowait
+    steal: int  # taken by the hypervisor
+    guest: int  # running guests (already inside user time)
+
+
+def cpu_ticks() -> dict[int, CpuTicks]:
+    """Every CPU's counters (empty when /proc/stat cannot be read)."""
+    out: dict[int, CpuTicks] = {}
     try:
         with open("/proc/stat") as f:
             for line in f:
                 name, *fields = line.split()
-                if name in wanted:
-                    values = [int(x) for x in fields]
-                    idle = values[3] + values[4]
-                    guest = sum(values[8:10]) if len(values) > 9 else 0
-                    steal += values[7] if len(values) > 7 else 0
-                    busy += sum(values) - idle - guest - (values[7] if len(values) > 7 else 0)
+                if name.startswith("cpu") and name != "cpu":
+                    v = [int(x) for x in fields] + [0] * 10
+                    out[int(name[3:])] = CpuTicks(sum(v), v[3] + v[4], v[7], v[8] + v[9])
     except OSError:
-        return 0.0, 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    return busy / ticks, steal / ticks
+        pass
+    return out
+
+
+def busy_fraction(cpus: list[int], window_s: float = 0.05) -> dict[int, float]:
+    """How busy each CPU was over a short window (0..1)."""
+    before = cpu_ticks()
+    time.sleep(window_s)
+    after = cpu_ticks()
+    result = {}
+    for cpu in cpus:
+        if cpu in before and cpu in after:
+            total = after[cpu].total - before[cpu].total
+            idle = after[cpu].idle - before[cpu].idle
+            result[cpu] = 1.0 - idle / total if total else 0.0
+    return result
+
+
+def _cpu_times(cpus: tuple[int, ...]) -> tuple[float, float]:
+    """(busy, steal) seconds summed over `cpus`."""
+    ticks = cpu_ticks()
+    chosen = [ticks[c] for c in cpus if c in ticks]
+    busy = sum(t.total - t.idle - t.guest - t.steal for t in chosen)
+    steal = sum(t.steal for t in chosen)
+    per_s = os.sysconf("SC_CLK_TCK")
+    return busy / per_s, steal / per_s
 
 
 def _load() -> float:

@@ -94,7 +94,6 @@ class Tree:
         self.other_sides = other_sides
         self.claim_orphans = claim_orphans  # the submission's side only (see members)
         self._pidfds: dict[int, int] = {}  # every process of the side seen so far
-        self.frozen = False
 
     def _fd(self, pid: int) -> int | None:
         if pid not in self._pidfds:
@@ -126,22 +125,18 @@ class Tree:
             self._wait_stopped(new, deadline)
             stopped |= new
             new = members(self.root, self.other_sides, self.claim_orphans) - stopped
-        self.frozen = True
         return stopped
 
     def thaw(self) -> None:
         self._send(set(self._pidfds), signal.SIGCONT)
-        self.frozen = False
 
     def _wait_stopped(self, pids: set[int], deadline: float) -> None:
-        """Until every thread of `pids` is stopped (or gone): a child's group stop is seen by
-        waitid without reading /proc; the CPU is yielded first (the stop needs the target to
-        run, often on this very CPU), then slept between looks."""
-        mine = set(_children(os.getpid(), main_thread_only=True))
+        """Until every thread of `pids` is stopped (or gone): the CPU is yielded first (the
+        stop needs the target to run, often on this very CPU), then slept between looks."""
         pending = set(pids)
         spins = 0
         while pending:
-            pending = {p for p in pending if not self._stopped(p, p in mine)}
+            pending = {p for p in pending if not self._stopped(p)}
             if not pending:
                 return
             if time.monotonic() > deadline:
@@ -153,16 +148,15 @@ class Tree:
                 time.sleep(0.0002)
 
     @staticmethod
-    def _stopped(pid: int, child: bool) -> bool:
-        if child:
-            try:
-                if os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT | os.WNOHANG) is not None:
-                    return True
-                return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) \
-                    is not None
-            except ChildProcessError:
-                return True  # reaped: gone
-        return all(s in "TtZXx" for s in _states(pid))
+    def _stopped(pid: int) -> bool:
+        """A child of this process (the root, an orphan) is asked with waitid, which sees the
+        whole group stop without reading /proc; any other process (ECHILD) is read there."""
+        try:
+            if os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT | os.WNOHANG) is not None:
+                return True
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+        except ChildProcessError:  # not a child, or already reaped (then /proc has nothing)
+            return all(s in "TtZXx" for s in _states(pid))
 
     def pids(self) -> set[int]:
         return members(self.root, self.other_sides, self.claim_orphans) | set(self._pidfds)
@@ -192,10 +186,6 @@ class Usage:
 
     cpu_s: float  # CPU time, all threads, reaped children included
     faults: int  # page faults (minor + major)
-
-
-def cpu_seconds(pids: set[int]) -> float:
-    return usage(pids).cpu_s
 
 
 def usage(pids: set[int]) -> Usage:

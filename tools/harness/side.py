@@ -31,7 +31,7 @@ PR_SET_DUMPABLE = 4
 
 @dataclass
 class Side:
-    """One forked side: its root pid, the pipe to it, and whether it is frozen now."""
+    """One forked side: its root pid, the pipe to it, and its process tree."""
 
     name: str  # SUBMISSION or REFERENCE
     pid: int

@@ -6,8 +6,8 @@ tool's clock between thaw and freeze and judged by the outputs the tool finds in
 region. It exists so an honest submission and the reference pay the same per-call cost.
 
 Commands (bytes): ``check:`` + input set -> both runs' outputs (determinism); ``slots:`` +
-layout, then the region's descriptor -> ok; ``go:N`` -> N calls on the region's input set, the
-last call's outputs kept alive and their addresses written to the region's header -> done;
+layout, then the region's descriptor -> ok; ``go:N`` -> N (0 or 1) calls on the region's input
+set, the call's outputs kept alive and their addresses written to the region's header -> done;
 GPU path: ``pool:`` + input sets, ``out:J``, ``timed:`` + set indices, ``last``,
 ``flush_bytes``; ``done`` ends the loop.
 """
@@ -63,9 +63,9 @@ def _command(conn: Connection, message: bytes, fn: Callable[..., Any], device: s
     if message.startswith(b"go:"):
         region = state["region"]
         kept: list[Any] = []
-        for i in range(int(message[3:])):
+        for _ in range(int(message[3:])):  # 0 (an empty window) or 1
             kept = [t.contiguous() if isinstance(t, torch.Tensor) else t  # views materialised
-                    for t in wire.flatten(fn(*region.arguments(i)))]
+                    for t in wire.flatten(fn(*region.arguments()))]
         _sync(device)
         state["kept"] = kept  # alive until the next call: the tool reads them from here
         for k, value in enumerate(kept[:len(region.header)]):

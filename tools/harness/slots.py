@@ -44,16 +44,16 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where call i's inputs and outputs live in the region (plain data: sent to the side)."""
+    """What the region holds: one call's input set and a header entry per output (plain data:
+    sent to the side). One input set only: a side sees no input but the call being timed."""
 
     inputs: tuple[TensorSpec | None, ...]  # per leaf of the arguments; None: not a tensor
     constants: tuple[Any, ...]  # the non-tensor leaves, by position (None for tensors)
     tree: str  # how the leaves nest into the call's arguments (torch pytree spec, JSON)
     outputs: tuple[TensorSpec, ...]  # what the reference returns (the header has one entry each)
-    num_calls: int  # input sets in the region (1: a side sees only the call being timed)
 
     @property
-    def call_bytes(self) -> int:
+    def input_bytes(self) -> int:
         return sum(_aligned(s.num_bytes) for s in self.inputs if s)
 
     @property
@@ -62,13 +62,12 @@ class Layout:
 
     @property
     def region_bytes(self) -> int:
-        return max(ALIGN_BYTES, self.call_bytes * self.num_calls + self.header_bytes)
+        return max(ALIGN_BYTES, self.input_bytes + self.header_bytes)
 
     def to_plain(self) -> dict[str, Any]:
         return {"inputs": [None if s is None else (list(s.shape), s.dtype) for s in self.inputs],
                 "constants": list(self.constants), "tree": self.tree,
-                "outputs": [(list(s.shape), s.dtype) for s in self.outputs],
-                "num_calls": self.num_calls}
+                "outputs": [(list(s.shape), s.dtype) for s in self.outputs]}
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> "Layout":
@@ -76,8 +75,7 @@ class Layout:
                          for s in data["inputs"]),
                    tuple(data["constants"]), str(data["tree"]),
                    tuple(TensorSpec(tuple(int(d) for d in s[0]), str(s[1]))
-                         for s in data["outputs"]),
-                   int(data["num_calls"]))
+                         for s in data["outputs"]))
 
 
 def _aligned(n: int) -> int:
@@ -89,7 +87,7 @@ def spec_of(t: Any) -> TensorSpec:
 
 
 class Region:
-    """The mapped region, viewed as per-call tensors (the same code on both ends)."""
+    """The mapped region, viewed as tensors (the same code on both ends)."""
 
     def __init__(self, fd: int, layout: Layout) -> None:
         import torch
@@ -100,26 +98,23 @@ class Region:
         self._unflatten = _pytree.tree_unflatten
         self._map = mmap.mmap(fd, layout.region_bytes)
         raw = torch.frombuffer(self._map, dtype=torch.uint8)
-        self.inputs: list[list[Any]] = []  # per call set: the leaves
+        self.leaves: list[Any] = []  # the input set's leaves: tensor views, or constants
         offset = 0
-        for _ in range(layout.num_calls):
-            call_in: list[Any] = []
-            for spec, constant in zip(layout.inputs, layout.constants):
-                if spec is None:
-                    call_in.append(constant)
-                    continue
-                call_in.append(_view(raw, offset, spec))
-                offset += _aligned(spec.num_bytes)
-            self.inputs.append(call_in)
+        for spec, constant in zip(layout.inputs, layout.constants):
+            if spec is None:
+                self.leaves.append(constant)
+                continue
+            self.leaves.append(_view(raw, offset, spec))
+            offset += _aligned(spec.num_bytes)
         # (address, bytes) of each output of the last call, written by the side
         self.header = _view(raw, offset, TensorSpec((max(1, len(layout.outputs)), 2), "int64"))
 
-    def arguments(self, i: int) -> list[Any]:
-        """Call set i's arguments, nested as the problem's were."""
-        return self._unflatten(self.inputs[i], self._tree)
+    def arguments(self) -> list[Any]:
+        """The call's arguments, nested as the problem's were."""
+        return self._unflatten(self.leaves, self._tree)
 
     def close(self) -> None:
-        self.inputs = []
+        self.leaves = []
         self.header = None
         try:
             self._map.close()

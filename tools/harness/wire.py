@@ -87,6 +87,14 @@ def to_device(value: Any, device: str) -> Any:
     return value
 
 
+def error_text(frame: bytes) -> str:
+    """The last line of a side's error frame (or a word on what came instead)."""
+    if not frame.startswith(ERROR_PREFIX):
+        return "answered something other than the protocol's reply"
+    text = frame[len(ERROR_PREFIX):].decode(errors="replace").strip()
+    return (text.splitlines() or ["(no message)"])[-1]
+
+
 def receive(conn: Connection, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Any | None, str]:
     """(payload, "") or (None, why the side failed). A message longer than max_bytes (an
     answer is about as large as the reference's output) is refused at once: the side wrote
@@ -102,7 +110,7 @@ def receive(conn: Connection, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Any |
         text = data[len(ERROR_PREFIX):].decode(errors="replace").strip()
         if "CompileException:" in text:  # a bare kernel that NVRTC refused: keep its log
             return None, COMPILE_FAILED + text.split("CompileException:", 1)[1].strip()[:2000]
-        return None, (text.splitlines() or ["(no message)"])[-1]
+        return None, error_text(data)
     if data == READY:
         return data, ""
     try:
@@ -119,8 +127,7 @@ def ask(conn: Connection, message: bytes, max_bytes: int = MAX_MESSAGE_BYTES) ->
     except (EOFError, OSError) as e:
         raise SideFailed("its process exited or wrote something else on the channel") from e
     if reply.startswith(ERROR_PREFIX):
-        text = reply[len(ERROR_PREFIX):].decode(errors="replace").strip()
-        raise SideFailed((text.splitlines() or ["(no message)"])[-1])
+        raise SideFailed(error_text(reply))
     return reply
 
 
@@ -132,9 +139,4 @@ def receive_marker(conn: Connection, marker: bytes) -> str:
         return "its process exited"
     except OSError:
         return "it wrote something else on the channel"
-    if data == marker:
-        return ""
-    if data.startswith(ERROR_PREFIX):
-        text = data[len(ERROR_PREFIX):].decode(errors="replace").strip()
-        return (text.splitlines() or ["(no message)"])[-1]
-    return "it answered something else"
+    return "" if data == marker else error_text(data)
