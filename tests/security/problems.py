@@ -41,12 +41,21 @@ def honest(problem: str, prelude: str = "", forward: str | None = None,
     return model_new(init_args, forward if forward is not None else body, prelude, init_body)
 
 
-def run(tmp_path: Path, tool: str, problem: str | Path, submission: str,
+def variant(problem: str, old: str, new: str) -> str:
+    """A level-1 problem's source with one piece replaced (a reference of another kind)."""
+    source = (LEVEL1 / problem).read_text()
+    assert old in source, (problem, old)
+    return source.replace(old, new)
+
+
+def run(tmp_path: Path, tool: str, problem: str, submission: str,
         **options: object) -> ToolOutcome:
-    """check or bench of `submission` against a level-1 problem (a file name in LEVEL1) or a
-    reference path."""
-    reference = problem if isinstance(problem, Path) else LEVEL1 / problem
-    shutil.copy(reference, tmp_path / "reference.py")
+    """check or bench of `submission` against a reference: a level-1 problem's file name, or a
+    reference's source text."""
+    if "\n" in problem:
+        (tmp_path / "reference.py").write_text(problem)
+    else:
+        shutil.copy(LEVEL1 / problem, tmp_path / "reference.py")
     (tmp_path / "new.py").write_text(submission)
     if tool == "bench":
         options = {"time_budget_s": 1.5, "min_samples": 6, **options}

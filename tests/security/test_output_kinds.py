@@ -28,41 +28,33 @@ PROBLEMS = {
 }
 
 
-def _reference(tmp_path: Path, forward: str, inputs: str) -> Path:
-    path = tmp_path / "ref_src.py"
-    path.write_text("import torch\nimport torch.nn as nn\n\n\nclass Model(nn.Module):\n"
+def _reference(forward: str, inputs: str) -> str:
+    return ("import torch\nimport torch.nn as nn\n\n\nclass Model(nn.Module):\n"
                     "    def forward(self, x):\n" + f"        {forward}\n\n\n"
                     f"def get_inputs():\n    return [{inputs}]\n\n\n"
-                    "def get_init_inputs():\n    return []\n")
-    return path
+            "def get_init_inputs():\n    return []\n")
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_wrong_output_of_every_kind_is_caught(tmp_path: Path, name: str) -> None:
     forward, inputs, wrong = PROBLEMS[name]
-    reference = _reference(tmp_path, forward, inputs)
+    reference = _reference(forward, inputs)
     for body, status in ((wrong, Status.WRONG_ANSWER), (forward, Status.OK)):
-        work = tmp_path / f"work-{status.name}"
-        work.mkdir()
-        out = run(work, "check", reference, model_new("", body), num_input_sets=2)
+        out = run(tmp_path, "check", reference, model_new("", body), num_input_sets=2)
         assert out.status == status, (name, body, out.summary)
 
 
 def test_a_sparse_output_is_wrong_not_a_crash(tmp_path: Path) -> None:
-    reference = _reference(tmp_path, *PROBLEMS["mse_item"][:2])
+    reference = _reference(*PROBLEMS["mse_item"][:2])
     prelude = ("from perfbox.tools.harness import wire as _w\n_orig = _w.plain\n"
                "_w.plain = lambda v: v if isinstance(v, torch.Tensor) and v.is_sparse "
                "else _orig(v)")
-    work = tmp_path / "work"
-    work.mkdir()
     source = model_new("", "return torch.zeros(2, 2).to_sparse()", prelude=prelude)
-    out = run(work, "check", reference, source, num_input_sets=1)
+    out = run(tmp_path, "check", reference, source, num_input_sets=1)
     assert out.status in (Status.WRONG_ANSWER, Status.RUNTIME_ERROR), out.summary
 
 
 def test_bench_refuses_a_problem_whose_output_is_not_a_tensor(tmp_path: Path) -> None:
-    reference = _reference(tmp_path, *PROBLEMS["mse_item"][:2])
-    work = tmp_path / "work"
-    work.mkdir()
-    out = run(work, "bench", reference, model_new("", PROBLEMS["mse_item"][0]))
+    reference = _reference(*PROBLEMS["mse_item"][:2])
+    out = run(tmp_path, "bench", reference, model_new("", PROBLEMS["mse_item"][0]))
     assert out.status == Status.REJECTED and "tensors" in out.error, out.summary

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from perfbox.tools.types import Status
-from tests.security.problems import honest, model_new, run
+from tests.security.problems import honest, model_new, run, variant
 
 # 1. compute straight into the tool's shared output slot, found through the input's storage:
 # the side loop's copy became a no-op, so an identical kernel looked 1.8x faster
@@ -122,13 +122,8 @@ def test_writing_into_the_input_is_wrong(tmp_path: Path) -> None:
 
 
 def test_a_view_is_allowed_where_the_reference_returns_one(tmp_path: Path) -> None:
-    reference = tmp_path / "view_ref.py"
-    reference.write_text((Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" /
-                          "level1" / "relu.py").read_text()
-                         .replace("return torch.relu(x)", "return x.view(-1)"))
-    work = tmp_path / "work"
-    work.mkdir()
-    out = run(work, "bench", reference, model_new("", "return x.reshape(-1)"))
+    reference = variant("relu.py", "return torch.relu(x)", "return x.view(-1)")
+    out = run(tmp_path, "bench", reference, model_new("", "return x.reshape(-1)"))
     assert out.status == Status.OK, out.summary
 
 

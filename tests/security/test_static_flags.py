@@ -10,7 +10,7 @@ import pytest
 
 from perfbox.tools.harness import flags
 from perfbox.tools.types import Status
-from tests.security.problems import HONEST, honest, run
+from tests.security.problems import HONEST, honest, run, variant
 
 CASES = [
     ("try_fallback", "try:\n    return fast(x)\nexcept Exception:\n    return torch.relu(x)"),
@@ -64,11 +64,6 @@ def test_reject_policy_refuses_before_running(tmp_path: Path) -> None:
 
 def test_a_category_the_reference_shares_is_not_held_against_the_submission(
         tmp_path: Path) -> None:
-    reference = tmp_path / "half_ref.py"
-    reference.write_text((Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" /
-                          "level1" / "relu.py").read_text()
-                         .replace("return torch.relu(x)", "return torch.relu(x.half()).float()"))
-    work = tmp_path / "work"
-    work.mkdir()
-    out = run(work, "check", reference, _source("return torch.relu(x.half()).float()"))
+    reference = variant("relu.py", "return torch.relu(x)", "return torch.relu(x.half()).float()")
+    out = run(tmp_path, "check", reference, _source("return torch.relu(x.half()).float()"))
     assert out.status == Status.OK and out.report["flags"] == [], out.summary

@@ -57,11 +57,7 @@ def test_without_varied_inputs_the_degenerate_check_still_fails_it(tmp_path: Pat
 
 
 def test_a_degenerate_problem_fails_every_submission_and_says_why(tmp_path: Path) -> None:
-    reference = tmp_path / "degenerate_ref.py"
-    reference.write_text(DEGENERATE)
-    work = tmp_path / "work"
-    work.mkdir()
-    out = run(work, "check", reference, model_new("", "return torch.zeros_like(x)"))
+    out = run(tmp_path, "check", DEGENERATE, model_new("", "return torch.zeros_like(x)"))
     assert out.status == Status.WRONG_ANSWER
     assert "degenerate" in out.summary and "zeros" in out.summary
 
