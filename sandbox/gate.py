@@ -3,7 +3,9 @@ client id for metrics and logs.
 
 Refusals keep the method's own shape (unary or streaming) so the client sees a clean status:
 UNAUTHENTICATED without a valid bearer token, RESOURCE_EXHAUSTED over quota with the wait in
-trailing metadata `retry-delay-ms` (the client honours it). Health checks pass untouched.
+trailing metadata `retry-delay-ms` (the client honours it). A request whose bytes do not parse
+as the method's message gets INVALID_ARGUMENT naming the message, not grpc's INTERNAL
+"Exception deserializing request". Health checks pass untouched.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Gate(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None or is_open(details.method):
             return handler
+        handler = _decoding(handler, details.method)
         client = ANONYMOUS
         if self.tokens is not None:
             metadata = dict(details.invocation_metadata or ())
@@ -105,11 +108,89 @@ def _behaviour(handler: Any) -> Callable[..., Any]:
             or handler.stream_stream)
 
 
-def _same_shape(handler: Any, behaviour: Callable[..., Any]) -> Any:
+class Undecodable:
+    """What a request that does not parse becomes. grpc answers a deserializer's exception with
+    INTERNAL, which reads as the server's fault; this marker lets the call answer
+    INVALID_ARGUMENT, the client's."""
+
+    def __init__(self, message_name: str, error: Exception) -> None:
+        self.message = (f"the request could not be decoded as {message_name} ({error}); "
+                        "check that the client and the server use the same perfbox proto "
+                        "version, and that the bytes sent are a serialized "
+                        f"{message_name}")
+
+
+def _message_name(deserialize: Callable[[bytes], Any], method: str) -> str:
+    """The protobuf message's full name (generated stubs pass `Message.FromString`), else the
+    method's."""
+    descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(descriptor, "full_name", "")
+    return name if isinstance(name, str) and name else f"the request message of {method}"
+
+
+def _decoding(handler: Any, method: str) -> Any:
+    """The handler with a deserializer that never raises (a failure becomes `Undecodable`)
+    and a behaviour that aborts with INVALID_ARGUMENT when it meets one."""
+    deserialize = handler.request_deserializer
+    if deserialize is None:
+        return handler
+    name = _message_name(deserialize, method)
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # DecodeError, or anything a custom deserializer raises
+            return Undecodable(name, e)
+
+    behaviour = _behaviour(handler)
+    if handler.request_streaming:
+        def run(requests: Any, context: grpc.ServicerContext) -> Any:
+            seen: list[Undecodable] = []
+            result = behaviour(_decoded(requests, context, seen), context)
+            if handler.response_streaming:
+                return _then_refuse_undecodable(result, context, seen)
+            _refuse_undecodable(seen, context)
+            return result
+    else:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return behaviour(request, context)
+
+    return _same_shape(handler, run, decode)
+
+
+def _decoded(requests: Any, context: grpc.ServicerContext, seen: list[Undecodable]) -> Any:
+    """A request stream that stops at the first undecodable message. The abort sets the call's
+    status even when the handler reads the stream on a thread of its own and swallows the
+    exception (RunBatch's reader does)."""
+    for request in requests:
+        if isinstance(request, Undecodable):
+            seen.append(request)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        yield request
+
+
+def _then_refuse_undecodable(responses: Any, context: grpc.ServicerContext,
+                             seen: list[Undecodable]) -> Any:
+    """Answers already due are sent; the stream then ends with INVALID_ARGUMENT."""
+    yield from responses
+    _refuse_undecodable(seen, context)
+
+
+def _refuse_undecodable(seen: list[Undecodable], context: grpc.ServicerContext) -> None:
+    if seen:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, seen[0].message)
+
+
+def _same_shape(handler: Any, behaviour: Callable[..., Any],
+                deserialize: Callable[[bytes], Any] | None = None) -> Any:
+    """A handler of the same kind as `handler` running `behaviour`; `deserialize` replaces
+    the request deserializer when given."""
     make = {(False, False): grpc.unary_unary_rpc_method_handler,
             (False, True): grpc.unary_stream_rpc_method_handler,
             (True, False): grpc.stream_unary_rpc_method_handler,
             (True, True): grpc.stream_stream_rpc_method_handler}
     return make[(handler.request_streaming, handler.response_streaming)](
-        behaviour, request_deserializer=handler.request_deserializer,
+        behaviour, request_deserializer=deserialize or handler.request_deserializer,
         response_serializer=handler.response_serializer)

@@ -14,7 +14,12 @@ GiB = 1024 * MiB
 
 # Request size: what the service accepts before any work.
 MAX_FILES = 64
-MAX_FILE_NAME_CHARS = 255
+MAX_FILE_NAME_BYTES = 1024  # a file name's whole UTF-8 encoding
+MAX_NAME_COMPONENT_BYTES = 255  # one path component's UTF-8 encoding (Linux NAME_MAX)
+# A CUDA source's base name: nvcc names its temporaries after it with up to ~45 more bytes
+# (tmpxft_XXXXXXXX_XXXXXXXX-N_<stem>.cudafe1.stub.c), outputs are <stem>.<arch>.cubin, and
+# all must fit NAME_MAX.
+MAX_CUDA_SOURCE_NAME_BYTES = 200
 MAX_SOURCE_BYTES = 4 * MiB  # all files of one request together
 MAX_REQUEST_ID_CHARS = 256
 
@@ -52,6 +57,17 @@ class JobLimits:
 
 
 DEFAULT_LIMITS = JobLimits()
+# A request's non-zero limit below these is refused: a job could not even start under it (a
+# tiny memory limit kills the worker itself, a few processes cannot hold a compiler), and the
+# failure would read as the kernel's.
+MIN_LIMITS = JobLimits(
+    wall_time_ms=100,
+    cpu_time_ms=100,
+    memory_bytes=64 * MiB,
+    max_processes=8,
+    max_file_bytes=1 * MiB,
+    max_output_bytes=4 * 1024,
+)
 # On a node with GPUs, unless the operator set other defaults: a CUDA job is several processes
 # (tool, submission, reference; ncu or compute-sanitizer and its target), each with a CUDA
 # context (~1-2 GiB of host memory) and a thread per core, and profiling replays every kernel.

@@ -34,6 +34,10 @@ LANGUAGES = ("kernelbench",)
 DEFAULTS = {"target_rel_error": 0.01, "time_budget_s": 5.0, "min_samples": 10,
             "threads": 1, "max_plausible_speedup": 1000.0}
 MAX_MIN_SAMPLES = 10_000
+MIN_TARGET_REL_ERROR = 1e-4  # below timing noise: the loop would always spend its whole budget
+MIN_TIME_BUDGET_S = 0.1
+MAX_TIME_BUDGET_S = 600.0
+MAX_PLAUSIBLE_SPEEDUP = 1e6  # infinity would turn the plausibility check off
 PRECHECK_SETS = 2  # input sets compared before anything is timed
 FLOOR_SAFETY = 0.5  # a per-call time below this share of one output write is implausible
 CONTENDED_FRACTION = 0.10
@@ -45,19 +49,35 @@ def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
     if language not in LANGUAGES:
         raise ToolInputError(f"bench takes language kernelbench; got {language or 'none'}")
     problems.names(files, options)
-    if not 0 < float(options.get("target_rel_error") or 0.01) < 1:
-        raise ToolInputError("target_rel_error must be between 0 and 1")
-    if not 0 < float(options.get("time_budget_s") or 5.0) <= 600:
-        raise ToolInputError("time_budget_s must be in (0, 600]")
-    if not 0 <= int(options.get("min_samples") or 0) <= MAX_MIN_SAMPLES:
-        raise ToolInputError(f"min_samples must be 0..{MAX_MIN_SAMPLES}")
+    _validate_stop_rule(options)
     threads = int(options.get("threads") or 1)
     if not 1 <= threads <= len(os.sched_getaffinity(0)):
         raise ToolInputError(f"threads must be 1..{len(os.sched_getaffinity(0))} (the CPUs "
-                             "this node gives a job)")
-    if not float(options.get("max_plausible_speedup") or 1000.0) > 1:
-        raise ToolInputError("max_plausible_speedup must be above 1")
+                             f"this node gives a job), got {threads}")
+    speedup = float(options.get("max_plausible_speedup") or DEFAULTS["max_plausible_speedup"])
+    if not 1 < speedup <= MAX_PLAUSIBLE_SPEEDUP:
+        raise ToolInputError(f"max_plausible_speedup must be above 1 and at most "
+                             f"{MAX_PLAUSIBLE_SPEEDUP:g} (0 for the default 1000), got "
+                             f"{speedup}")
     request_policy.validate_common(options)
+
+
+def _validate_stop_rule(options: dict[str, Any]) -> None:
+    """The sampling loop's stop rule: a target below the noise floor or a budget of
+    microseconds would only spend (or skip) the whole budget; NaN would never compare."""
+    target = float(options.get("target_rel_error") or DEFAULTS["target_rel_error"])
+    if not MIN_TARGET_REL_ERROR <= target < 1:
+        raise ToolInputError(f"target_rel_error must be in [{MIN_TARGET_REL_ERROR:g}, 1) (0 "
+                             f"for the default 0.01), got {target}")
+    budget = float(options.get("time_budget_s") or DEFAULTS["time_budget_s"])
+    if not MIN_TIME_BUDGET_S <= budget <= MAX_TIME_BUDGET_S:
+        raise ToolInputError(f"time_budget_s must be in [{MIN_TIME_BUDGET_S:g}, "
+                             f"{MAX_TIME_BUDGET_S:g}] seconds (0 for the default 5), got "
+                             f"{budget}")
+    samples = int(options.get("min_samples") or 0)
+    if not 0 <= samples <= MAX_MIN_SAMPLES:
+        raise ToolInputError(f"min_samples must be 1..{MAX_MIN_SAMPLES} (0 for the default "
+                             f"10), got {samples}")
 
 
 def normalize(options: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Any
 
 from perfbox.tools.archs import validate_archs
@@ -12,6 +14,16 @@ from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
 
 LANGUAGES = ("cuda", "triton")
 MAX_SUMMARY_DIAGNOSTICS = 5
+NUM_WARPS = (1, 2, 4, 8, 16, 32)
+MAX_NUM_STAGES = 16
+MAX_TRITON_ARGUMENTS = 256  # entries of `signature` or of `constants`
+MAX_CONSTANT_CHARS = 1000
+MAX_DEFINES = 256
+MAX_DEFINES_CHARS = 64 * 1024  # all -D arguments together, well under the kernel's ARG_MAX
+# What triton.compile's ASTSource accepts for an argument on NVIDIA targets.
+TRITON_TYPES = ("fp8e4nv", "fp8e4b15", "fp8e5", "fp16", "bf16", "fp32", "fp64",
+                "i1", "i8", "i16", "i32", "i64", "u1", "u8", "u16", "u32", "u64")
+_TRITON_TYPE_RE = re.compile(r"\*?(?:" + "|".join(TRITON_TYPES) + r")|constexpr")
 
 
 def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
@@ -23,13 +35,68 @@ def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
     validate_archs([str(a) for a in options.get("archs", [])])
     if language == "cuda":
         translation_units(files)
-        validate_defines([str(d) for d in options.get("defines", [])])
+        defines = [str(d) for d in options.get("defines", [])]
+        if len(defines) > MAX_DEFINES or sum(map(len, defines)) > MAX_DEFINES_CHARS:
+            raise ToolInputError(f"defines: {len(defines)} definitions, "
+                                 f"{sum(map(len, defines))} characters; at most {MAX_DEFINES} "
+                                 f"definitions and {MAX_DEFINES_CHARS} characters are accepted")
+        validate_defines(defines)
     else:
         if not any(f.endswith(".py") for f in files):
             raise ToolInputError("Triton submissions need a .py file with a @triton.jit kernel")
-        warps = int(options.get("num_warps") or 4)
-        if warps not in (1, 2, 4, 8, 16, 32):
-            raise ToolInputError(f"num_warps must be a power of two from 1 to 32, got {warps}")
+        validate_triton(options)
+
+
+def validate_triton(options: dict[str, Any]) -> None:
+    """Triton's options, so that a bad one is the client's INVALID_ARGUMENT and not a failure
+    deep inside triton.compile."""
+    kernel = str(options.get("kernel", ""))
+    if kernel and not kernel.isidentifier():
+        raise ToolInputError(f"kernel {kernel[:80]!r} is not a Python identifier; give the name "
+                             "of a @triton.jit function, or leave it empty")
+    warps = int(options.get("num_warps") or 4)
+    if warps not in NUM_WARPS:
+        raise ToolInputError(f"num_warps must be a power of two from 1 to 32, got {warps}")
+    stages = int(options.get("num_stages") or 0)
+    if not 0 <= stages <= MAX_NUM_STAGES:
+        raise ToolInputError(f"num_stages must be 1..{MAX_NUM_STAGES}, or 0 for the default "
+                             f"(3); got {stages}")
+    _validate_signature(dict(options.get("signature", {})))
+    _validate_constants(dict(options.get("constants", {})))
+
+
+def _check_argument_names(option: str, names: list[str]) -> None:
+    if len(names) > MAX_TRITON_ARGUMENTS:
+        raise ToolInputError(f"{option} has {len(names)} entries; at most "
+                             f"{MAX_TRITON_ARGUMENTS} are accepted")
+    for name in names:
+        if not name.isidentifier():
+            raise ToolInputError(f"{option}: key {name[:80]!r} is not a Python identifier; "
+                                 "use the kernel argument's name")
+
+
+def _validate_signature(signature: dict[str, Any]) -> None:
+    _check_argument_names("signature", list(signature))
+    for name, value in signature.items():
+        if not _TRITON_TYPE_RE.fullmatch(str(value)):
+            raise ToolInputError(
+                f"signature[{name!r}] = {str(value)[:80]!r} is not a Triton type; use an optional "
+                f"'*' (a pointer) then one of {', '.join(TRITON_TYPES)}, or 'constexpr' "
+                "(e.g. '*fp32', 'i32')")
+
+
+def _validate_constants(constants: dict[str, Any]) -> None:
+    _check_argument_names("constants", list(constants))
+    for name, value in constants.items():
+        text = str(value)
+        if len(text) > MAX_CONSTANT_CHARS:
+            raise ToolInputError(f"constants[{name!r}] is {len(text)} characters; at most "
+                                 f"{MAX_CONSTANT_CHARS} are accepted")
+        try:
+            ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
+            raise ToolInputError(f"constants[{name!r}] = {text[:80]!r} is not a Python literal "
+                                 "(e.g. '1024', 'True', '1.5')") from e
 
 
 def normalize(options: dict[str, Any]) -> dict[str, Any]:
