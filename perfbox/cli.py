@@ -426,8 +426,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         preload=tuple(m for m in args.preload.split(",") if m),
         cache_dir=None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else
                                               ServerConfig().cache_dir),
+        cache_max_bytes=ServerConfig.cache_max_bytes if args.cache_max_bytes is None else
+        args.cache_max_bytes,
         max_queue=args.max_queue, grace_s=args.grace_s, default_limits=_serve_limits(args),
         nice=args.nice, metrics_address=args.metrics_address,
+        metrics_token_file=_path(args.metrics_token_file),
         docker=DockerSettings(url=args.docker_url, image=args.docker_image,
                               python=args.docker_python, bind_host=args.docker_bind_host,
                               cpus=args.docker_cpus),
@@ -560,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-dir", help="result cache directory "
                        "(default ~/.cache/perfbox/results)")
     serve.add_argument("--no-cache", action="store_true", help="disable the result cache")
+    serve.add_argument("--cache-max-bytes", type=int, metavar="BYTES",
+                       help="bound of the result cache; least-recently-used entries are "
+                            "evicted past it (default 1 GiB)")
     serve.add_argument("--max-queue", type=int, default=4096,
                        help="queued jobs before RESOURCE_EXHAUSTED (default 4096)")
     serve.add_argument("--grace-s", type=float, default=30.0,
@@ -597,7 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--docker-cpus", type=float, default=1.0,
                        help="--backend docker: CPU limit per job container (default 1)")
     serve.add_argument("--metrics-address", metavar="HOST:PORT",
-                       help="serve Prometheus metrics at http://HOST:PORT/metrics")
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (no HOST: "
+                            "127.0.0.1)")
+    serve.add_argument("--metrics-token-file", metavar="FILE",
+                       help="a file holding a token that /metrics requires as "
+                            "'Authorization: Bearer <token>' (otherwise 401)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="json: one JSON object per line with the client id and, for "
                             "answers, request_id, job_id, tool, status and total_ms")

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from perfbox.sandbox.cache import DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES
 from perfbox.sandbox.docker_backend import DockerSettings
 from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_LIMITS, DEFAULT_MAX_QUEUE, JobLimits
 from perfbox.sandbox.quota import QuotaConfig
@@ -31,6 +32,8 @@ class ServerConfig:
     preload: tuple[str, ...] = DEFAULT_PRELOAD  # modules the warm workers import up front
     nice: int = 0  # CPU niceness of workers and jobs (a colocated engine keeps priority)
     cache_dir: Path | None = field(default_factory=default_cache_dir)  # None: no result cache
+    # the result cache's size bound: past it, least-recently-used entries are evicted
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
     max_queue: int = DEFAULT_MAX_QUEUE
     grace_s: float = DEFAULT_GRACE_S
     use_cgroups: bool = True
@@ -42,7 +45,9 @@ class ServerConfig:
     tls_key: Path | None = None  # its PEM private key
     tls_client_ca: Path | None = None  # clients must present a certificate from this CA (mTLS)
     quota: QuotaConfig = field(default_factory=QuotaConfig)  # per client; default unlimited
-    metrics_address: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint
+    # HOST:PORT of the Prometheus /metrics endpoint (no host: 127.0.0.1); None: no endpoint
+    metrics_address: str | None = None
+    metrics_token_file: Path | None = None  # holds the bearer token /metrics needs; None: open
     docker: DockerSettings = field(default_factory=DockerSettings)  # the docker backend's
 
 
@@ -67,5 +72,10 @@ def check(config: ServerConfig) -> None:
                           "--tls-key")
     if config.quota.rate_per_s < 0 or config.quota.max_inflight < 0 or config.quota.burst < 0:
         raise ConfigError("quotas are 0 (unlimited) or more")
+    if config.cache_max_bytes < 1:
+        raise ConfigError(f"cache_max_bytes must be at least 1, got {config.cache_max_bytes}; "
+                          "--no-cache turns the cache off")
+    if config.metrics_token_file is not None and not config.metrics_address:
+        raise ConfigError("a metrics token (--metrics-token-file) needs --metrics-address")
     if config.max_queue < 1:
         raise ConfigError(f"max_queue must be at least 1, got {config.max_queue}")

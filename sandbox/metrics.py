@@ -4,16 +4,27 @@ Each server has its own registry, so several servers in one process (tests, the 
 service beside a remote one) never mix their counts. What an operator watches: the queue, jobs
 by tool and status, latencies, the wait for a worker slot (on GPU nodes, the GPU lease: a
 worker holds its GPU), the result cache's hit rate, and RPCs by client with refusals.
+
+The endpoint listens on 127.0.0.1 unless given a host, and may require a bearer token:
+prometheus_client's own server has no authentication, so its WSGI app is served by wsgiref behind
+a check of the Authorization header. Label values are tool names, statuses, method names and
+client ids, never tokens.
 """
 
 from __future__ import annotations
 
+import hmac
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from perfbox.api.v1 import tools_pb2 as pb
 
@@ -67,13 +78,65 @@ class Metrics:
         self.rpcs.labels(method.rsplit("/", 1)[-1], client,
                          refused.name if refused is not None else "").inc()
 
-    def serve(self, address: str) -> MetricsEndpoint:
-        return serve_metrics(self.registry, address)
+    def serve(self, address: str, token: str | None = None) -> MetricsEndpoint:
+        return serve_metrics(self.registry, address, token)
 
 
-def serve_metrics(registry: CollectorRegistry, address: str) -> MetricsEndpoint:
-    """Starts /metrics for `registry` on HOST:PORT (port 0 picks one); the tool server's and
-    the rollout worker's endpoints both come from here."""
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def load_token(path: Path) -> str:
+    """The bearer token held in `path` (surrounding whitespace dropped); it must not be empty."""
+    token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"the metrics token file {path} is empty")
+    return token
+
+
+def _require_bearer(app: WsgiApp, token: str) -> WsgiApp:
+    """`app` behind `Authorization: Bearer <token>`; anything else gets 401. The comparison
+    takes the same time however much of the token matches."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # WSGI hands headers over as latin-1 strings: encoding back gives the bytes sent
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if hmac.compare_digest(given, expected):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                            ("WWW-Authenticate", 'Bearer realm="metrics"')])
+        return [b"missing or invalid bearer token\n"]
+
+    return guarded
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, so a slow scraper cannot stall another."""
+
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are frequent and uninteresting: no line per request on stderr."""
+
+
+def serve_metrics(registry: CollectorRegistry, address: str, token: str | None = None
+                  ) -> MetricsEndpoint:
+    """Starts /metrics for `registry` on HOST:PORT (port 0 picks one; no host means
+    127.0.0.1, so exposing it is a choice); with `token`, scrapes need it as a bearer token.
+    The tool server's and the rollout worker's endpoints both come from here."""
     host, _, port = address.rpartition(":")
-    server, thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    host = host.strip("[]") or "127.0.0.1"
+    app: WsgiApp = make_wsgi_app(registry)
+    if token:
+        app = _require_bearer(app, token)
+    server = make_server(host, int(port), app, _Server6 if ":" in host else _Server,
+                         _QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True, name="metrics")
+    thread.start()
     return MetricsEndpoint(server.server_port, server, thread)

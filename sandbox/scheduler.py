@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from perfbox.sandbox.bwrap import BwrapLayout
 from perfbox.sandbox.cgroup import CgroupCounters, CgroupManager, WorkerCgroup
+from perfbox.sandbox.gate import ANONYMOUS
 from perfbox.sandbox.limits import JobLimits
 from perfbox.sandbox.worker import WorkerDied, WorkerProcess
 
@@ -61,7 +62,10 @@ class Job:
 
     payload: dict[str, Any]  # what the worker gets: tool, language, files, options, limits
     limits: JobLimits
-    request_id: str = ""
+    request_id: str = ""  # the client's own id of the call, unique per client at most
+    # who submitted it (the gate's client id): request ids are looked up within it, and only
+    # it may cancel the job
+    client: str = ANONYMOUS
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     state: JobState = JobState.QUEUED
     submitted_at: float = field(default_factory=time.monotonic)
@@ -185,7 +189,7 @@ class Scheduler:
         self.max_queue = max_queue
         self._queue: collections.deque[Job] = collections.deque()
         self._jobs: dict[str, Job] = {}  # unfinished jobs by job_id
-        self._by_request: dict[str, Job] = {}
+        self._by_request: dict[tuple[str, str], Job] = {}  # by (client, request_id)
         self._cond = threading.Condition()
         self._accepting = True
         self._stopping = False
@@ -224,16 +228,20 @@ class Scheduler:
             self._queue.append(job)
             self._jobs[job.job_id] = job
             if job.request_id:
-                self._by_request[job.request_id] = job
+                self._by_request[(job.client, job.request_id)] = job
             self._cond.notify()
         job.emit({"type": "queued", "position": position})
         return position
 
-    def find(self, job_id: str = "", request_id: str = "") -> Job | None:
+    def find(self, job_id: str = "", request_id: str = "", client: str = ANONYMOUS
+             ) -> Job | None:
+        """`client`'s unfinished job by job_id or request_id; another client's job is not
+        found, so its ids cannot even be probed."""
         with self._cond:
             if job_id:
-                return self._jobs.get(job_id)
-            return self._by_request.get(request_id)
+                job = self._jobs.get(job_id)
+                return job if job is not None and job.client == client else None
+            return self._by_request.get((client, request_id))
 
     def cancel(self, job: Job) -> JobState:
         """Cancels a queued job (it never runs) or a running one (its tree is killed)."""
@@ -258,8 +266,9 @@ class Scheduler:
         job.run = run
         job.state = JobState.FINISHED
         self._jobs.pop(job.job_id, None)
-        if job.request_id and self._by_request.get(job.request_id) is job:
-            del self._by_request[job.request_id]
+        key = (job.client, job.request_id)
+        if job.request_id and self._by_request.get(key) is job:
+            del self._by_request[key]
         job.finished.set()
         job.emit({"type": "finished"})  # listeners must not block: the queue lock is held
 

@@ -23,7 +23,7 @@ from perfbox.sandbox.cache import ResultCache
 from perfbox.sandbox.cgroup import CgroupManager
 from perfbox.sandbox.config import ServerConfig, check
 from perfbox.sandbox.gate import Gate
-from perfbox.sandbox.metrics import Metrics, MetricsEndpoint
+from perfbox.sandbox.metrics import Metrics, MetricsEndpoint, load_token
 from perfbox.sandbox.quota import Quotas
 from perfbox.sandbox.scheduler import Scheduler, WorkerSlot
 from perfbox.sandbox.service import ToolService
@@ -59,7 +59,7 @@ class ToolServer:
                             config.nice, factory)
                  for i in range(config.workers)]
         self.scheduler = Scheduler(slots, config.max_queue)
-        self.cache = ResultCache(config.cache_dir)
+        self.cache = ResultCache(config.cache_dir, config.cache_max_bytes)
         self.metrics = Metrics(lambda: self.scheduler.queue_depth,
                                lambda: len(self.scheduler.running_jobs()))
         self.service = ToolService(self.scheduler, self.cache, config.backend,
@@ -108,7 +108,9 @@ class ToolServer:
     def start(self) -> None:
         self.scheduler.start(prestart=self.config.warm)
         if self.config.metrics_address:
-            self.metrics_endpoint = self.metrics.serve(self.config.metrics_address)
+            token_file = self.config.metrics_token_file
+            token = load_token(token_file) if token_file is not None else None
+            self.metrics_endpoint = self.metrics.serve(self.config.metrics_address, token)
             log.info("metrics on port %d (/metrics)", self.metrics_endpoint.port)
         self.grpc.start()
         for name in ("", SERVICE_NAME):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import posixpath
 import queue
 import socket
 import threading
@@ -15,9 +17,9 @@ from perfbox import __version__
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1 import tools_pb2_grpc
 from perfbox.sandbox.batch import BatchStream, elapsed_ms, rejected
-from perfbox.sandbox.cache import ResultCache, cache_key
+from perfbox.sandbox.cache import CacheEntry, Origin, ResultCache, cache_key
 from perfbox.sandbox.device import device_info, gpu_count
-from perfbox.sandbox.gate import retry_delay_metadata
+from perfbox.sandbox.gate import current_client, retry_delay_metadata
 from perfbox.sandbox.limits import DEFAULT_LIMITS, GPU_DEFAULT_LIMITS, JobLimits
 from perfbox.sandbox.metrics import Metrics
 from perfbox.sandbox.results import build_result
@@ -28,7 +30,6 @@ from perfbox.tools.toolkit import identity as toolkit_identity
 
 log = logging.getLogger(__name__)
 _LANGUAGE_VALUES = {name: value for value, name in LANGUAGE_NAMES.items()}
-_CACHEABLE_STATUSES = (pb.OK, pb.COMPILE_ERROR)
 SHUTTING_DOWN = ("the server is shutting down and did not finish this call; retry on another "
                  "node (perfbox's clients do)")
 
@@ -69,28 +70,42 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         return None
 
     def _key(self, valid: ValidRequest) -> str:
+        """Everything that determines the result, the caller's limits and the sandbox included:
+        a failure under one caller's tiny limits must never answer another caller."""
         return cache_key(valid.spec.name, valid.language, valid.files, valid.options,
-                         self.toolkit)
+                         self.toolkit, limits=valid.limits.to_json(), backend=self.backend)
 
     def _cached(self, request: pb.ToolRequest, valid: ValidRequest) -> pb.ToolResult | None:
         if not valid.spec.cacheable or request.no_cache:
             return None
-        data = self.cache.get(self._key(valid))
+        entry = self.cache.get(self._key(valid))
         if self.metrics is not None:
-            self.metrics.observe_cache(data is not None)
-        if data is None:
+            self.metrics.observe_cache(entry is not None)
+        if entry is None:
             return None
         result = pb.ToolResult()
         try:
-            result.ParseFromString(data)
+            result.ParseFromString(entry.data)
         except Exception:  # checksummed, so only a format change lands here
             return None
+        _log_hit(valid, entry)
         result.request_id = valid.request_id
         result.job_id = ""
         result.cache_hit = True
+        # the producing job only: its client's id and request_id stay in the server's log
+        result.cached_from_job_id = entry.origin.job_id
         result.timings.Clear()  # this call ran nothing; the report keeps the original compile_ms
         result.identity.CopyFrom(self.identity)
         return result
+
+    def _storable(self, valid: ValidRequest, result: pb.ToolResult) -> bool:
+        """Whether `result` is the source's own answer, fit to serve any caller: produced under
+        limits no tighter than the defaults, and OK or a compiler's located verdict."""
+        if not valid.spec.cacheable or _tighter(valid.limits, self.default_limits):
+            return False
+        if result.status == pb.OK:
+            return True
+        return result.status == pb.COMPILE_ERROR and _located_error(result, valid.files)
 
     def _job(self, valid: ValidRequest) -> Job:
         payload = {
@@ -99,7 +114,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             "options": valid.options, "limits": valid.limits.to_json(),
             "memory_watchdog": not any(s.cgroup for s in self.scheduler.slots),
         }
-        job = Job(payload=payload, limits=valid.limits, request_id=valid.request_id)
+        job = Job(payload=payload, limits=valid.limits, request_id=valid.request_id,
+                  client=current_client.get())
         job.payload["job_id"] = job.job_id
         return job
 
@@ -127,11 +143,13 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         result = build_result(job, valid.spec.name, self.identity)
         result.timings.total_ms = int((time.monotonic() - started) * 1000)
         self._answered(result)
-        if valid.spec.cacheable and result.status in _CACHEABLE_STATUSES:
+        if self._storable(valid, result):
             stored = pb.ToolResult()
             stored.CopyFrom(result)
             stored.ClearField("request_id")
-            self.cache.put(self._key(valid), stored.SerializeToString())
+            origin = Origin(job_id=job.job_id, request_id=valid.request_id, client=job.client,
+                            created_unix=time.time())
+            self.cache.put(self._key(valid), stored.SerializeToString(), origin)
         return result
 
     def _cancel_on_rpc_end(self, job: Job, context: grpc.ServicerContext) -> None:
@@ -234,7 +252,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             batch.done_reading()
 
         context.add_callback(batch.close)
-        threading.Thread(target=read, daemon=True, name="batch-reader").start()
+        # the reader runs in this call's context: its jobs belong to the calling client
+        threading.Thread(target=contextvars.copy_context().run, args=(read,), daemon=True,
+                         name="batch-reader").start()
         yield from batch.stream()
         if batch.interrupted:
             context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
@@ -276,7 +296,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                ) -> pb.CancelResponse:
         if not request.request_id and not request.job_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give a request_id or a job_id")
-        job = self.scheduler.find(job_id=request.job_id, request_id=request.request_id)
+        # only the caller's own jobs: another client's ids answer exactly like unknown ones
+        job = self.scheduler.find(job_id=request.job_id, request_id=request.request_id,
+                                  client=current_client.get())
         if job is None:
             return pb.CancelResponse(cancelled=False, state="unknown")
         state = self.scheduler.cancel(job)
@@ -300,3 +322,33 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                 unavailable_reason="" if available else "this node has no GPU",
             )
         return response
+
+
+def _tighter(limits: JobLimits, defaults: JobLimits) -> bool:
+    """Whether any limit is below the server's default for it (a starved run may fail where
+    the source itself is fine)."""
+    mine, base = limits.to_json(), defaults.to_json()
+    return any(mine[name] < base[name] for name in base)
+
+
+def _located_error(result: pb.ToolResult, files: list[tuple[str, str]]) -> bool:
+    """Whether a compile (or a disasm's compile) reports an error in a submitted file: the
+    compiler's verdict on the source, not a crashed or starved compiler."""
+    kind = result.WhichOneof("report")
+    report = result.compile if kind == "compile" else \
+        result.disasm.compile if kind == "disasm" else None
+    if report is None:
+        return False
+    names = {posixpath.normpath(name) for name, _ in files}
+    return any(d.severity == "error" and d.file and posixpath.normpath(d.file) in names
+               for d in report.diagnostics)
+
+
+def _log_hit(valid: ValidRequest, entry: CacheEntry) -> None:
+    """The full origin of a served entry goes to the server's log only."""
+    o = entry.origin
+    log.info("cache hit for request %s: entry of job %s (request %s, client %s, stored at %.0f)",
+             valid.request_id, o.job_id, o.request_id, o.client, o.created_unix,
+             extra={"request_id": valid.request_id, "cached_from_job_id": o.job_id,
+                    "cached_from_request_id": o.request_id, "cached_from_client": o.client,
+                    "cached_at_unix": o.created_unix})

@@ -755,7 +755,7 @@ class Identity(_message.Message):
     def __init__(self, perfbox_version: _Optional[str] = ..., toolkit: _Optional[str] = ..., device: _Optional[str] = ..., node: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class ToolResult(_message.Message):
-    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "check", "bench", "profile", "sanitize", "stdout", "stderr", "timings", "cache_hit", "identity")
+    __slots__ = ("request_id", "job_id", "tool", "status", "summary", "error", "compile", "disasm", "check", "bench", "profile", "sanitize", "stdout", "stderr", "timings", "cache_hit", "identity", "cached_from_job_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
@@ -773,6 +773,7 @@ class ToolResult(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FROM_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     job_id: str
     tool: str
@@ -790,7 +791,8 @@ class ToolResult(_message.Message):
     timings: Timings
     cache_hit: bool
     identity: Identity
-    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., bench: _Optional[_Union[BenchReport, _Mapping]] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ..., sanitize: _Optional[_Union[SanitizeReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ...) -> None: ...
+    cached_from_job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., summary: _Optional[str] = ..., error: _Optional[str] = ..., compile: _Optional[_Union[CompileReport, _Mapping]] = ..., disasm: _Optional[_Union[DisasmReport, _Mapping]] = ..., check: _Optional[_Union[CheckReport, _Mapping]] = ..., bench: _Optional[_Union[BenchReport, _Mapping]] = ..., profile: _Optional[_Union[ProfileReport, _Mapping]] = ..., sanitize: _Optional[_Union[SanitizeReport, _Mapping]] = ..., stdout: _Optional[str] = ..., stderr: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., identity: _Optional[_Union[Identity, _Mapping]] = ..., cached_from_job_id: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("request_id", "job_id", "queued", "started", "log", "result")
