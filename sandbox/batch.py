@@ -7,6 +7,7 @@ server's queue (gRPC flow control then slows the sender down) and without being 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -15,17 +16,23 @@ from typing import Callable, Iterator, Union
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.sandbox.scheduler import Job
 
+log = logging.getLogger(__name__)
 _END = None
-# A result, or a thunk that builds it: results of finished jobs are built in the stream's own
-# thread, not in the scheduler's (which announces "finished" with its lock held).
-Answer = Union[pb.ToolResult, Callable[[], pb.ToolResult]]
+# A result, or a thunk that builds it with the job it answers: results of finished jobs are
+# built in the stream's own thread, not in the scheduler's (which announces "finished" with its
+# lock held).
+Answer = Union[pb.ToolResult, tuple[Callable[[], pb.ToolResult], Job]]
+# The answer for a call whose result could not be built: that call fails, the batch goes on.
+OnBuildError = Callable[[Job, BaseException], pb.ToolResult]
 
 
 class BatchStream:
     """Bookkeeping of one batch: in-flight jobs, the window, the outgoing results."""
 
-    def __init__(self, window: int, cancel: Callable[[Job], object]) -> None:
+    def __init__(self, window: int, cancel: Callable[[Job], object],
+                 on_build_error: OnBuildError) -> None:
         self.results: queue.Queue[Answer | None] = queue.Queue()
+        self._on_build_error = on_build_error
         self.window = threading.BoundedSemaphore(window)
         self._cancel = cancel
         self._lock = threading.Lock()
@@ -48,9 +55,15 @@ class BatchStream:
         with self._lock:
             self._in_flight[job.job_id] = job
 
-    def answer(self, result: Answer, job: Job | None = None, reserved: bool = False) -> None:
-        """Queues a result; frees the job's window slot when it held one."""
-        self.results.put(result)
+    def answer(self, result: pb.ToolResult | Callable[[], pb.ToolResult],
+               job: Job | None = None, reserved: bool = False) -> None:
+        """Queues a result (or a thunk building the job's result); frees the job's window slot
+        when it held one."""
+        if not isinstance(result, pb.ToolResult):
+            assert job is not None, "a result built later needs its job"
+            self.results.put((result, job))
+        else:
+            self.results.put(result)
         with self._lock:
             if job is not None:
                 self._in_flight.pop(job.job_id, None)
@@ -96,7 +109,14 @@ class BatchStream:
             answer = self.results.get()
             if answer is _END:
                 return
-            yield answer if isinstance(answer, pb.ToolResult) else answer()
+            yield answer if isinstance(answer, pb.ToolResult) else self._build(*answer)
+
+    def _build(self, build: Callable[[], pb.ToolResult], job: Job) -> pb.ToolResult:
+        try:
+            return build()
+        except Exception as e:  # one call's result, not the stream: it fails alone
+            log.exception("building the result of job %s failed", job.job_id)
+            return self._on_build_error(job, e)
 
 
 def rejected(request: pb.ToolRequest, message: str, identity: pb.Identity) -> pb.ToolResult:

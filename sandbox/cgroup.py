@@ -88,6 +88,18 @@ class WorkerCgroup:
             pass
         return CgroupCounters(oom_kills=0)
 
+    def kill_all(self) -> None:
+        """SIGKILL to every process in the group (cgroup.kill where the kernel has it: atomic,
+        so a forking process cannot outrun it), then waits until the group is empty."""
+        for directory in dict.fromkeys(self.dirs.values()):
+            kill_file = directory / "cgroup.kill"
+            if self.version == 2 and kill_file.exists():
+                try:
+                    kill_file.write_text("1")
+                except OSError as e:
+                    log.debug("cgroup.kill on %s: %s", directory, e)
+            _kill_all(directory)
+
     def remove(self) -> None:
         """Removes the cgroup directories (after every process in them has exited)."""
         for directory in dict.fromkeys(self.dirs.values()):

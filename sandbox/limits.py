@@ -26,11 +26,17 @@ MAX_REQUEST_ID_CHARS = 256
 # What a result carries back.
 MAX_STREAM_KEEP_BYTES = 32 * 1024  # stdout/stderr kept per stream in a result (head + tail)
 MAX_LOG_EVENT_BYTES = 64 * 1024  # stdout/stderr forwarded as RunStream log events per job
+# The tool's outcome frame on a job's result pipe: bounded before it is buffered. JSON escapes
+# grow a non-ASCII text at most 6x on the way to the server, which stays under the 64 MiB frame.
+MAX_RESULT_BYTES = 8 * MiB
 
 # Service capacity.
 DEFAULT_MAX_QUEUE = 4096  # queued jobs beyond this get RESOURCE_EXHAUSTED
 DEFAULT_GRACE_S = 30.0  # SIGTERM: how long running jobs may finish before being cancelled
 WORKER_START_TIMEOUT_S = 120.0  # a warm worker importing torch/triton on a slow disk
+HEARTBEAT_PERIOD_S = 1.0  # a worker running a job says it is alive this often
+# no frame from a worker for this long while it runs a job: it is wedged; the slot is killed
+HEARTBEAT_TIMEOUT_S = 10.0
 
 # Per-job sandbox.
 WORKSPACE_BYTES = 512 * MiB  # tmpfs size of /work (and of /tmp) inside a job

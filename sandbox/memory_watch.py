@@ -7,13 +7,22 @@ smaps_rollup walks the page tables: 93 ms per poll for that tree against 1.6 ms 
 (benchmarks/bench_memory_watchdog.py), more than the 50 ms polling period. PSS never exceeds
 RSS, so the watch sums RSS first and walks the page tables only when RSS says "over", and
 then at most `max_share` of the time (a job may not buy itself a supervisor's core by forking).
+
+Memory a job holds outside its processes' page tables is counted too: what its private tmpfs
+mounts hold (workspace, /tmp, /dev/shm, deleted-but-open files included: statfs sees them), and
+memfds, deduplicated by inode, that a process holds open or has mapped (the mapping's size
+for a mapped one). Counted processes are the whole pid namespace when the worker is its pid 1
+(the sandbox, a container), so a double-forked daemon is still counted; otherwise the job's
+tree. SysV shared memory is refused by the job's seccomp filter where this watch is used.
+What it cannot see: the part of a memfd beyond every window mapped of it once its descriptor
+is closed (only a cgroup charges that); cgroups are used wherever the host allows them.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -37,6 +46,94 @@ def tree_pids(root: int) -> list[int]:
         pids.append(pid)
         stack.extend(children.get(pid, []))
     return pids
+
+
+def namespace_pids() -> list[int]:
+    """Every process of this pid namespace but its pid 1 (the worker reading this)."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and e != "1"]
+
+
+_JOB_MOUNTS = ("/job", "/tmp", "/dev/shm")  # a job's private tmpfs mounts (jobns)
+
+
+def tmpfs_mounts(pid: int) -> list[str]:
+    """The job's private tmpfs mount points, as paths under /proc/PID/root."""
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        fstype = line.split(" - ", 1)[1].split()[0]
+        if fstype == "tmpfs" and fields[4] in _JOB_MOUNTS:
+            found.append(f"/proc/{pid}/root{fields[4]}")
+    return found
+
+
+def open_mounts(paths: list[str]) -> list[int]:
+    """O_PATH descriptors of the mounts: statfs through them keeps working after the job's
+    process turns undumpable (its /proc/PID/root is then closed to us)."""
+    fds = []
+    for path in paths:
+        try:
+            fds.append(os.open(path, os.O_PATH | os.O_DIRECTORY))
+        except OSError:
+            continue
+    return fds
+
+
+def tmpfs_used_bytes(fds: list[int]) -> int:
+    total = 0
+    for fd in fds:
+        try:
+            st = os.fstatvfs(fd)
+        except OSError:
+            continue
+        total += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return total
+
+
+def memfd_bytes(pids: list[int]) -> int:
+    """Allocated bytes of the memfds the processes hold open, and the mapped size of those
+    they only map; each file once."""
+    seen: dict[int, int] = {}
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                if not os.readlink(f"{fd_dir}/{fd}").startswith("/memfd:"):
+                    continue
+                st = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            seen[st.st_ino] = max(seen.get(st.st_ino, 0), st.st_blocks * 512)
+        for inode, size in _mapped_memfds(pid):
+            seen.setdefault(inode, 0)
+            seen[inode] = max(seen[inode], size)
+    return sum(seen.values())
+
+
+def _mapped_memfds(pid: int) -> list[tuple[int, int]]:
+    """(inode, mapped bytes) of every memfd mapping of the process."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        if "/memfd:" not in line:
+            continue
+        fields = line.split(maxsplit=5)
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        out.append((int(fields[4]), end - start))
+    return out
 
 
 def rss_bytes(pid: int) -> int:
@@ -64,12 +161,31 @@ class MemoryWatch:
     root: int
     limit_bytes: int
     max_share: float = 0.1  # of one core spent walking page tables, at most
+    # the caller is pid 1 of a pid namespace holding only the job: count every process of it
+    # (daemons included) and the job's private tmpfs mounts
+    whole_namespace: bool = False
     pss_checks: int = 0
     _pss_not_before: float = 0.0
+    _mount_fds: list[int] = field(default_factory=list)  # the job's tmpfs mounts, once found
+    _mount_tries: int = 0
+
+    def held_outside_processes(self, pids: list[int]) -> int:
+        """tmpfs and memfd bytes: memory no process's RSS or PSS shows."""
+        if self.whole_namespace and len(self._mount_fds) < 2 and self._mount_tries < 100:
+            self._mount_tries += 1  # the job may still be mounting them at the first polls
+            self.close()
+            self._mount_fds = open_mounts(tmpfs_mounts(self.root))
+        return tmpfs_used_bytes(self._mount_fds) + memfd_bytes(pids)
+
+    def close(self) -> None:
+        for fd in self._mount_fds:
+            os.close(fd)
+        self._mount_fds = []
 
     def over(self) -> bool:
-        pids = tree_pids(self.root)
-        if sum(rss_bytes(p) for p in pids) <= self.limit_bytes:
+        pids = namespace_pids() if self.whole_namespace else tree_pids(self.root)
+        outside = self.held_outside_processes(pids)
+        if sum(rss_bytes(p) for p in pids) + outside <= self.limit_bytes:
             return False  # PSS <= RSS: under by RSS is under
         now = time.monotonic()
         if now < self._pss_not_before:
@@ -78,4 +194,4 @@ class MemoryWatch:
         cost = time.monotonic() - now
         self.pss_checks += 1
         self._pss_not_before = now + cost / self.max_share
-        return pss > self.limit_bytes
+        return pss + outside > self.limit_bytes

@@ -22,7 +22,7 @@ from perfbox.sandbox.device import device_info, gpu_count
 from perfbox.sandbox.gate import current_client, retry_delay_metadata
 from perfbox.sandbox.limits import DEFAULT_LIMITS, GPU_DEFAULT_LIMITS, JobLimits
 from perfbox.sandbox.metrics import Metrics
-from perfbox.sandbox.results import build_result
+from perfbox.sandbox.results import build_result, failed_result
 from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
 from perfbox.tools import TOOLS
@@ -152,6 +152,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             self.cache.put(self._key(valid), stored.SerializeToString(), origin)
         return result
 
+    def _failed_result(self, job: Job, error: BaseException) -> pb.ToolResult:
+        return self._answered(failed_result(job, str(job.payload["tool"]), self.identity, error))
+
     def _cancel_on_rpc_end(self, job: Job, context: grpc.ServicerContext) -> None:
         def on_done() -> None:
             if not job.finished.is_set():
@@ -239,7 +242,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     def RunBatch(self, request_iterator: Iterator[pb.ToolRequest],
                  context: grpc.ServicerContext) -> Iterator[pb.ToolResult]:
-        batch = BatchStream(self.batch_window, self.scheduler.cancel)
+        batch = BatchStream(self.batch_window, self.scheduler.cancel, self._failed_result)
 
         def read() -> None:
             try:

@@ -1,4 +1,10 @@
-"""Server-side handle of one worker process (a zygote in its sandbox, or a bare one)."""
+"""Server-side handle of one worker process (a zygote in its sandbox, or a bare one).
+
+The worker is trusted code, but a wedged or misbehaving one must cost its slot, never the
+server: a frame that does not parse, or no frame at all for HEARTBEAT_TIMEOUT_S while a job
+runs, raises WorkerDied, and the slot kills the worker with every process of its sandbox
+before starting a fresh one (the read buffer goes with it, so nothing bad is read twice).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from typing import Any, Callable
 
 from perfbox.sandbox import bwrap, framing
 from perfbox.sandbox.cgroup import WorkerCgroup
-from perfbox.sandbox.limits import WORKER_START_TIMEOUT_S
+from perfbox.sandbox.limits import HEARTBEAT_TIMEOUT_S, WORKER_START_TIMEOUT_S
+from perfbox.sandbox.memory_watch import tree_pids
 
 log = logging.getLogger(__name__)
 # Extra time a worker gets past a job's wall limit before the server stops trusting it.
@@ -133,7 +140,11 @@ class WorkerProcess:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 raise WorkerDied(f"{self.name} exited ({self._exit_description()})")
-            self.pending.extend(self.reader.feed(chunk))
+            try:
+                self.pending.extend(self.reader.feed(chunk))
+            except framing.FrameError as e:
+                self.reader = framing.FrameReader()  # the stream is lost: never read on
+                raise WorkerDied(f"{self.name} sent a bad frame: {e}") from e
         return self.pending.pop(0)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -145,12 +156,25 @@ class WorkerProcess:
 
     def run(self, job: dict[str, Any], on_event: Callable[[dict[str, Any]], None]
             ) -> dict[str, Any]:
-        """Runs one job; relays started/log frames to `on_event`; returns the done frame."""
-        wall_s = job["limits"]["wall_time_ms"] / 1000
+        """Runs one job; relays started/log frames to `on_event`; returns the done frame.
+
+        A worker that goes quiet (no heartbeat) for HEARTBEAT_TIMEOUT_S, or outlives the job's
+        wall limit by SUPERVISION_SLACK_S, is wedged: WorkerDied, and the slot kills it."""
+        deadline = time.monotonic() + job["limits"]["wall_time_ms"] / 1000 + SUPERVISION_SLACK_S
         self.send({"type": "job", **job})
         while True:
-            message = self._read(timeout_s=wall_s + SUPERVISION_SLACK_S)
-            if message.get("job_id") != job["job_id"]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerDied(f"{self.name} did not finish the job within its wall limit "
+                                 f"plus {SUPERVISION_SLACK_S:.0f} s")
+            try:
+                message = self._read(timeout_s=min(remaining, HEARTBEAT_TIMEOUT_S))
+            except WorkerDied as e:
+                if "did not answer" in str(e):
+                    raise WorkerDied(f"{self.name} stopped answering (no heartbeat for "
+                                     f"{HEARTBEAT_TIMEOUT_S:.0f} s)") from e
+                raise
+            if message.get("job_id") != job["job_id"] or message.get("type") == "heartbeat":
                 continue
             if message.get("type") == "done":
                 return message
@@ -161,6 +185,26 @@ class WorkerProcess:
             self.send({"type": "cancel", "job_id": job_id})
         except WorkerDied:
             pass
+
+    def _kill_tree(self) -> None:
+        """SIGKILL to every process descended from the worker's, found on the host's /proc
+        before any dies (so none is re-parented out of reach first), then its process group and
+        its cgroup. The sandbox's pid-1 (the zygote, in a session of its own) is among them,
+        and its death ends every process of its namespace: daemons included, whether or not
+        cgroups exist and whether or not the parent-death signal fires."""
+        assert self.proc is not None
+        pids = tree_pids(self.proc.pid) if self.proc.poll() is None else []
+        for pid in reversed(pids):  # deepest first: the zygote before bwrap
+            try:
+                os.kill(pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            os.killpg(self.proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
 
     def kill(self) -> None:
         """Stops the worker and everything in its sandbox."""
@@ -173,11 +217,7 @@ class WorkerProcess:
                 self.proc.stdin.close()
             except OSError:
                 pass
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                self.proc.kill()
+        self._kill_tree()
         self.proc.wait()
         # The stderr pump sees EOF once every process of the sandbox is gone; join it before
         # closing the pipe under it.

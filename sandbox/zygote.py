@@ -7,18 +7,26 @@ the development-only `process` backend). It reads job frames on stdin and answer
                        "limits", "memory_watchdog"}  |  {"type": "cancel", "job_id"}
     worker -> server  {"type": "ready", "preloaded", "import_ms"}
                       {"type": "started", "job_id"}  {"type": "log", "job_id", "stream", "text"}
-                      {"type": "done", "job_id", "outcome", "exit_code", "signal", "killed",
-                       "wall_ms", "cpu_ms", "stdout", "stderr", "stdout_bytes", "stderr_bytes"}
+                      {"type": "heartbeat", "job_id"}  (every HEARTBEAT_PERIOD_S during a job)
+                      {"type": "done", "job_id", "outcome", "outcome_error", "exit_code",
+                       "signal", "killed", "wall_ms", "cpu_ms", "stdout", "stderr",
+                       "stdout_bytes", "stderr_bytes"}
 
 The worker itself never runs submitted code: each job is a forked child that enters new
-namespaces (`jobns`), so it starts from the worker's pristine memory with the imports done and
-from empty filesystems, and everything it starts dies when its pid-1 dies.
+namespaces (`jobns`, `job_process`), so it starts from the worker's pristine memory with the
+imports done and from empty filesystems, and everything it starts dies when its pid-1 dies.
+
+Nothing a job does reaches the worker's control: after the imports the worker resets every
+signal handler a library installed (as pid 1 of its namespace, a signal whose action is the
+default is then dropped by the kernel, whoever sends it), the job's seccomp filter refuses
+signals to pid 1 anyway, the job's result frame is bounded and checked against the outcome
+schema before it is relayed, and the server hears a heartbeat while a job runs: a worker that
+stops answering is killed with everything in its sandbox.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import importlib
 import os
@@ -33,14 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfbox.sandbox import framing, jobns
-from perfbox.sandbox.bwrap import JOB_DIR as ISOLATED_WORKDIR
-from perfbox.sandbox.limits import MAX_LOG_EVENT_BYTES, MAX_STREAM_KEEP_BYTES, JobLimits
+from perfbox.sandbox import framing, job_process, jobns
+from perfbox.sandbox.limits import (HEARTBEAT_PERIOD_S, MAX_LOG_EVENT_BYTES, MAX_RESULT_BYTES,
+                                    MAX_STREAM_KEEP_BYTES, JobLimits)
 from perfbox.sandbox.memory_watch import MemoryWatch
 from perfbox.tools.text import HeadTailBuffer
+from perfbox.tools.types import OutcomeError, ToolOutcome
 
 WATCHDOG_PERIOD_S = 0.05
-PR_SET_DUMPABLE = 4
+# the worker's own dispositions that are not "default": SIGPIPE and SIGXFSZ stay ignored (Python
+# relies on EPIPE and EFBIG); everything else a library installed is reset after the imports
+_KEEP_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 @dataclass
@@ -52,6 +63,7 @@ class _Spare:
     out_r: int
     err_r: int
     res_r: int
+    workspace: str  # the process backend's workspace (the worker made it); "" when isolated
 
 
 @dataclass
@@ -65,8 +77,9 @@ class _RunningJob:
     stdout: HeadTailBuffer = field(default_factory=lambda: HeadTailBuffer(MAX_STREAM_KEEP_BYTES))
     stderr: HeadTailBuffer = field(default_factory=lambda: HeadTailBuffer(MAX_STREAM_KEEP_BYTES))
     result_chunks: list[bytes] = field(default_factory=list)
+    result_bytes: int = 0  # read from the result pipe so far (bounded by MAX_RESULT_BYTES)
     logged_bytes: int = 0
-    killed: str = ""  # "timeout", "output", "memory", "cancel"; "" when not killed
+    killed: str = ""  # "timeout", "output", "memory", "result", "cancel"; "" when not killed
 
 
 class Zygote:
@@ -76,9 +89,10 @@ class Zygote:
         self.ctrl_out = ctrl_out
         self.reader = framing.FrameReader()
         self.pending: list[dict[str, Any]] = []
-        # pid 1 of the sandbox's pid namespace: kill(-1) is then confined to that namespace.
-        # Never true for the process backend, where kill(-1) would hit the whole host.
-        self.init = isolate and os.getpid() == 1
+        # pid 1 of a pid namespace (the bubblewrap sandbox's, or a container's): kill(-1) is
+        # then confined to that namespace. Never true for the process backend, where kill(-1)
+        # would hit the whole host.
+        self.init = os.getpid() == 1
         self.spare: _Spare | None = None
         # code paths a job's fresh /tmp would hide; the same for every job, so found once
         self.keep_under_tmp = _code_paths_under_tmp() if isolate else []
@@ -116,14 +130,16 @@ class Zygote:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
+        workspace = "" if self.isolate else job_process.make_workspace()
         pid = os.fork()
         if pid == 0:
             for fd in (job_w, out_r, err_r, res_r, self.ctrl_in, self.ctrl_out):
                 os.close(fd)
-            _job_child(job_r, self.isolate, self.keep_under_tmp, out_w, err_w, res_w)
+            job_process.run(job_r, self.isolate, self.keep_under_tmp, workspace, out_w, err_w,
+                            res_w)
         for fd in (job_r, out_w, err_w, res_w):
             os.close(fd)
-        self.spare = _Spare(pid, job_w, out_r, err_r, res_r)
+        self.spare = _Spare(pid, job_w, out_r, err_r, res_r, workspace)
 
     def _absorb_pending_cancels(self) -> None:
         """Moves cancel frames that arrived in the same read as a job into `cancelled`: the
@@ -149,30 +165,36 @@ class Zygote:
             pass  # the spare died; its exit status tells the server what happened
         os.close(spare.job_w)
         self.send({"type": "started", "job_id": running.job_id})
-        workspace = self._supervise(running, spare.out_r, spare.err_r, spare.res_r,
-                                    bool(job.get("memory_watchdog")))
+        self._supervise(running, spare.out_r, spare.err_r, spare.res_r,
+                        bool(job.get("memory_watchdog")))
         _, status, rusage = os.wait4(spare.pid, 0)
         wall_ms = int((time.monotonic() - running.started) * 1000)
         self._sweep(running)
         self._reap_orphans()
-        if workspace:
-            shutil.rmtree(workspace, ignore_errors=True)
+        if spare.workspace:
+            shutil.rmtree(spare.workspace, ignore_errors=True)
         return self._done(running, status, rusage, wall_ms)
 
     def _supervise(self, job: _RunningJob, out_r: int, err_r: int, res_r: int,
-                   watchdog: bool) -> str:
-        """Pumps the job's pipes until they close, enforcing the limits; returns the process
-        backend's workspace path (announced by the child on its result pipe) or ""."""
+                   watchdog: bool) -> None:
+        """Pumps the job's pipes until the job has exited and its pipes are drained, enforcing
+        the limits and sending heartbeats. A job that closes its pipes early is still
+        supervised (its deadline still holds) until its process exits."""
         selector = selectors.DefaultSelector()
         streams = {out_r: ("stdout", job.stdout), err_r: ("stderr", job.stderr)}
         for fd in (out_r, err_r, res_r, self.ctrl_in):
             selector.register(fd, selectors.EVENT_READ)
         open_fds = {out_r, err_r, res_r}
-        memory = MemoryWatch(job.pid, job.limits.memory_bytes) if watchdog else None
+        memory = MemoryWatch(job.pid, job.limits.memory_bytes, whole_namespace=self.init) \
+            if watchdog else None
         deadline = job.started + job.limits.wall_time_ms / 1000
         exited_at: float | None = None
-        while open_fds:
+        next_beat = 0.0
+        while open_fds or exited_at is None:
             now = time.monotonic()
+            if now >= next_beat:
+                self.send({"type": "heartbeat", "job_id": job.job_id})
+                next_beat = now + HEARTBEAT_PERIOD_S
             if not job.killed and now >= deadline:
                 self._kill(job, "timeout")
             if exited_at is None and _reaped(job.pid):
@@ -182,29 +204,39 @@ class Zygote:
                 break  # a leftover holder of our pipes that escaped the sweep: stop waiting
             if memory is not None and not job.killed and memory.over():
                 self._kill(job, "memory")
-            timeout = max(0.0, min(deadline - now, WATCHDOG_PERIOD_S if watchdog else 0.25))
+            period = WATCHDOG_PERIOD_S if watchdog else 0.25
+            timeout = max(0.0, min(deadline - now, period))
             for key, _ in selector.select(timeout):
-                fd = key.fd
-                if fd == self.ctrl_in:
-                    self._on_control(job)
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    selector.unregister(fd)
-                    open_fds.discard(fd)
-                    continue
-                if fd == res_r:
-                    job.result_chunks.append(chunk)
-                    continue
-                name, buffer = streams[fd]
-                buffer.write(chunk)
-                self._log(job, name, chunk)
-                if job.stdout.total_bytes + job.stderr.total_bytes > job.limits.max_output_bytes:
-                    self._kill(job, "output")
+                self._on_readable(job, key.fd, selector, open_fds, streams, res_r)
         selector.close()
+        if memory is not None:
+            memory.close()
         for fd in (out_r, err_r, res_r):
             os.close(fd)
-        return _workspace_from(job)
+
+    def _on_readable(self, job: _RunningJob, fd: int, selector: selectors.BaseSelector,
+                     open_fds: set[int], streams: dict[int, tuple[str, HeadTailBuffer]],
+                     res_r: int) -> None:
+        if fd == self.ctrl_in:
+            self._on_control(job)
+            return
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            selector.unregister(fd)
+            open_fds.discard(fd)
+            return
+        if fd == res_r:
+            job.result_bytes += len(chunk)
+            if job.result_bytes > MAX_RESULT_BYTES:
+                self._kill(job, "result")  # never buffered past the bound
+            else:
+                job.result_chunks.append(chunk)
+            return
+        name, buffer = streams[fd]
+        buffer.write(chunk)
+        self._log(job, name, chunk)
+        if job.stdout.total_bytes + job.stderr.total_bytes > job.limits.max_output_bytes:
+            self._kill(job, "output")
 
     def _on_control(self, job: _RunningJob) -> None:
         chunk = os.read(self.ctrl_in, 65536)
@@ -266,11 +298,12 @@ class Zygote:
     def _done(self, job: _RunningJob, status: int, rusage: Any, wall_ms: int) -> dict[str, Any]:
         code = os.waitstatus_to_exitcode(status)
         signum = -code if code < 0 else 0
-        outcome = _parse_outcome(job.result_chunks)
+        outcome, outcome_error = (None, "") if job.killed else _parse_outcome(job.result_chunks)
         return {
             "type": "done",
             "job_id": job.job_id,
             "outcome": outcome,
+            "outcome_error": outcome_error,
             "exit_code": code,
             "signal": signum,
             "killed": job.killed,
@@ -292,7 +325,8 @@ def _code_paths_under_tmp() -> list[str]:
 
 def _cancelled_before_start(job_id: str) -> dict[str, Any]:
     return {"type": "done", "job_id": job_id, "outcome": None, "exit_code": 0, "signal": 0,
-            "killed": "cancel", "wall_ms": 0, "cpu_ms": 0, "stdout": "", "stderr": "",
+            "outcome_error": "", "killed": "cancel", "wall_ms": 0, "cpu_ms": 0, "stdout": "",
+            "stderr": "",
             "stdout_bytes": 0, "stderr_bytes": 0}
 
 
@@ -305,102 +339,24 @@ def _reaped(pid: int) -> bool:
     return info is not None
 
 
-def _parse_outcome(chunks: list[bytes]) -> dict[str, Any] | None:
-    reader = framing.FrameReader()
+def _parse_outcome(chunks: list[bytes]) -> tuple[dict[str, Any] | None, str]:
+    """(outcome, "") from the job's result pipe, or (None, why it is unusable): one frame,
+    bounded, of the outcome schema. A job that wrote nothing has no outcome and no error (the
+    exit status tells what happened)."""
+    data = b"".join(chunks)
+    if not data:
+        return None, ""
     try:
-        messages = reader.feed(b"".join(chunks))
-    except framing.FrameError:
-        return None
+        messages = framing.FrameReader(MAX_RESULT_BYTES).feed(data)
+    except framing.FrameError as e:
+        return None, f"the result frame is unusable: {e}"
     outcomes = [m for m in messages if m.get("type") == "outcome"]
-    return outcomes[-1]["outcome"] if outcomes else None
-
-
-def _workspace_from(job: _RunningJob) -> str:
-    reader = framing.FrameReader()
+    if len(outcomes) != 1 or len(messages) != 1:
+        return None, f"expected one outcome frame, got {len(messages)} frame(s)"
     try:
-        messages = reader.feed(b"".join(job.result_chunks))
-    except framing.FrameError:
-        return ""
-    for message in messages:
-        if message.get("type") == "workspace":
-            return str(message.get("path", ""))
-    return ""
-
-
-# -- the job process ------------------------------------------------------------------------
-
-
-def _job_child(job_r: int, isolate: bool, keep_under_tmp: list[str], out_w: int, err_w: int,
-               res_w: int) -> None:
-    """Runs in a forked child: enter a fresh sandbox, wait for one job on `job_r`, run the tool,
-    report on `res_w`, exit. Never returns."""
-    code = 0
-    try:
-        _set_dumpable(True)
-        if isolate:
-            jobns.enter_namespaces()
-            jobns.mount_fresh_filesystems(ISOLATED_WORKDIR, keep_under_tmp)
-            workdir = ISOLATED_WORKDIR
-        else:
-            jobns.die_with_parent()
-            os.setsid()
-            workdir = tempfile.mkdtemp(prefix="perfbox-job-")
-            framing.write_frame(res_w, {"type": "workspace", "path": workdir})
-        job = framing.read_frame(job_r, framing.FrameReader(), [])
-        os.close(job_r)
-        if job is None:  # the worker went away before giving us a job
-            os._exit(0)
-        limits = JobLimits.from_json(job.get("limits", {}))
-        _write_files(Path(workdir), job["files"])
-        os.chdir(workdir)
-        os.environ.update(HOME=workdir, TMPDIR="/tmp" if isolate else workdir,
-                          TRITON_CACHE_DIR=str(Path("/tmp" if isolate else workdir) / ".triton"))
-        # RLIMIT_NPROC counts the uid's processes: right in a job's own user namespace and in
-        # a container (pid 1's children), wrong beside the server's own processes
-        jobns.apply_rlimits(limits, limit_processes=isolate or os.getppid() == 1)
-        jobns.prefer_as_oom_victim()
-        if isolate:
-            jobns.drop_capabilities()
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0), os.dup2(out_w, 1), os.dup2(err_w, 2)
-        os.closerange(3, res_w)
-        os.closerange(res_w + 1, 65536)
-        outcome = _run_tool(job, Path(workdir))
-    except jobns.SandboxSetupError as e:
-        outcome = {"status": "INTERNAL_ERROR", "summary": "The sandbox could not be set up.",
-                   "report": {}, "error": f"sandbox setup failed: {e}"}
-        code = 70
-    except BaseException as e:  # noqa: BLE001 - the job must always report and exit
-        traceback.print_exc()
-        outcome = {"status": "INTERNAL_ERROR", "summary": "perfbox failed running the tool.",
-                   "report": {}, "error": f"{type(e).__name__}: {e}"}
-        code = 70
-    try:
-        sys.stdout.flush(), sys.stderr.flush()
-        framing.write_frame(res_w, {"type": "outcome", "outcome": outcome})
-    finally:
-        os._exit(code)
-
-
-def _write_files(workdir: Path, files: list[dict[str, str]]) -> None:
-    for entry in files:
-        path = workdir / entry["name"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(entry["content"])
-
-
-def _run_tool(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    from perfbox import tools
-    from perfbox.tools.types import ToolRequest
-
-    request = ToolRequest(tool=job["tool"], language=job["language"],
-                          files=[f["name"] for f in job["files"]], workdir=workdir,
-                          options=job.get("options", {}))
-    return tools.run(request).to_json()
-
-
-def _set_dumpable(on: bool) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1 if on else 0, 0, 0, 0)
+        return ToolOutcome.parse(outcomes[0].get("outcome")).to_json(), ""
+    except OutcomeError as e:
+        return None, f"the outcome does not match the schema: {e}"
 
 
 def _preload(modules: list[str]) -> list[str]:
@@ -435,6 +391,23 @@ def _warm_up(preloaded: list[str]) -> None:
         traceback.print_exc()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def reset_signal_handlers() -> None:
+    """Every signal back to its default action, but the ignored SIGPIPE/SIGXFSZ.
+
+    The preloaded libraries install handlers (Python's SIGINT, faulthandler-style SIGSEGV
+    handlers that re-raise, ...). As pid 1 of a namespace (the sandbox, a container) the kernel
+    drops any signal whose action is the default when a process of the namespace sends it, so
+    with no handler left a job cannot interrupt, crash or spin the worker by signalling it.
+    Jobs are forked after this and start from the same defaults."""
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP) or signum in _KEEP_IGNORED:
+            continue
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # reserved by the C library (the first real-time signals)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,14 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
 
-    _set_dumpable(False)  # jobs cannot open /proc/<worker>/mem or ptrace the worker
+    job_process.set_dumpable(False)  # jobs cannot open /proc/<worker>/mem or ptrace it
     if args.isolate:
         # setpriv's uid change cleared bwrap's parent-death signal: arm it again.
         jobns.die_with_parent()
-    if args.isolate or os.getpid() == 1:
-        # As pid 1 (of the sandbox or of a container), default-action signals from jobs are
-        # dropped by the kernel, so SIGINT must not have Python's handler.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    reset_signal_handlers()
     zygote = Zygote(args.isolate, ctrl_in, ctrl_out)
     zygote.prefork()
     zygote.send({"type": "ready", "preloaded": preloaded,

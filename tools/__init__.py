@@ -92,12 +92,17 @@ def validate(name: str, language: str, files: list[str], options: dict[str, Any]
 
 
 def run(request: ToolRequest) -> ToolOutcome:
-    """Runs a tool; input problems found only while running become REJECTED outcomes."""
+    """Runs a tool; input problems found only while running become REJECTED outcomes, and
+    submitted code that ended its own process a RUNTIME_ERROR."""
+    from perfbox.tools.untrusted import SubmissionEnded
+
     spec = get(request.tool)
     try:
         return _module(spec).run(request)
     except ToolInputError as e:
         return ToolOutcome(Status.REJECTED, f"Request rejected: {e}", error=str(e))
+    except SubmissionEnded as e:
+        return ToolOutcome(Status.RUNTIME_ERROR, f"Runtime error: {e}.", error=str(e))
 
 
 __all__ = ["TOOLS", "ToolSpec", "Status", "ToolInputError", "ToolOutcome", "ToolRequest", "get",

@@ -4,24 +4,35 @@
 the whole pipeline (TTIR -> TTGIR -> LLIR -> PTX -> cubin) on the CPU. Resource use comes from
 running Triton's own ptxas with -v on the PTX it produced (the CompiledKernel only learns its
 register count from a live driver).
+
+Importing the module runs the submission's code, so the import and `triton.compile` run in a
+confined child (`perfbox.tools.untrusted`) that writes the compiler's files to build/ and
+reports a small checked JSON object; this process then reads the files itself, hashes them and
+runs ptxas on the PTX. A module can make its own compile fail or crash, never forge another
+outcome for it: kernels and resource figures come from ptxas, run here.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
+import stat
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from perfbox.tools import untrusted
 from perfbox.tools.build import COMPILER_TIMEOUT_S, Build, BuiltBinary, artifact
 from perfbox.tools.ptxas import parse_ptxas_verbose
 from perfbox.tools.types import ToolInputError
 
 _ASM_KINDS = ("ttir", "ttgir", "llir", "ptx")
+MAX_ARTIFACT_BYTES = 256 << 20  # one compiler output file the child wrote
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 
 
 class SourceError(Exception):
@@ -146,8 +157,40 @@ def _ptxas(arch: str) -> str:
 def compile_triton(workdir: Path, files: list[str], archs: list[str], options: dict[str, Any],
                    include_text: bool) -> Build:
     """Compiles the chosen @triton.jit kernel for every arch into workdir/build/."""
-    import subprocess
+    build = Build(ok=True)
+    started = time.monotonic()
+    num_warps = int(options.get("num_warps") or 4)
+    num_stages = int(options.get("num_stages") or 3)
+    if num_warps not in (1, 2, 4, 8, 16, 32):
+        raise ToolInputError(f"num_warps must be a power of two from 1 to 32, got {num_warps}")
+    out_dir = workdir / "build"
+    out_dir.mkdir(exist_ok=True)
+    end = untrusted.run_confined(lambda: _compile_in_child(
+        workdir, files, archs, options, num_warps, num_stages, out_dir))
+    untrusted.end_like(end)
+    if end.report is None:
+        raise untrusted.SubmissionEnded(_how_it_ended(end, files))
+    try:
+        _adopt(build, end.report, workdir, files, archs, out_dir, include_text)
+    except untrusted.UntrustedReportError as e:
+        raise untrusted.SubmissionEnded(
+            f"the process importing the module sent a malformed report ({e}); the module "
+            "interfered with the compiler") from e
+    build.compile_ms = int((time.monotonic() - started) * 1000)
+    return build
 
+
+def _how_it_ended(end: untrusted.ChildEnd, files: list[str]) -> str:
+    module = next((f for f in files if f.endswith(".py")), "the module")
+    why = f" ({end.report_error})" if end.report_error else ""
+    return (f"importing {module} or compiling its kernel: the process exited with code "
+            f"{end.exit_code} before the compile finished{why}")
+
+
+def _compile_in_child(workdir: Path, files: list[str], archs: list[str],
+                      options: dict[str, Any], num_warps: int, num_stages: int,
+                      out_dir: Path) -> dict[str, Any]:
+    """Runs in the confined child: import, compile, write the files; report what was done."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -155,28 +198,16 @@ def compile_triton(workdir: Path, files: list[str], archs: list[str], options: d
 
     from perfbox.tools.archs import capability
 
-    build = Build(ok=True)
-    started = time.monotonic()
     try:
         source, fn = find_kernel(workdir, files, str(options.get("kernel", "")))
+        signature, constexprs = signature_of(fn, dict(options.get("signature", {})),
+                                             dict(options.get("constants", {})))
     except SourceError as e:
-        build.ok = False
-        build.diagnostics.append(e.diagnostic)
-        return build
-    signature, constexprs = signature_of(fn, dict(options.get("signature", {})),
-                                         dict(options.get("constants", {})))
-    num_warps = int(options.get("num_warps") or 4)
-    num_stages = int(options.get("num_stages") or 3)
-    if num_warps not in (1, 2, 4, 8, 16, 32):
-        raise ToolInputError(f"num_warps must be a power of two from 1 to 32, got {num_warps}")
-    out_dir = workdir / "build"
-    out_dir.mkdir(exist_ok=True)
+        return {"kind": "diagnostic", "diagnostic": e.diagnostic}
+    except ToolInputError as e:
+        return {"kind": "input_error", "message": str(e)}
+    compiled_archs = []
     for arch in archs:
-        build.commands.append(
-            f"triton.compile(ASTSource({fn.__name__}, {signature}, {constexprs}), "
-            f"target=GPUTarget('cuda', {capability(arch)}, 32), num_warps={num_warps}, "
-            f"num_stages={num_stages})"
-        )
         try:
             compiled = triton.compile(
                 ASTSource(fn, signature, constexprs=constexprs),
@@ -184,31 +215,95 @@ def compile_triton(workdir: Path, files: list[str], archs: list[str], options: d
                 options={"num_warps": num_warps, "num_stages": num_stages},
             )
         except CompilationError as e:
-            build.ok = False
-            build.diagnostics.append(_triton_diagnostic(e, workdir, source, fn))
-            break
+            return {"kind": "diagnostic",
+                    "diagnostic": _triton_diagnostic(e, workdir, source, fn)}
         stem = f"{fn.__name__}.{arch}"
         for kind in _ASM_KINDS:
-            path = out_dir / f"{stem}.{kind}"
-            path.write_text(compiled.asm[kind])
-            build.artifacts.append(artifact(path, kind, arch, include_text))
-        cubin = out_dir / f"{stem}.cubin"
-        cubin.write_bytes(compiled.asm["cubin"])
-        build.artifacts.append(artifact(cubin, "cubin", arch, include_text))
-        ptx = out_dir / f"{stem}.ptx"
-        # Triton may target the arch-specific variant (sm_90a): assemble for what the PTX says.
-        target = re.search(r"^\.target\s+(sm_\w+)", compiled.asm["ptx"], re.MULTILINE)
-        ptx_arch = target.group(1) if target else arch
-        proc = subprocess.run([_ptxas(arch), f"-arch={ptx_arch}", "-v", str(ptx), "-o", "/dev/null"],
-                              capture_output=True, text=True, timeout=COMPILER_TIMEOUT_S)
-        for kernel in parse_ptxas_verbose(proc.stdout + proc.stderr):
-            kernel.update(num_warps=compiled.metadata.num_warps,
-                          num_stages=compiled.metadata.num_stages)
-            kernel["shared_bytes"] = max(kernel.get("shared_bytes", 0), compiled.metadata.shared)
-            build.kernels.append(kernel)
-        build.binaries.append(BuiltBinary(arch, cubin, ptx, source))
-    build.compile_ms = int((time.monotonic() - started) * 1000)
-    return build
+            (out_dir / f"{stem}.{kind}").write_text(compiled.asm[kind])
+        (out_dir / f"{stem}.cubin").write_bytes(compiled.asm["cubin"])
+        compiled_archs.append({"arch": arch, "num_warps": compiled.metadata.num_warps,
+                               "num_stages": compiled.metadata.num_stages,
+                               "shared": compiled.metadata.shared})
+    return {"kind": "compiled", "source": source, "kernel": fn.__name__,
+            "signature": str(signature), "constexprs": repr(constexprs),
+            "archs": compiled_archs}
+
+
+def _adopt(build: Build, report: dict[str, Any], workdir: Path, files: list[str],
+           archs: list[str], out_dir: Path, include_text: bool) -> None:
+    """Turns the child's report into the build, checking every field and reading every file
+    here; raises UntrustedReportError when the report is not one the child could honestly
+    have written."""
+    kind = untrusted.text(report, "kind")
+    if kind == "input_error":
+        raise ToolInputError(untrusted.text(report, "message"))
+    if kind == "diagnostic":
+        build.ok = False
+        build.diagnostics.append(_checked_diagnostic(report.get("diagnostic"), files))
+        return
+    if kind != "compiled":
+        raise untrusted.UntrustedReportError(f"unknown report kind {kind[:40]!r}")
+    source, kernel = untrusted.text(report, "source"), untrusted.text(report, "kernel")
+    if source not in files or not _NAME_RE.match(kernel):
+        raise untrusted.UntrustedReportError("source or kernel name out of range")
+    entries = report.get("archs")
+    if not isinstance(entries, list) or [e.get("arch") if isinstance(e, dict) else None
+                                         for e in entries] != archs:
+        raise untrusted.UntrustedReportError("the compiled archs are not the requested ones")
+    for entry in entries:
+        _adopt_arch(build, entry, report, source, kernel, out_dir, include_text)
+
+
+def _adopt_arch(build: Build, entry: dict[str, Any], report: dict[str, Any], source: str,
+                kernel: str, out_dir: Path, include_text: bool) -> None:
+    from perfbox.tools.archs import capability
+
+    arch = str(entry["arch"])
+    num_warps = untrusted.integer(entry, "num_warps", 1, 32)
+    num_stages = untrusted.integer(entry, "num_stages", 0, 64)
+    shared = untrusted.integer(entry, "shared", 0, 1 << 24)
+    build.commands.append(
+        f"triton.compile(ASTSource({kernel}, {untrusted.text(report, 'signature', 2000)}, "
+        f"{untrusted.text(report, 'constexprs', 2000)}), target=GPUTarget('cuda', "
+        f"{capability(arch)}, 32), num_warps={num_warps}, num_stages={num_stages})")
+    stem = f"{kernel}.{arch}"
+    for kind in (*_ASM_KINDS, "cubin"):
+        path = out_dir / f"{stem}.{kind}"
+        _check_file(path)
+        build.artifacts.append(artifact(path, kind, arch, include_text))
+    ptx = out_dir / f"{stem}.ptx"
+    # Triton may target the arch-specific variant (sm_90a): assemble for what the PTX says.
+    target = re.search(r"^\.target\s+(sm_\w+)", ptx.read_text(errors="replace"), re.MULTILINE)
+    ptx_arch = target.group(1) if target else arch
+    import subprocess
+
+    proc = subprocess.run([_ptxas(arch), f"-arch={ptx_arch}", "-v", str(ptx), "-o", "/dev/null"],
+                          capture_output=True, text=True, timeout=COMPILER_TIMEOUT_S)
+    for found in parse_ptxas_verbose(proc.stdout + proc.stderr):
+        found.update(num_warps=num_warps, num_stages=num_stages)
+        found["shared_bytes"] = max(found.get("shared_bytes", 0), shared)
+        build.kernels.append(found)
+    build.binaries.append(BuiltBinary(arch, out_dir / f"{stem}.cubin", ptx, source))
+
+
+def _check_file(path: Path) -> None:
+    """A regular file (not a link the child planted), of a size a compiler writes."""
+    try:
+        info = os.lstat(path)
+    except OSError as e:
+        raise untrusted.UntrustedReportError(f"{path.name} was not written") from e
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ARTIFACT_BYTES:
+        raise untrusted.UntrustedReportError(f"{path.name} is not a compiler output file")
+
+
+def _checked_diagnostic(value: Any, files: list[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise untrusted.UntrustedReportError("the diagnostic is not an object")
+    where = untrusted.text(value, "file", 1000)
+    return {"file": where if where in files else "?",
+            "line": untrusted.integer(value, "line", 0, 1 << 24),
+            "column": untrusted.integer(value, "column", 0, 1 << 24),
+            "severity": "error", "message": untrusted.text(value, "message", 4000)}
 
 
 def _triton_diagnostic(error: Exception, workdir: Path, source: str, fn: Any) -> dict[str, Any]:

@@ -31,6 +31,10 @@ class Status(IntEnum):
     IMPLAUSIBLE = 12  # bench figures that cannot be physical: never a reward
 
 
+class OutcomeError(ValueError):
+    """An outcome that does not match the schema (unknown status, wrong field types)."""
+
+
 class ToolInputError(ValueError):
     """The request cannot be run as given (bad option, unknown arch); the message says what to
     change. Raised before any work so the server can answer INVALID_ARGUMENT."""
@@ -63,6 +67,27 @@ class ToolOutcome:
             "report": self.report,
             "error": self.error,
         }
+
+    @classmethod
+    def parse(cls, data: Any) -> "ToolOutcome":
+        """The outcome in `data` after checking it against the schema (a dict of exactly these
+        fields and types, a known status), or OutcomeError saying what is wrong. Used where an
+        outcome crosses a process boundary, so nothing malformed is acted upon."""
+        if not isinstance(data, dict):
+            raise OutcomeError(f"an outcome is an object, not {type(data).__name__}")
+        unknown = set(data) - {"status", "summary", "report", "error"}
+        if unknown:
+            raise OutcomeError(f"unknown outcome fields: {', '.join(sorted(unknown))[:200]}")
+        status = data.get("status")
+        if not isinstance(status, str) or status not in Status.__members__ \
+                or status == Status.STATUS_UNSPECIFIED.name:
+            raise OutcomeError(f"status {str(status)[:40]!r} is not a Status name")
+        for name in ("summary", "error"):
+            if not isinstance(data.get(name, ""), str):
+                raise OutcomeError(f"{name} is not a string")
+        if not isinstance(data.get("report") or {}, dict):
+            raise OutcomeError("report is not an object")
+        return cls.from_json(data)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ToolOutcome":

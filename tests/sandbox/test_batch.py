@@ -14,6 +14,10 @@ def make_job() -> Job:
     return Job(payload={}, limits=JobLimits())
 
 
+def failed(job: Job, error: BaseException) -> pb.ToolResult:
+    return pb.ToolResult(request_id=job.request_id, status=pb.INTERNAL_ERROR, error=str(error))
+
+
 def consume(batch: BatchStream) -> tuple[threading.Thread, list[pb.ToolResult]]:
     seen: list[pb.ToolResult] = []
     thread = threading.Thread(target=lambda: seen.extend(batch.stream()), daemon=True)
@@ -22,7 +26,7 @@ def consume(batch: BatchStream) -> tuple[threading.Thread, list[pb.ToolResult]]:
 
 
 def test_stream_ends_after_the_last_answer() -> None:
-    batch = BatchStream(window=2, cancel=lambda job: None)
+    batch = BatchStream(window=2, cancel=lambda job: None, on_build_error=failed)
     thread, seen = consume(batch)
     job = make_job()
     assert batch.reserve()
@@ -34,7 +38,7 @@ def test_stream_ends_after_the_last_answer() -> None:
 
 
 def test_window_blocks_until_an_answer_frees_a_slot() -> None:
-    batch = BatchStream(window=1, cancel=lambda job: None)
+    batch = BatchStream(window=1, cancel=lambda job: None, on_build_error=failed)
     assert batch.reserve()
     got = []
     waiter = threading.Thread(target=lambda: got.append(batch.reserve()), daemon=True)
@@ -48,7 +52,7 @@ def test_window_blocks_until_an_answer_frees_a_slot() -> None:
 
 def test_abandoned_stream_cancels_its_jobs_and_frees_its_thread() -> None:
     cancelled: list[Job] = []
-    batch = BatchStream(window=4, cancel=cancelled.append)
+    batch = BatchStream(window=4, cancel=cancelled.append, on_build_error=failed)
     thread, _ = consume(batch)
     job = make_job()
     assert batch.reserve()
@@ -58,3 +62,27 @@ def test_abandoned_stream_cancels_its_jobs_and_frees_its_thread() -> None:
     assert not thread.is_alive()
     assert cancelled == [job]
     assert batch.reserve() is False  # nothing more is read from a closed stream
+
+
+def test_a_result_that_cannot_be_built_fails_that_call_only() -> None:
+    """One call's result raising while it is built (a fault injected here: perfbox's own
+    result code has no input that raises on demand) answers that call INTERNAL_ERROR with its
+    request id; the calls after it are answered and the stream ends normally."""
+    batch = BatchStream(window=4, cancel=lambda job: None, on_build_error=failed)
+    thread, seen = consume(batch)
+    jobs = [Job(payload={}, limits=JobLimits(), request_id=name) for name in ("bad", "good")]
+
+    def explode() -> pb.ToolResult:
+        raise ValueError("forged status name")
+
+    for job in jobs:
+        assert batch.reserve()
+        batch.started(job)
+    batch.done_reading()
+    batch.answer(explode, jobs[0], reserved=True)
+    batch.answer(lambda: pb.ToolResult(request_id="good", status=pb.OK), jobs[1], reserved=True)
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert [(r.request_id, r.status) for r in seen] == [("bad", pb.INTERNAL_ERROR),
+                                                        ("good", pb.OK)]
+    assert "forged status name" in seen[0].error

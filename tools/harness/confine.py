@@ -108,6 +108,13 @@ def confine_side(placement: Placement) -> None:
     for the filter; and without SCMP_FLTATR_CTL_SSB the kernel would also turn on speculative
     store bypass mitigation for a filtered task only, slowing it by tens of percent)."""
     place(placement)
+    confine_process()
+
+
+def confine_process() -> None:
+    """The filter alone (no placement), for any process running code perfbox does not trust
+    (a Triton module being imported for a compile, for one): no_new_privs, then the filter.
+    Raises ConfinementUnavailable when it cannot be installed."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise ConfinementUnavailable("prctl(NO_NEW_PRIVS) failed: "

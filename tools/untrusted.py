@@ -1,0 +1,182 @@
+"""Running submitted code perfbox must load (a Triton module, to compile its kernel) where it
+cannot forge what the tool reports.
+
+The tool's process holds the channel its answer leaves by. Code it does not trust therefore
+runs in a forked child: confined by the same seccomp filter as a check/bench submission (no
+signals, tracing or memory access to other processes), with the tool's process made undumpable
+first (the child cannot open its descriptors or memory through /proc), and with nothing of the
+tool's but what it is handed. The child reports on a pipe of its own, in a bounded JSON object
+the tool checks field by field; everything else the tool reports it observes itself: files on
+disk, which it reads and hands to trusted programs (ptxas), and how the child ended.
+
+A child that dies by a signal takes the tool's process the same way (`end_like`): the kernel
+picked that signal for a limit the job hit (SIGXFSZ: a file too large, SIGXCPU: CPU time,
+SIGKILL: usually the memory limit), and the sandbox names limits from how the job ended.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+MAX_REPORT_BYTES = 1 << 20  # the child's JSON report
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class UntrustedReportError(ValueError):
+    """The child's report is not what the tool asked for."""
+
+
+class SubmissionEnded(Exception):
+    """The submitted code ended its process or broke its report: the call is the
+    submission's RUNTIME_ERROR (the message says how it ended)."""
+
+
+@dataclass(frozen=True)
+class ChildEnd:
+    """How the confined child ended and what it reported."""
+
+    exit_code: int  # its exit status when it exited (0 when killed)
+    signal: int  # the signal that killed it, 0 when it exited
+    report: dict[str, Any] | None  # its JSON report, None when it wrote none (or a bad one)
+    report_error: str = ""  # why the report was unusable, "" when fine or absent
+
+
+def _set_dumpable(on: bool) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1 if on else 0, 0, 0, 0)
+
+
+def run_confined(body: Callable[[], dict[str, Any]]) -> ChildEnd:
+    """Runs `body` in a confined child and returns how it ended; its returned dict is the
+    report (JSON-serialisable, at most MAX_REPORT_BYTES)."""
+    from perfbox.tools.harness.confine import confine_process
+
+    read_fd, write_fd = os.pipe()
+    _set_dumpable(False)
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # its orphans come to us
+    before = _children()
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: confined, then the untrusted body; never returns
+        os.close(read_fd)
+        code = 0
+        try:
+            _set_dumpable(True)  # the sandbox's memory watch reads it; the tool stays closed
+            confine_process()
+            data = json.dumps(body()).encode()
+            os.write(write_fd, data[:MAX_REPORT_BYTES + 1])
+        except SystemExit as e:  # the module called sys.exit(): keep its code
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the child must always exit here
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(code)
+    os.close(write_fd)
+    data, status = _collect(read_fd, pid)
+    _kill_leftovers(before)
+    code = os.waitstatus_to_exitcode(status)
+    report, error = _parse(data)
+    return ChildEnd(max(code, 0), -code if code < 0 else 0, report, error)
+
+
+def _collect(fd: int, pid: int) -> tuple[bytes, int]:
+    """The child's report (bounded) and its wait status. Reading stops when the child has
+    exited, not at EOF: processes it forked may hold the pipe open forever."""
+    chunks, total, status = [], 0, None
+    try:
+        while status is None:
+            if select.select([fd], [], [], 0.05)[0] and total <= MAX_REPORT_BYTES:
+                chunk = os.read(fd, 65536)
+                chunks.append(chunk)
+                total += len(chunk)
+            waited, raw = os.waitpid(pid, os.WNOHANG)
+            status = raw if waited else None
+        os.set_blocking(fd, False)
+        while total <= MAX_REPORT_BYTES:  # what it wrote just before exiting
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)  # past the bound the writer gets EPIPE; we never buffer more
+    return b"".join(chunks), status
+
+
+def _children() -> set[int]:
+    try:
+        text = Path(f"/proc/self/task/{os.getpid()}/children").read_text()
+    except OSError:
+        return set()
+    return {int(p) for p in text.split()}
+
+
+def _kill_leftovers(before: set[int]) -> None:
+    """Kills what the child left running (re-parented to this subreaper), so nothing of the
+    submission's outlives its step of the tool."""
+    for _ in range(100):
+        leftovers = _children() - before
+        if not leftovers:
+            return
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def _parse(data: bytes) -> tuple[dict[str, Any] | None, str]:
+    if not data:
+        return None, ""
+    if len(data) > MAX_REPORT_BYTES:
+        return None, f"the report exceeds {MAX_REPORT_BYTES} bytes"
+    try:
+        report = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        return None, f"the report is not JSON: {e}"
+    if not isinstance(report, dict):
+        return None, "the report is not a JSON object"
+    return report, ""
+
+
+def end_like(end: ChildEnd) -> None:
+    """Ends the calling process by the signal that ended the child (a limit the job hit is
+    then named from the job's own end); returns when the child was not killed."""
+    if not end.signal:
+        return
+    sys.stdout.flush(), sys.stderr.flush()
+    if end.signal not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(end.signal, signal.SIG_DFL)
+    os.kill(os.getpid(), end.signal)
+    os._exit(128 + end.signal)  # a signal the process cannot die of (SIGSTOP-like): exit
+
+
+def text(report: dict[str, Any], key: str, limit: int = 4000) -> str:
+    """A string field of the report, checked and bounded."""
+    value = report.get(key, "")
+    if not isinstance(value, str):
+        raise UntrustedReportError(f"{key} is not a string")
+    return value[:limit]
+
+
+def integer(report: dict[str, Any], key: str, low: int = 0, high: int = 1 << 31) -> int:
+    """An integer field of the report within [low, high]."""
+    value = report.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UntrustedReportError(f"{key} is not an integer in [{low}, {high}]")
+    return value
