@@ -429,7 +429,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cache_max_bytes=ServerConfig.cache_max_bytes if args.cache_max_bytes is None else
         args.cache_max_bytes,
         max_queue=args.max_queue, grace_s=args.grace_s, default_limits=_serve_limits(args),
-        nice=args.nice, metrics_address=args.metrics_address,
+        nice=args.nice, metrics_address=args.metrics_address, use_cgroups=not args.no_cgroups,
         metrics_token_file=_path(args.metrics_token_file),
         docker=DockerSettings(url=args.docker_url, image=args.docker_image,
                               python=args.docker_python, bind_host=args.docker_bind_host,
@@ -558,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_flags(serve, "backend")
     serve.add_argument("--cold", action="store_true",
                        help="start a fresh worker per job instead of a warm pool")
+    serve.add_argument("--no-cgroups", action="store_true",
+                       help="do not use cgroups even where they work: memory is then limited by "
+                            "the worker's watchdog (counts the sandbox's processes, tmpfs and "
+                            "memfds; a cgroup is the hard bound)")
     serve.add_argument("--preload", default="torch,triton",
                        help="modules warm workers import up front (default torch,triton)")
     serve.add_argument("--cache-dir", help="result cache directory "

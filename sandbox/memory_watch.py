@@ -15,7 +15,9 @@ for a mapped one). Counted processes are the whole pid namespace when the worker
 (the sandbox, a container), so a double-forked daemon is still counted; otherwise the job's
 tree. SysV shared memory is refused by the job's seccomp filter where this watch is used.
 What it cannot see: the part of a memfd beyond every window mapped of it once its descriptor
-is closed (only a cgroup charges that); cgroups are used wherever the host allows them.
+is closed (only a cgroup charges that). Submitted code cannot make one (its seccomp filter
+refuses memfd_create; the tool's own memfds are the harness's input regions), and cgroups are
+used wherever the host allows them.
 """
 
 from __future__ import annotations
@@ -83,6 +85,18 @@ def open_mounts(paths: list[str]) -> list[int]:
         except OSError:
             continue
     return fds
+
+
+def job_mounts(pid: int, timeout_s: float = 5.0) -> list[int]:
+    """Descriptors of a prepared job process's private tmpfs mounts, waiting for it to have
+    mounted them (it sets its sandbox up while the worker is busy). Call before the job is
+    handed over, while the job's /proc entries are still open to the worker."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        paths = tmpfs_mounts(pid)
+        if len(paths) >= 2 or time.monotonic() > deadline:  # /job and /tmp (/dev/shm if any)
+            return open_mounts(paths)
+        time.sleep(0.005)
 
 
 def tmpfs_used_bytes(fds: list[int]) -> int:
@@ -164,23 +178,20 @@ class MemoryWatch:
     # the caller is pid 1 of a pid namespace holding only the job: count every process of it
     # (daemons included) and the job's private tmpfs mounts
     whole_namespace: bool = False
+    # O_PATH descriptors of the job's tmpfs mounts (`job_mounts`), opened by the worker before
+    # the job starts: the job's /proc entries close once its tool turns undumpable; owned here
+    mount_fds: list[int] = field(default_factory=list)
     pss_checks: int = 0
     _pss_not_before: float = 0.0
-    _mount_fds: list[int] = field(default_factory=list)  # the job's tmpfs mounts, once found
-    _mount_tries: int = 0
 
     def held_outside_processes(self, pids: list[int]) -> int:
         """tmpfs and memfd bytes: memory no process's RSS or PSS shows."""
-        if self.whole_namespace and len(self._mount_fds) < 2 and self._mount_tries < 100:
-            self._mount_tries += 1  # the job may still be mounting them at the first polls
-            self.close()
-            self._mount_fds = open_mounts(tmpfs_mounts(self.root))
-        return tmpfs_used_bytes(self._mount_fds) + memfd_bytes(pids)
+        return tmpfs_used_bytes(self.mount_fds) + memfd_bytes(pids)
 
     def close(self) -> None:
-        for fd in self._mount_fds:
+        for fd in self.mount_fds:
             os.close(fd)
-        self._mount_fds = []
+        self.mount_fds = []
 
     def over(self) -> bool:
         pids = namespace_pids() if self.whole_namespace else tree_pids(self.root)

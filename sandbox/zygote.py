@@ -44,7 +44,7 @@ from typing import Any
 from perfbox.sandbox import framing, job_process, jobns
 from perfbox.sandbox.limits import (HEARTBEAT_PERIOD_S, MAX_LOG_EVENT_BYTES, MAX_RESULT_BYTES,
                                     MAX_STREAM_KEEP_BYTES, JobLimits)
-from perfbox.sandbox.memory_watch import MemoryWatch
+from perfbox.sandbox.memory_watch import MemoryWatch, job_mounts
 from perfbox.tools.text import HeadTailBuffer
 from perfbox.tools.types import OutcomeError, ToolOutcome
 
@@ -158,6 +158,10 @@ class Zygote:
         self.prefork()
         spare, self.spare = self.spare, None
         assert spare is not None
+        watchdog = bool(job.get("memory_watchdog"))
+        memory = MemoryWatch(spare.pid, limits.memory_bytes, whole_namespace=self.init,
+                             mount_fds=job_mounts(spare.pid) if watchdog and self.init else []
+                             ) if watchdog else None
         running = _RunningJob(job["job_id"], spare.pid, limits, time.monotonic())
         try:
             framing.write_frame(spare.job_w, job)
@@ -165,8 +169,7 @@ class Zygote:
             pass  # the spare died; its exit status tells the server what happened
         os.close(spare.job_w)
         self.send({"type": "started", "job_id": running.job_id})
-        self._supervise(running, spare.out_r, spare.err_r, spare.res_r,
-                        bool(job.get("memory_watchdog")))
+        self._supervise(running, spare.out_r, spare.err_r, spare.res_r, memory)
         _, status, rusage = os.wait4(spare.pid, 0)
         wall_ms = int((time.monotonic() - running.started) * 1000)
         self._sweep(running)
@@ -176,7 +179,7 @@ class Zygote:
         return self._done(running, status, rusage, wall_ms)
 
     def _supervise(self, job: _RunningJob, out_r: int, err_r: int, res_r: int,
-                   watchdog: bool) -> None:
+                   memory: MemoryWatch | None) -> None:
         """Pumps the job's pipes until the job has exited and its pipes are drained, enforcing
         the limits and sending heartbeats. A job that closes its pipes early is still
         supervised (its deadline still holds) until its process exits."""
@@ -185,8 +188,6 @@ class Zygote:
         for fd in (out_r, err_r, res_r, self.ctrl_in):
             selector.register(fd, selectors.EVENT_READ)
         open_fds = {out_r, err_r, res_r}
-        memory = MemoryWatch(job.pid, job.limits.memory_bytes, whole_namespace=self.init) \
-            if watchdog else None
         deadline = job.started + job.limits.wall_time_ms / 1000
         exited_at: float | None = None
         next_beat = 0.0
@@ -204,7 +205,7 @@ class Zygote:
                 break  # a leftover holder of our pipes that escaped the sweep: stop waiting
             if memory is not None and not job.killed and memory.over():
                 self._kill(job, "memory")
-            period = WATCHDOG_PERIOD_S if watchdog else 0.25
+            period = WATCHDOG_PERIOD_S if memory is not None else 0.25
             timeout = max(0.0, min(deadline - now, period))
             for key, _ in selector.select(timeout):
                 self._on_readable(job, key.fd, selector, open_fds, streams, res_r)

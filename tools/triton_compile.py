@@ -7,9 +7,14 @@ register count from a live driver).
 
 Importing the module runs the submission's code, so the import and `triton.compile` run in a
 confined child (`perfbox.tools.untrusted`) that writes the compiler's files to build/ and
-reports a small checked JSON object; this process then reads the files itself, hashes them and
-runs ptxas on the PTX. A module can make its own compile fail or crash, never forge another
-outcome for it: kernels and resource figures come from ptxas, run here.
+reports a small checked JSON object; this process then reads the files itself, checks the PTX
+(the arch asked for, one entry named after the kernel), assembles the cubin from it with ptxas
+and takes kernels and resource figures from that run. What stays the module's to decide: the
+PTX itself. A module runs in the process that runs the compiler, so it can hand the compiler's
+output a substitute; a Triton compile's OK therefore says "this PTX for this kernel name
+assembles, with these figures", never that the source is correct (check and bench run and
+verify the code). A compile that reads only the kernel's source, with no module code run, would
+close that; it would also refuse the many modules that compute constants or helpers at import.
 """
 
 from __future__ import annotations
@@ -252,6 +257,8 @@ def _adopt(build: Build, report: dict[str, Any], workdir: Path, files: list[str]
         raise untrusted.UntrustedReportError("the compiled archs are not the requested ones")
     for entry in entries:
         _adopt_arch(build, entry, report, source, kernel, out_dir, include_text)
+        if not build.ok:
+            return
 
 
 def _adopt_arch(build: Build, entry: dict[str, Any], report: dict[str, Any], source: str,
@@ -268,22 +275,38 @@ def _adopt_arch(build: Build, entry: dict[str, Any], report: dict[str, Any], sou
         f"{capability(arch)}, 32), num_warps={num_warps}, num_stages={num_stages})")
     stem = f"{kernel}.{arch}"
     for kind in (*_ASM_KINDS, "cubin"):
-        path = out_dir / f"{stem}.{kind}"
-        _check_file(path)
-        build.artifacts.append(artifact(path, kind, arch, include_text))
+        _check_file(out_dir / f"{stem}.{kind}")
     ptx = out_dir / f"{stem}.ptx"
-    # Triton may target the arch-specific variant (sm_90a): assemble for what the PTX says.
-    target = re.search(r"^\.target\s+(sm_\w+)", ptx.read_text(errors="replace"), re.MULTILINE)
+    text = ptx.read_text(errors="replace")
+    # Triton may target the arch-specific variant (sm_90a): assemble for what the PTX says,
+    # which must be the arch asked for; and Triton names the one entry after the kernel
+    target = re.search(r"^\.target\s+(sm_\w+)", text, re.MULTILINE)
     ptx_arch = target.group(1) if target else arch
+    entries = re.findall(r"^\s*\.(?:visible\s+)?\.entry\s+(\w+)", text, re.MULTILINE)
+    if ptx_arch.rstrip("af") != arch or entries != [kernel]:
+        raise untrusted.UntrustedReportError(
+            f"the PTX for {arch} targets {ptx_arch} with entries {entries[:4]}, not {kernel}")
     import subprocess
 
-    proc = subprocess.run([_ptxas(arch), f"-arch={ptx_arch}", "-v", str(ptx), "-o", "/dev/null"],
+    cubin = out_dir / f"{stem}.cubin"
+    cubin.unlink()  # the cubin reported is the one ptxas makes here from the PTX, never the
+    # child's file: the binary, its resource figures and the PTX always agree
+    proc = subprocess.run([_ptxas(arch), f"-arch={ptx_arch}", "-v", str(ptx), "-o", str(cubin)],
                           capture_output=True, text=True, timeout=COMPILER_TIMEOUT_S)
+    if proc.returncode != 0 or not cubin.is_file():
+        build.ok = False
+        first = next((line for line in (proc.stderr + proc.stdout).splitlines()
+                      if "error" in line.lower()), "ptxas failed")
+        build.diagnostics.append({"file": "?", "line": 0, "column": 0, "severity": "error",
+                                  "message": f"ptxas rejected the PTX for {arch}: {first[:500]}"})
+        return
     for found in parse_ptxas_verbose(proc.stdout + proc.stderr):
         found.update(num_warps=num_warps, num_stages=num_stages)
         found["shared_bytes"] = max(found.get("shared_bytes", 0), shared)
         build.kernels.append(found)
-    build.binaries.append(BuiltBinary(arch, out_dir / f"{stem}.cubin", ptx, source))
+    for kind in (*_ASM_KINDS, "cubin"):
+        build.artifacts.append(artifact(out_dir / f"{stem}.{kind}", kind, arch, include_text))
+    build.binaries.append(BuiltBinary(arch, cubin, ptx, source))
 
 
 def _check_file(path: Path) -> None:

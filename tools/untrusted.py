@@ -4,8 +4,8 @@ cannot forge what the tool reports.
 The tool's process holds the channel its answer leaves by. Code it does not trust therefore
 runs in a forked child: confined by the same seccomp filter as a check/bench submission (no
 signals, tracing or memory access to other processes), with the tool's process made undumpable
-first (the child cannot open its descriptors or memory through /proc), and with nothing of the
-tool's but what it is handed. The child reports on a pipe of its own, in a bounded JSON object
+first (the child cannot open its descriptors or memory through /proc), and with every
+descriptor closed but stdio and its report pipe. The child reports on a pipe of its own, in a bounded JSON object
 the tool checks field by field; everything else the tool reports it observes itself: files on
 disk, which it reads and hands to trusted programs (ptxas), and how the child ended.
 
@@ -70,6 +70,10 @@ def run_confined(body: Callable[[], dict[str, Any]]) -> ChildEnd:
         os.close(read_fd)
         code = 0
         try:
+            # nothing of the tool's but stdio and its own report pipe: above all not the
+            # channel the tool's answer leaves by
+            os.closerange(3, write_fd)
+            os.closerange(write_fd + 1, 1 << 16)
             _set_dumpable(True)  # the sandbox's memory watch reads it; the tool stays closed
             confine_process()
             data = json.dumps(body()).encode()

@@ -149,6 +149,10 @@ def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
     # (ENOSYS: the C library falls back to clone, whose flags the filter reads)
     for name in ("timer_create", "mq_notify"):
         _add(f, deny, name)
+    # memory the sandbox's no-cgroup watchdog cannot follow once its descriptor is closed (an
+    # anonymous file kept alive by a small mapping); neither side needs one: the tool makes
+    # the input region and hands it over
+    _add(f, deny, "memfd_create")
     _add(f, sc.ERRNO(errno.ENOSYS), "clone3")
     _add(f, deny, "clone", sc.Arg(0, sc.MASKED_EQ, 0xFF, signal.SIGCONT))
     _add(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_PDEATHSIG), sc.Arg(1, sc.EQ, signal.SIGCONT))

@@ -1,0 +1,76 @@
+"""Where no cgroup limits memory (`perfbox serve --no-cgroups`, or a host without usable
+cgroups), the worker's watchdog counts what a job holds outside its processes' page tables as
+well: its tmpfs files, daemons that left its process tree, and memfds (which submitted code
+cannot make at all). A real bwrap server with cgroups off."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.client import ToolClient
+from tests.conftest import TRITON_KERNEL, cuda_request, requires_bwrap, start_server, \
+    triton_request, wait_no_job_processes
+
+pytestmark = requires_bwrap
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolClient]:
+    srv, port = start_server(tmp_path_factory.mktemp("nocg"), workers=1, use_cgroups=False)
+    assert srv.cgroups is None
+    with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as c:
+        yield c
+    srv.stop(grace_s=2)
+
+
+def hostile(client: ToolClient, body: str) -> pb.ToolResult:
+    request = triton_request(TRITON_KERNEL + "\n" + body, no_cache=True)
+    request.limits.memory_bytes = 384 << 20
+    request.limits.max_file_bytes = 1 << 30
+    request.limits.wall_time_ms = 60_000
+    return client.run(request)
+
+
+def test_submitted_code_cannot_make_a_memfd(client: ToolClient) -> None:
+    result = hostile(client, """
+import os
+try:
+    os.memfd_create("hidden")
+    print("MADE")
+except OSError as e:
+    print("REFUSED", e.errno)
+""")
+    assert result.status == pb.OK and "REFUSED 1" in result.stdout, result.stdout
+
+
+def test_files_in_tmp_count(client: ToolClient) -> None:
+    """450 MB in tmpfs files (no process maps them) against a 384 MiB limit."""
+    result = hostile(client, """
+import time
+chunk = b"x" * (16 << 20)
+for i in range(28):
+    with open(f"/tmp/f{i}", "wb") as f:
+        f.write(chunk)
+time.sleep(5)
+""")
+    assert result.status == pb.MEMORY_LIMIT, result.summary
+
+
+def test_a_daemon_out_of_the_tree_counts(client: ToolClient) -> None:
+    """A setsid double-forked daemon allocates while the module waits: still this job's."""
+    result = hostile(client, """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        blocks = [bytearray(64 << 20) for _ in range(8)]
+        time.sleep(60)
+    os._exit(0)
+time.sleep(10)
+""")
+    assert result.status == pb.MEMORY_LIMIT, result.summary
+    assert wait_no_job_processes() == []
+    assert client.run(cuda_request(no_cache=True)).status == pb.OK
