@@ -128,6 +128,35 @@ def _kill_all(directory: Path, timeout_s: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def _remove_stale(base: Path, keep: str) -> None:
+    """Removes the cgroups a perfbox server that no longer runs left under `base` (one killed
+    before it could stop): their processes are killed, the directories removed."""
+    for server in base.glob("perfbox-*-*"):
+        if server.name == keep:
+            continue
+        try:
+            pid = int(server.name.split("-")[1])
+            os.kill(pid, 0)
+            continue  # that server still runs
+        except (ValueError, IndexError):
+            continue
+        except PermissionError:
+            continue
+        except ProcessLookupError:
+            pass
+        for child in [c for c in server.iterdir() if c.is_dir()]:
+            _kill_all(child)
+            try:
+                child.rmdir()
+            except OSError:
+                pass
+        try:
+            server.rmdir()
+            log.warning("removed cgroup %s of a perfbox server that no longer runs", server)
+        except OSError as e:
+            log.debug("cannot remove stale cgroup %s: %s", server, e)
+
+
 def _own_cgroup(controller: str) -> str | None:
     """This process's path in a v1 controller hierarchy (or the v2 one with controller "")."""
     for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -154,6 +183,9 @@ class CgroupManager:
         except OSError as e:
             log.info("cgroups unusable (%s); using rlimits and an RSS watchdog", e)
             self.version, self.parents = 0, {}
+        for parent in self.parents.values():
+            _remove_stale(parent.parent, keep=self.name)
+
 
     def _detect_v2(self) -> bool:
         own = _own_cgroup("")
