@@ -128,6 +128,16 @@ def _kill_all(directory: Path, timeout_s: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def _empty_children(parent: Path) -> None:
+    """Kills the processes of every worker cgroup under `parent` and removes them."""
+    for child in [c for c in parent.iterdir() if c.is_dir()] if parent.is_dir() else []:
+        _kill_all(child)
+        try:
+            child.rmdir()
+        except OSError:
+            pass
+
+
 def _remove_stale(base: Path, keep: str) -> None:
     """Removes the cgroups a perfbox server that no longer runs left under `base` (one killed
     before it could stop): their processes are killed, the directories removed."""
@@ -144,12 +154,7 @@ def _remove_stale(base: Path, keep: str) -> None:
             continue
         except ProcessLookupError:
             pass
-        for child in [c for c in server.iterdir() if c.is_dir()]:
-            _kill_all(child)
-            try:
-                child.rmdir()
-            except OSError:
-                pass
+        _empty_children(server)
         try:
             server.rmdir()
             log.warning("removed cgroup %s of a perfbox server that no longer runs", server)
@@ -235,13 +240,7 @@ class CgroupManager:
 
     def close(self) -> None:
         for parent in self.parents.values():
-            for child in parent.iterdir() if parent.is_dir() else []:
-                if child.is_dir():
-                    _kill_all(child)
-                    try:
-                        child.rmdir()
-                    except OSError:
-                        pass
+            _empty_children(parent)
             try:
                 parent.rmdir()
             except OSError as e:

@@ -26,6 +26,8 @@ import ctypes
 import errno
 import os
 
+from perfbox.tools.harness.confine import add_rule
+
 PR_SET_NO_NEW_PRIVS = 38
 # refused whatever their arguments
 _ALWAYS_DENIED = (
@@ -73,17 +75,10 @@ def build(tool: str, watchdog: bool):  # -> pyseccomp.SyscallFilter
     if watchdog:
         denied.append("shmget")
     for name in denied:
-        _add(f, deny, name)
+        add_rule(f, deny, name)
     for flag in _NAMESPACE_FLAGS:
-        _add(f, deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    _add(f, sc.ERRNO(errno.ENOSYS), "clone3")  # flags in a struct: the C library falls back
+        add_rule(f, deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    add_rule(f, sc.ERRNO(errno.ENOSYS), "clone3")  # flags in a struct: the C library falls back
     for name, index in _NOT_TO_PID_1:
-        _add(f, deny, name, sc.Arg(index, sc.EQ, 1))
+        add_rule(f, deny, name, sc.Arg(index, sc.EQ, 1))
     return f
-
-
-def _add(f, action: int, name: str, *args) -> None:  # noqa: ANN001 - pyseccomp types
-    try:
-        f.add_rule(action, name, *args)
-    except (ValueError, OSError):
-        pass  # a system call this kernel/architecture does not have cannot be used either

@@ -135,44 +135,44 @@ def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
     except (OSError, ValueError, RuntimeError):
         pass  # an old libseccomp: both sides are filtered alike anyway
     for name in _ALWAYS_DENIED:
-        _add(f, deny, name)
+        add_rule(f, deny, name)
     # signals: only to itself (the process the filter was installed in), and never SIGCONT:
     # one of its processes must not wake another that the tool has just frozen
     for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
-        _add(f, deny, name, sc.Arg(0, sc.NE, self_pid))
+        add_rule(f, deny, name, sc.Arg(0, sc.NE, self_pid))
     for name, sig_index in (("kill", 1), ("tgkill", 2), ("rt_sigqueueinfo", 1),
                             ("rt_tgsigqueueinfo", 2)):
-        _add(f, deny, name, sc.Arg(sig_index, sc.EQ, signal.SIGCONT))
+        add_rule(f, deny, name, sc.Arg(sig_index, sc.EQ, signal.SIGCONT))
     # nor have the kernel send one later: POSIX timers and message queue notifications can
     # name any signal in a struct the filter cannot read (refused outright), a child's exit
     # signal and the parent-death signal can be SIGCONT; clone3 takes its flags in a struct
     # (ENOSYS: the C library falls back to clone, whose flags the filter reads)
     for name in ("timer_create", "mq_notify"):
-        _add(f, deny, name)
+        add_rule(f, deny, name)
     # memory the sandbox's no-cgroup watchdog cannot follow once its descriptor is closed (an
     # anonymous file kept alive by a small mapping); neither side needs one: the tool makes
     # the input region and hands it over
-    _add(f, deny, "memfd_create")
-    _add(f, sc.ERRNO(errno.ENOSYS), "clone3")
-    _add(f, deny, "clone", sc.Arg(0, sc.MASKED_EQ, 0xFF, signal.SIGCONT))
-    _add(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_PDEATHSIG), sc.Arg(1, sc.EQ, signal.SIGCONT))
+    add_rule(f, deny, "memfd_create")
+    add_rule(f, sc.ERRNO(errno.ENOSYS), "clone3")
+    add_rule(f, deny, "clone", sc.Arg(0, sc.MASKED_EQ, 0xFF, signal.SIGCONT))
+    add_rule(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_PDEATHSIG), sc.Arg(1, sc.EQ, signal.SIGCONT))
     # it stays readable by the tool, which reads its outputs from its memory
-    _add(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_DUMPABLE))
+    add_rule(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_DUMPABLE))
     for name, index in _SELF_ONLY:
-        _add(f, deny, name, sc.Arg(index, sc.NE, 0))
+        add_rule(f, deny, name, sc.Arg(index, sc.NE, 0))
     # who=0 means "the caller" only with PRIO_PROCESS / IOPRIO_WHO_PROCESS; with a group or
     # user selector it reaches every process of the uid, the reference's included
-    _add(f, deny, "setpriority", sc.Arg(0, sc.NE, PRIO_PROCESS))
-    _add(f, deny, "ioprio_set", sc.Arg(0, sc.NE, IOPRIO_WHO_PROCESS))
+    add_rule(f, deny, "setpriority", sc.Arg(0, sc.NE, PRIO_PROCESS))
+    add_rule(f, deny, "ioprio_set", sc.Arg(0, sc.NE, IOPRIO_WHO_PROCESS))
     # the kernel signalling someone else on the submission's behalf, later (SIGIO owners)
     for cmd in (F_SETOWN, F_SETSIG, F_SETOWN_EX):
-        _add(f, deny, "fcntl", sc.Arg(1, sc.EQ, cmd))
+        add_rule(f, deny, "fcntl", sc.Arg(1, sc.EQ, cmd))
     for cmd in (FIOSETOWN, SIOCSPGRP):
-        _add(f, deny, "ioctl", sc.Arg(1, sc.EQ, cmd))
+        add_rule(f, deny, "ioctl", sc.Arg(1, sc.EQ, cmd))
     return f
 
 
-def _add(f, action: int, name: str, *args) -> None:  # noqa: ANN001 - pyseccomp types
+def add_rule(f, action: int, name: str, *args) -> None:  # noqa: ANN001 - pyseccomp types
     try:
         f.add_rule(action, name, *args)
     except (ValueError, OSError):
