@@ -1,6 +1,7 @@
 """Nothing a job does reaches its worker's control, and a worker that stops answering is killed
-with every process of its sandbox (a real bwrap server; the job's code is a Triton module's
-top level, which the compile tool imports).
+with every process of its sandbox (real servers: bubblewrap, and docker through podman where a
+test says `any_client`; the job's code is a Triton module's top level, which the compile tool
+imports).
 
 Faults a job cannot cause any more are injected from the host, and say so: a SIGSTOP of the
 worker stands in for a worker wedged by a bug.
@@ -41,6 +42,14 @@ def client(one_worker: tuple[ToolServer, int]) -> Iterator[ToolClient]:
         yield c
 
 
+@pytest.fixture(params=["bwrap", "docker"])
+def any_client(request: pytest.FixtureRequest) -> Iterator[ToolClient]:
+    """A client of the session's server of each isolation backend."""
+    target = request.getfixturevalue("server" if request.param == "bwrap" else "docker_server")
+    with ToolClient(f"127.0.0.1:{target[1]}", timeout_s=300) as c:
+        yield c
+
+
 def zygote_pid(srv: ToolServer) -> int:
     """The host pid of the slot's worker (pid 1 of its sandbox)."""
     worker = srv.scheduler.slots[0].ensure_worker()
@@ -71,9 +80,9 @@ def test_the_worker_catches_no_signal(one_worker: tuple[ToolServer, int]) -> Non
     assert int(caught.split()[1], 16) & ~glibc_reserved == 0, caught
 
 
-def test_signals_to_pid_1_are_refused(client: ToolClient,
-                                      one_worker: tuple[ToolServer, int]) -> None:
-    before = zygote_pid(one_worker[0])
+def test_signals_to_pid_1_are_refused(any_client: ToolClient) -> None:
+    """pid 1 is the worker in a bubblewrap sandbox and in a container alike."""
+    client = any_client
     body = """
 import os, signal
 for sig in (signal.SIGTERM, signal.SIGSEGV, signal.SIGUSR1, signal.SIGINT, signal.SIGKILL,
@@ -87,11 +96,20 @@ for sig in (signal.SIGTERM, signal.SIGSEGV, signal.SIGUSR1, signal.SIGINT, signa
     result = client.run(module(body))
     assert result.status == pb.OK, result.summary
     assert "SENT" not in result.stdout and result.stdout.count("DENIED") == 6, result.stdout
-    assert zygote_pid(one_worker[0]) == before  # the same worker, alive and serving
     assert client.run(cuda_request(no_cache=True)).status == pb.OK
 
 
-def test_a_job_cannot_make_namespaces_mounts_or_keys(client: ToolClient) -> None:
+def test_the_worker_survives_signals_to_pid_1(client: ToolClient,
+                                              one_worker: tuple[ToolServer, int]) -> None:
+    before = zygote_pid(one_worker[0])
+    result = client.run(module("import os, signal\ntry:\n    os.kill(1, signal.SIGSEGV)\n"
+                               "except OSError:\n    pass\n"))
+    assert result.status == pb.OK, result.summary
+    assert zygote_pid(one_worker[0]) == before  # the same worker, alive and serving
+
+
+def test_a_job_cannot_make_namespaces_mounts_or_keys(any_client: ToolClient) -> None:
+    client = any_client
     body = """
 import ctypes, errno
 libc = ctypes.CDLL(None, use_errno=True)
@@ -113,7 +131,8 @@ attempt("syscall", 425, 8, 0)                       # io_uring_setup
     assert len(lines) == 7 and all(line.endswith("EPERM") for line in lines), result.stdout
 
 
-def test_forged_result_frames_never_reach_the_caller(client: ToolClient) -> None:
+def test_forged_result_frames_never_reach_the_caller(any_client: ToolClient) -> None:
+    client = any_client
     """The module writes a forged OK outcome frame to every descriptor it has and every one
     of its parent's it can open: none is the result pipe, the parent's are closed to it, and
     the report pipe it does reach is read as its own (now unusable) report."""
@@ -210,12 +229,13 @@ triton.compile = lambda *a, **k: _Compiled(PTX.replace("ENTRY", "%s"))
 
 
 @pytest.mark.parametrize("tool", ["compile", "disasm"])
-def test_a_module_substituting_the_compilers_output_is_caught(client: ToolClient,
+def test_a_module_substituting_the_compilers_output_is_caught(any_client: ToolClient,
                                                               tool: str) -> None:
     """Red-team finding: a module replaced triton.compile and got OK with kernels of its own
     invention (and an INTERNAL_ERROR from disasm on its fake cubin). Fake entry names are its
     RUNTIME_ERROR; PTX named after the kernel but not assembling is its COMPILE_ERROR; the
     fake cubin is never used (ptxas makes the cubin from the PTX)."""
+    client = any_client
     invented = triton_request(TRITON_KERNEL + FAKE_COMPILE % "totally_fake_gemm_kernel",
                               tool=tool, no_cache=True)
     result = client.run(invented)
