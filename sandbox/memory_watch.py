@@ -88,9 +88,10 @@ def open_mounts(paths: list[str]) -> list[int]:
 
 
 def job_mounts(pid: int, timeout_s: float = 5.0) -> list[int]:
-    """Descriptors of a prepared job process's private tmpfs mounts, waiting for it to have
-    mounted them (it sets its sandbox up while the worker is busy). Call before the job is
-    handed over, while the job's /proc entries are still open to the worker."""
+    """Descriptors of a prepared job process's private tmpfs mounts, waiting up to
+    `timeout_s` for it to have mounted them (a sandboxed job sets them up while the worker is
+    busy; in a container they are the container's own, there from the start). Call before the
+    job is handed over, while the job's /proc entries are still open to the worker."""
     deadline = time.monotonic() + timeout_s
     while True:
         paths = tmpfs_mounts(pid)

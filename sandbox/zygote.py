@@ -28,20 +28,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import os
 import selectors
 import shutil
 import signal
 import sys
-import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from perfbox.sandbox import framing, job_process, jobns
+from perfbox.sandbox import framing, job_process, jobns, worker_setup
 from perfbox.sandbox.limits import (HEARTBEAT_PERIOD_S, MAX_LOG_EVENT_BYTES, MAX_RESULT_BYTES,
                                     MAX_STREAM_KEEP_BYTES, JobLimits)
 from perfbox.sandbox.memory_watch import MemoryWatch, job_mounts
@@ -49,9 +45,6 @@ from perfbox.tools.text import HeadTailBuffer
 from perfbox.tools.types import OutcomeError, ToolOutcome
 
 WATCHDOG_PERIOD_S = 0.05
-# the worker's own dispositions that are not "default": SIGPIPE and SIGXFSZ stay ignored (Python
-# relies on EPIPE and EFBIG); everything else a library installed is reset after the imports
-_KEEP_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 @dataclass
@@ -158,10 +151,7 @@ class Zygote:
         self.prefork()
         spare, self.spare = self.spare, None
         assert spare is not None
-        watchdog = bool(job.get("memory_watchdog"))
-        memory = MemoryWatch(spare.pid, limits.memory_bytes, whole_namespace=self.init,
-                             mount_fds=job_mounts(spare.pid) if watchdog and self.init else []
-                             ) if watchdog else None
+        memory = self._memory_watch(spare.pid, limits) if job.get("memory_watchdog") else None
         running = _RunningJob(job["job_id"], spare.pid, limits, time.monotonic())
         try:
             framing.write_frame(spare.job_w, job)
@@ -177,6 +167,14 @@ class Zygote:
         if spare.workspace:
             shutil.rmtree(spare.workspace, ignore_errors=True)
         return self._done(running, status, rusage, wall_ms)
+
+    def _memory_watch(self, pid: int, limits: JobLimits) -> MemoryWatch:
+        """The no-cgroup memory limit of the job about to run in `pid`. As pid 1 the worker
+        counts its whole namespace and the job's tmpfs mounts, opened now: once the job's tool
+        turns undumpable its /proc entries close to us."""
+        mounts = job_mounts(pid, 5.0 if self.isolate else 0.0) if self.init else []
+        return MemoryWatch(pid, limits.memory_bytes, whole_namespace=self.init,
+                           mount_fds=mounts)
 
     def _supervise(self, job: _RunningJob, out_r: int, err_r: int, res_r: int,
                    memory: MemoryWatch | None) -> None:
@@ -360,57 +358,6 @@ def _parse_outcome(chunks: list[bytes]) -> tuple[dict[str, Any] | None, str]:
         return None, f"the outcome does not match the schema: {e}"
 
 
-def _preload(modules: list[str]) -> list[str]:
-    """Imports the heavy modules now so no job pays for them; missing ones are skipped."""
-    loaded = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-            loaded.append(name)
-        except ImportError:
-            continue
-    return loaded
-
-
-def _warm_up(preloaded: list[str]) -> None:
-    """Compiles a bundled Triton kernel once so jobs inherit an initialised compiler.
-
-    Triton's first compile in a process sets up MLIR/LLVM (about 0.5 s); forked jobs share the
-    result copy-on-write and pay only their own kernel's compile (about 0.1 s).
-    """
-    if "triton" not in preloaded:
-        return
-    from perfbox import tools
-    from perfbox.samples import SOFTMAX_PY
-    from perfbox.tools.types import ToolRequest
-
-    workdir = Path(tempfile.mkdtemp(prefix="perfbox-warmup-"))
-    try:
-        (workdir / "warmup.py").write_text(SOFTMAX_PY.read_text())
-        tools.run(ToolRequest("compile", "triton", ["warmup.py"], workdir, {}))
-    except Exception:  # a failed warm-up only costs the first job some time
-        traceback.print_exc()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def reset_signal_handlers() -> None:
-    """Every signal back to its default action, but the ignored SIGPIPE/SIGXFSZ.
-
-    The preloaded libraries install handlers (Python's SIGINT, faulthandler-style SIGSEGV
-    handlers that re-raise, ...). As pid 1 of a namespace (the sandbox, a container) the kernel
-    drops any signal whose action is the default when a process of the namespace sends it, so
-    with no handler left a job cannot interrupt, crash or spin the worker by signalling it.
-    Jobs are forked after this and start from the same defaults."""
-    for signum in signal.valid_signals():
-        if signum in (signal.SIGKILL, signal.SIGSTOP) or signum in _KEEP_IGNORED:
-            continue
-        try:
-            signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # reserved by the C library (the first real-time signals)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="perfbox warm worker (started by the server)")
     parser.add_argument("--isolate", action="store_true", help="give each job its own namespaces")
@@ -436,12 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     started = time.monotonic()
-    preloaded = _preload([m for m in args.preload.split(",") if m])
+    preloaded = worker_setup.preload([m for m in args.preload.split(",") if m])
     import perfbox.tools.compile  # noqa: F401 - the tool modules themselves are light but warm them
     import perfbox.tools.disasm  # noqa: F401
 
     if args.warm_up:
-        _warm_up(preloaded)
+        worker_setup.warm_up(preloaded)
     # Move everything imported so far out of the collector's reach: a forked job's GC would
     # otherwise walk (and so copy-on-write) every page of the worker's heap.
     gc.collect()
@@ -451,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.isolate:
         # setpriv's uid change cleared bwrap's parent-death signal: arm it again.
         jobns.die_with_parent()
-    reset_signal_handlers()
+    worker_setup.reset_signal_handlers()
     zygote = Zygote(args.isolate, ctrl_in, ctrl_out)
     zygote.prefork()
     zygote.send({"type": "ready", "preloaded": preloaded,

@@ -150,10 +150,25 @@ def describe_kernels(b: Build) -> str:
     return "\n".join(parts) or "no kernels found in the sources"
 
 
+# what a compiler's driver says when one of its steps died of SIGXFSZ (RLIMIT_FSIZE)
+_FILE_LIMIT_MARKS = ("File size limit exceeded", "file size limit exceeded")
+
+
+def failure(b: Build, report: dict[str, Any]) -> ToolOutcome:
+    """The outcome of a failed build: the source's COMPILE_ERROR, or OUTPUT_LIMIT when a
+    compiler step was killed for writing a file past the job's max_file_bytes (the request's
+    limit, not the source, failed it)."""
+    if any(mark in b.log for mark in _FILE_LIMIT_MARKS):
+        return ToolOutcome(Status.OUTPUT_LIMIT, "A file the compiler wrote grew past the job's "
+                           "file-size limit; raise limits.max_file_bytes or leave it at the "
+                           "default.", report, error="the compiler hit limits.max_file_bytes")
+    return ToolOutcome(Status.COMPILE_ERROR, describe_failure(b), report,
+                       error="compilation failed")
+
+
 def run(request: ToolRequest) -> ToolOutcome:
     options = request.options
     b = build(request, options)
     if not b.ok:
-        return ToolOutcome(Status.COMPILE_ERROR, describe_failure(b), b.report(),
-                           error="compilation failed")
+        return failure(b, b.report())
     return ToolOutcome(Status.OK, "Compiled.\n" + describe_kernels(b), b.report())

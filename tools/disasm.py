@@ -43,8 +43,7 @@ def run(request: ToolRequest) -> ToolOutcome:
     compile_options = dict(options.get("compile", {}))
     b = compile_tool.build(request, compile_options)
     if not b.ok:
-        return ToolOutcome(Status.COMPILE_ERROR, compile_tool.describe_failure(b),
-                           {"compile": b.report()}, error="compilation failed")
+        return compile_tool.failure(b, {"compile": b.report()})
     cuobjdump = find_binary("cuobjdump")
     if not cuobjdump:
         return ToolOutcome(Status.UNAVAILABLE_HERE, "cuobjdump is not installed on this node",

@@ -164,7 +164,7 @@ def test_a_failure_under_tiny_limits_does_not_poison_the_honest_call(
     attack = cuda_request(VICTIM_CU, request_id="attacker")
     attack.limits.max_file_bytes = TINY_FILE_BYTES
     starved = client.run(attack)
-    assert starved.status == pb.COMPILE_ERROR, pb.Status.Name(starved.status)
+    assert starved.status == pb.OUTPUT_LIMIT, pb.Status.Name(starved.status)
     assert not starved.compile.diagnostics  # the compiler died; nothing is said of the source
     assert not client.run(attack).cache_hit  # not stored even under its own key
 
@@ -192,17 +192,26 @@ def test_a_located_compile_error_is_stored(served: tuple[ToolServer, ToolClient]
     assert second.cache_hit and second.status == pb.COMPILE_ERROR
 
 
+BAD_INLINE_PTX = """
+__global__ void k(float* x) { asm volatile("not.a.ptx.instruction;"); x[0] = 1.0f; }
+"""
+
+
 @requires_bwrap
 def test_an_unlocated_compile_error_is_not_stored(tmp_path: Path) -> None:
-    """Under the server's own (tiny) defaults, nvcc dies without a word on the source: that is
-    the sandbox's verdict, not the compiler's, and is never served again."""
-    starved = JobLimits(max_file_bytes=TINY_FILE_BYTES)
-    server, port = start_server(tmp_path, workers=1, preload=(), default_limits=starved)
+    """ptxas rejects the PTX nvcc made (inline assembly it cannot parse): its error names a
+    temporary PTX file, not a submitted one, so the verdict is not stored; and a compile
+    starved of file size is the limit's OUTPUT_LIMIT, stored neither."""
+    server, port = start_server(tmp_path, workers=1, preload=())
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
             for _ in range(2):
-                result = client.run(cuda_request(VICTIM_CU))
-                assert result.status == pb.COMPILE_ERROR and not result.cache_hit
+                result = client.run(cuda_request(BAD_INLINE_PTX))
+                assert result.status == pb.COMPILE_ERROR and not result.cache_hit, result.summary
+                assert all(d.file != "k.cu" for d in result.compile.diagnostics)
+            starved = cuda_request(VICTIM_CU)
+            starved.limits.max_file_bytes = TINY_FILE_BYTES
+            assert client.run(starved).status == pb.OUTPUT_LIMIT
             assert _on_disk(tmp_path / "cache") == set()
     finally:
         server.stop(grace_s=1)
