@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from perfbox.api.v1 import tools_pb2 as pb
+from perfbox.sandbox.memory_watch import tree_pids
 from perfbox.client import ToolClient, make_request
 from perfbox.sandbox.bwrap import SANDBOX_UID_BASE
 from tests.conftest import (TRITON_KERNEL, cuda_request, free_port, requires_bwrap,
@@ -42,8 +43,13 @@ def test_worker_killed_mid_job_fails_only_that_job(tmp_path: Path) -> None:
             spin.limits.wall_time_ms = 30_000
             future = client.stub.Run.future(spin, timeout=60)
             wait_until(lambda: len(server.scheduler.running_jobs()) == 1)
-            # every process of slot 0's sandbox (the worker and the job), killed from outside
-            victims = [pid for pid, uid, _ in sandbox_processes() if uid == SANDBOX_UID_BASE]
+            # every process of this server's slot-0 sandbox (the worker and the job), killed
+            # from outside; only this server's: other servers on the machine use the same uids
+            worker = server.scheduler.slots[0].worker
+            assert worker is not None and worker.proc is not None
+            mine = set(tree_pids(worker.proc.pid))
+            victims = [pid for pid, uid, _ in sandbox_processes()
+                       if uid == SANDBOX_UID_BASE and pid in mine]
             assert len(victims) >= 2
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
