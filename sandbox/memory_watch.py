@@ -111,27 +111,33 @@ def tmpfs_used_bytes(fds: list[int]) -> int:
     return total
 
 
-def memfd_bytes(pids: list[int]) -> int:
-    """Allocated bytes of the memfds the processes hold open, and the mapped size of those
-    they only map; each file once."""
+def memfds_of(pid: int) -> dict[int, int]:
+    """{inode: bytes} of the memfds one process holds open (allocated bytes) or maps (the
+    mapping's size)."""
     seen: dict[int, int] = {}
-    for pid in pids:
-        fd_dir = f"/proc/{pid}/fd"
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        fds = []
+    for fd in fds:
         try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            fds = []
-        for fd in fds:
-            try:
-                if not os.readlink(f"{fd_dir}/{fd}").startswith("/memfd:"):
-                    continue
-                st = os.stat(f"{fd_dir}/{fd}")
-            except OSError:
+            if not os.readlink(f"{fd_dir}/{fd}").startswith("/memfd:"):
                 continue
-            seen[st.st_ino] = max(seen.get(st.st_ino, 0), st.st_blocks * 512)
-        for inode, size in _mapped_memfds(pid):
-            seen.setdefault(inode, 0)
-            seen[inode] = max(seen[inode], size)
+            st = os.stat(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        seen[st.st_ino] = max(seen.get(st.st_ino, 0), st.st_blocks * 512)
+    for inode, size in _mapped_memfds(pid):
+        seen[inode] = max(seen.get(inode, 0), size)
+    return seen
+
+
+def _union(per_pid: list[dict[int, int]]) -> int:
+    seen: dict[int, int] = {}
+    for files in per_pid:
+        for inode, size in files.items():
+            seen[inode] = max(seen.get(inode, 0), size)
     return sum(seen.values())
 
 
@@ -182,12 +188,36 @@ class MemoryWatch:
     # O_PATH descriptors of the job's tmpfs mounts (`job_mounts`), opened by the worker before
     # the job starts: the job's /proc entries close once its tool turns undumpable; owned here
     mount_fds: list[int] = field(default_factory=list)
+    # time one poll may spend listing descriptors and mappings for memfds: a job of a thousand
+    # processes with a thousand descriptors and mappings each must not stall the worker (its
+    # heartbeat and the job's deadline wait on each poll); the scan resumes where it stopped
+    scan_budget_s: float = 0.02
     pss_checks: int = 0
     _pss_not_before: float = 0.0
+    _pss_over: bool = False  # the last PSS check's verdict
+    _memfds: dict[int, dict[int, int]] = field(default_factory=dict)  # last scan, by pid
+    _scan_order: list[int] = field(default_factory=list)  # pids still to scan this round
 
     def held_outside_processes(self, pids: list[int]) -> int:
         """tmpfs and memfd bytes: memory no process's RSS or PSS shows."""
-        return tmpfs_used_bytes(self.mount_fds) + memfd_bytes(pids)
+        return tmpfs_used_bytes(self.mount_fds) + self._memfd_bytes(pids)
+
+    def _memfd_bytes(self, pids: list[int]) -> int:
+        """memfds, rescanning processes round-robin within the poll's budget (a process not
+        rescanned this poll counts with its last scan; a dead one no longer counts)."""
+        alive = set(pids)
+        for pid in [p for p in self._memfds if p not in alive]:
+            del self._memfds[pid]
+        if not self._scan_order:
+            self._scan_order = list(pids)
+        deadline = time.monotonic() + self.scan_budget_s
+        while self._scan_order:  # at least one process per poll, however short the budget
+            pid = self._scan_order.pop()
+            if pid in alive:
+                self._memfds[pid] = memfds_of(pid)
+            if time.monotonic() >= deadline:
+                break
+        return _union(list(self._memfds.values()))
 
     def close(self) -> None:
         for fd in self.mount_fds:
@@ -201,9 +231,10 @@ class MemoryWatch:
             return False  # PSS <= RSS: under by RSS is under
         now = time.monotonic()
         if now < self._pss_not_before:
-            return False  # a recent PSS check found it under; not again so soon
+            return self._pss_over  # a recent PSS check's verdict; not again so soon
         pss = sum(pss_bytes(p) for p in pids)
         cost = time.monotonic() - now
         self.pss_checks += 1
         self._pss_not_before = now + cost / self.max_share
-        return pss + outside > self.limit_bytes
+        self._pss_over = pss + outside > self.limit_bytes
+        return self._pss_over

@@ -76,7 +76,9 @@ def build_result(job: Job, tool: str, identity: pb.Identity) -> pb.ToolResult:
     done = run.done or {}
     result = pb.ToolResult(request_id=job.request_id, job_id=job.job_id, tool=tool)
     outcome = done.get("outcome")
-    if outcome and not done.get("killed"):
+    # the memory cgroup's OOM killer fired: whatever the tool made of a process it lost, the
+    # job hit its memory limit
+    if outcome and not done.get("killed") and not run.oom_killed:
         _fill_from_outcome(result, outcome, tool)
     else:
         status, reason = classify(job, run)

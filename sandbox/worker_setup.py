@@ -35,14 +35,13 @@ def warm_up(preloaded: list[str]) -> None:
     """
     if "triton" not in preloaded:
         return
-    from perfbox import tools
     from perfbox.samples import SOFTMAX_PY
-    from perfbox.tools.types import ToolRequest
+    from perfbox.tools.triton_compile import warm_up as compile_here
 
     workdir = Path(tempfile.mkdtemp(prefix="perfbox-warmup-"))
     try:
         (workdir / "warmup.py").write_text(SOFTMAX_PY.read_text())
-        tools.run(ToolRequest("compile", "triton", ["warmup.py"], workdir, {}))
+        compile_here(workdir, "warmup.py")  # in this process: jobs fork from it
     except Exception:  # a failed warm-up only costs the first job some time
         traceback.print_exc()
     finally:
@@ -52,15 +51,15 @@ def warm_up(preloaded: list[str]) -> None:
 def reset_signal_handlers() -> None:
     """Every signal back to its default action, but the ignored SIGPIPE/SIGXFSZ.
 
-    The preloaded libraries install handlers (Python's SIGINT, faulthandler-style SIGSEGV
-    handlers that re-raise, ...). As pid 1 of a namespace (the sandbox, a container) the kernel
+    The preloaded libraries and the warm-up compile install handlers (Python's SIGINT, LLVM's
+    crash handlers for SIGSEGV, SIGXFSZ and others, ...). As pid 1 of a namespace (the sandbox, a container) the kernel
     drops any signal whose action is the default when a process of the namespace sends it, so
     with no handler left a job cannot interrupt, crash or spin the worker by signalling it.
     Jobs are forked after this and start from the same defaults."""
     for signum in signal.valid_signals():
-        if signum in (signal.SIGKILL, signal.SIGSTOP) or signum in _KEEP_IGNORED:
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
             continue
         try:
-            signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_IGN if signum in _KEEP_IGNORED else signal.SIG_DFL)
         except (OSError, ValueError):
             pass  # reserved by the C library (the first real-time signals)

@@ -102,7 +102,7 @@ def run(request: ToolRequest) -> ToolOutcome:
     except ToolInputError as e:
         return ToolOutcome(Status.REJECTED, f"Request rejected: {e}", error=str(e))
     except SubmissionEnded as e:
-        return ToolOutcome(Status.RUNTIME_ERROR, f"Runtime error: {e}.", error=str(e))
+        return ToolOutcome(e.status, f"{e.status.name}: {e}.", error=str(e))
 
 
 __all__ = ["TOOLS", "ToolSpec", "Status", "ToolInputError", "ToolOutcome", "ToolRequest", "get",

@@ -172,9 +172,9 @@ def compile_triton(workdir: Path, files: list[str], archs: list[str], options: d
     out_dir.mkdir(exist_ok=True)
     end = untrusted.run_confined(lambda: _compile_in_child(
         workdir, files, archs, options, num_warps, num_stages, out_dir))
-    untrusted.end_like(end)
-    if end.report is None:
-        raise untrusted.SubmissionEnded(_how_it_ended(end, files))
+    if end.report is None or end.signal:
+        module = next((f for f in files if f.endswith(".py")), "the module")
+        raise untrusted.how_it_ended(end, f"importing {module} or compiling its kernel")
     try:
         _adopt(build, end.report, workdir, files, archs, out_dir, include_text)
     except untrusted.UntrustedReportError as e:
@@ -185,11 +185,14 @@ def compile_triton(workdir: Path, files: list[str], archs: list[str], options: d
     return build
 
 
-def _how_it_ended(end: untrusted.ChildEnd, files: list[str]) -> str:
-    module = next((f for f in files if f.endswith(".py")), "the module")
-    why = f" ({end.report_error})" if end.report_error else ""
-    return (f"importing {module} or compiling its kernel: the process exited with code "
-            f"{end.exit_code} before the compile finished{why}")
+def warm_up(workdir: Path, name: str) -> None:
+    """Compiles a bundled (trusted) kernel in this process, so that processes forked from it
+    inherit an initialised Triton/MLIR/LLVM; the worker calls it once at start."""
+    out_dir = workdir / "build"
+    out_dir.mkdir(exist_ok=True)
+    report = _compile_in_child(workdir, [name], ["sm_90"], {}, 4, 3, out_dir)
+    if report.get("kind") != "compiled":
+        raise RuntimeError(f"the warm-up compile failed: {str(report)[:300]}")
 
 
 def _compile_in_child(workdir: Path, files: list[str], archs: list[str],

@@ -9,9 +9,9 @@ descriptor closed but stdio and its report pipe. The child reports on a pipe of 
 the tool checks field by field; everything else the tool reports it observes itself: files on
 disk, which it reads and hands to trusted programs (ptxas), and how the child ended.
 
-A child that dies by a signal takes the tool's process the same way (`end_like`): the kernel
-picked that signal for a limit the job hit (SIGXFSZ: a file too large, SIGXCPU: CPU time,
-SIGKILL: usually the memory limit), and the sandbox names limits from how the job ended.
+A child that dies by a signal is the call's answer (`how_it_ended`): SIGXFSZ and SIGXCPU are
+limits the job hit (a file too large, CPU time), anything else the submission's runtime error.
+(A SIGKILL from the memory cgroup is named by the sandbox, which sees the cgroup's OOM count.)
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from perfbox.tools.types import Status
+
 MAX_REPORT_BYTES = 1 << 20  # the child's JSON report
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -37,8 +39,12 @@ class UntrustedReportError(ValueError):
 
 
 class SubmissionEnded(Exception):
-    """The submitted code ended its process or broke its report: the call is the
-    submission's RUNTIME_ERROR (the message says how it ended)."""
+    """The submitted code ended its process, broke its report or hit a limit: the call's
+    answer is `status` (RUNTIME_ERROR unless a limit), the message says how it ended."""
+
+    def __init__(self, message: str, status: Status = Status.RUNTIME_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -158,16 +164,20 @@ def _parse(data: bytes) -> tuple[dict[str, Any] | None, str]:
     return report, ""
 
 
-def end_like(end: ChildEnd) -> None:
-    """Ends the calling process by the signal that ended the child (a limit the job hit is
-    then named from the job's own end); returns when the child was not killed."""
-    if not end.signal:
-        return
-    sys.stdout.flush(), sys.stderr.flush()
-    if end.signal not in (signal.SIGKILL, signal.SIGSTOP):
-        signal.signal(end.signal, signal.SIG_DFL)
-    os.kill(os.getpid(), end.signal)
-    os._exit(128 + end.signal)  # a signal the process cannot die of (SIGSTOP-like): exit
+def how_it_ended(end: ChildEnd, what: str) -> SubmissionEnded:
+    """The answer for a child that did not finish `what`: a limit's status for the signals the
+    kernel sends for limits, else the submission's RUNTIME_ERROR saying how it ended."""
+    if end.signal == signal.SIGXFSZ:
+        return SubmissionEnded(f"{what}: a file grew past the job's file-size limit "
+                               "(limits.max_file_bytes)", Status.OUTPUT_LIMIT)
+    if end.signal == signal.SIGXCPU:
+        return SubmissionEnded(f"{what}: the job's CPU-time limit was reached", Status.TIMEOUT)
+    if end.signal:
+        return SubmissionEnded(f"{what}: the process was killed by "
+                               f"{signal.Signals(end.signal).name}")
+    why = f" ({end.report_error})" if end.report_error else ""
+    return SubmissionEnded(f"{what}: the process exited with code {end.exit_code} before it "
+                           f"finished{why}")
 
 
 def text(report: dict[str, Any], key: str, limit: int = 4000) -> str:

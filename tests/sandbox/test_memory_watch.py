@@ -75,3 +75,34 @@ def test_page_table_walks_are_rationed(tree: int) -> None:
         assert not watch.over()
         polls += 1
     assert 1 <= watch.pss_checks < polls // 4
+
+
+MEMFD_TREE = """
+import os, sys, time
+mb, children = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(children):
+    if os.fork() == 0:
+        time.sleep(600)
+fd = os.memfd_create("hidden")
+chunk = b"x" * (1 << 20)
+for _ in range(mb):
+    os.write(fd, chunk)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_memfds_count_even_when_each_poll_scans_one_process() -> None:
+    """A memfd no page table shows is found by the descriptor scan; with a budget so small
+    that each poll scans a single process, the scan still reaches it within a round."""
+    proc = subprocess.Popen([sys.executable, "-c", MEMFD_TREE, "200", "8"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        watch = MemoryWatch(proc.pid, 150 << 20, scan_budget_s=0.0)
+        polls = [watch.over() for _ in range(len(M.tree_pids(proc.pid)) + 1)]
+        assert polls[-1], polls  # found within one round of the scan
+        assert not polls[0], polls  # the first poll scanned one child, not the holder
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -29,9 +29,12 @@ from tests.conftest import TRITON_KERNEL, cuda_request, requires_bwrap, start_se
 pytestmark = requires_bwrap
 
 
-@pytest.fixture(scope="module")
-def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ToolServer, int]]:
-    srv, port = start_server(tmp_path_factory.mktemp("control"), workers=1)
+@pytest.fixture(scope="module", params=[True, False], ids=["cgroups", "no-cgroups"])
+def one_worker(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+               ) -> Iterator[tuple[ToolServer, int]]:
+    """A one-worker bwrap server, with cgroups (where the host has them) and without."""
+    srv, port = start_server(tmp_path_factory.mktemp("control"), workers=1,
+                             use_cgroups=request.param)
     yield srv, port
     srv.stop(grace_s=2)
 
@@ -175,7 +178,7 @@ def test_a_module_ending_its_process_early_is_its_runtime_error(client: ToolClie
     no OK: the tool reports how the module's process ended."""
     result = client.run(module("import os\nos._exit(0)\n"))
     assert result.status == pb.RUNTIME_ERROR, result.summary
-    assert "exited with code 0 before the compile finished" in result.error
+    assert "exited with code 0 before it finished" in result.error
 
 
 def test_a_silent_worker_is_killed_with_its_sandbox(client: ToolClient,
@@ -246,3 +249,34 @@ def test_a_module_substituting_the_compilers_output_is_caught(any_client: ToolCl
     result = client.run(garbage)
     assert result.status == pb.COMPILE_ERROR, result.summary
     assert "ptxas rejected the PTX" in result.summary
+
+
+def test_a_silent_container_worker_is_removed(tmp_path: Path) -> None:
+    """The same on the docker backend: the host stops the container's worker mid-job; the
+    missing heartbeat fails the job and the container is removed with all it ran."""
+    from tests.conftest import start_docker_server
+
+    srv, port = start_docker_server(tmp_path, workers=1)
+    try:
+        with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
+            results: list[pb.ToolResult] = []
+            spinner = threading.Thread(target=lambda: results.append(client.run(
+                module("while True:\n    pass\n"), timeout_s=120)))
+            spinner.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not srv.scheduler.running_jobs():
+                time.sleep(0.1)
+            time.sleep(2.0)  # the job is running in the container
+            worker = srv.scheduler.slots[0].worker
+            assert worker is not None and worker.container is not None
+            container = worker.container
+            container.reload()
+            os.kill(int(container.attrs["State"]["Pid"]), signal.SIGSTOP)
+            spinner.join(timeout=HEARTBEAT_TIMEOUT_S + 30)
+            assert results and results[0].status == pb.INTERNAL_ERROR, results
+            assert "stopped answering" in results[0].error
+            left = srv.docker.containers.list(all=True, filters={"id": container.id})
+            assert left == []
+            assert client.run(cuda_request(no_cache=True)).status == pb.OK
+    finally:
+        srv.stop(grace_s=2)

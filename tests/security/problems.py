@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from perfbox.tools.types import ToolOutcome
-from tests.tools.test_check import run_tool_isolated
+from tests.tools.isolated import run_tool_isolated
 
 LEVEL1 = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / "level1"
 

@@ -14,7 +14,7 @@ from perfbox import tools
 from perfbox.tools import launch_spec
 from perfbox.tools.harness.request_policy import gpu_present
 from perfbox.tools.types import Status, ToolInputError
-from tests.tools.test_check import run_tool_isolated
+from tests.tools.isolated import run_tool_isolated
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SPEC = json.loads((FIXTURES / "bare" / "linear_relu.launch.json").read_text())

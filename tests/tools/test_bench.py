@@ -9,7 +9,7 @@ import pytest
 
 from perfbox import tools
 from perfbox.tools.types import Status, ToolInputError
-from tests.tools.test_check import run_tool_isolated
+from tests.tools.isolated import run_tool_isolated
 
 SLOW_REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / \
     "slow_reference.py"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from perfbox.tools.types import Status
-from tests.tools.test_check import run_tool_isolated
+from tests.tools.isolated import run_tool_isolated
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / "reference.py"
 HEADER = """import torch

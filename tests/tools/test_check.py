@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from perfbox import tools
 from perfbox.tools.types import Status, ToolInputError, ToolOutcome
+from tests.tools.isolated import run_tool_isolated
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench" / "reference.py"
 
@@ -22,29 +20,6 @@ HEADER = "import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n"
 
 def submission(body: str) -> str:
     return HEADER + "".join(f"        {line}\n" for line in body.strip().splitlines())
-
-
-# The tool forks the submission's process; forking pytest itself (which runs gRPC servers for
-# other tests) is unreliable, so each call runs the tool in a fresh interpreter.
-_RUN = """
-import json, sys, pathlib
-from perfbox import tools
-from perfbox.tools.types import ToolRequest
-workdir, files, options = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
-tool = options.pop("tool", "check")
-language = options.pop("language", "kernelbench")
-out = tools.run(ToolRequest(tool, language, files, workdir, options))
-print("OUTCOME" + json.dumps(out.to_json()))
-"""
-
-
-def run_tool_isolated(workdir: Path, files: list[str], options: dict) -> ToolOutcome:
-    proc = subprocess.run([sys.executable, "-c", _RUN, str(workdir), json.dumps(files),
-                           json.dumps(options)], capture_output=True, text=True, timeout=300,
-                          cwd=workdir)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("OUTCOME")), None)
-    assert line is not None, proc.stderr[-2000:]
-    return ToolOutcome.from_json(json.loads(line[len("OUTCOME"):]))
 
 
 def check(tmp_path: Path, body: str, **options: object) -> ToolOutcome:

@@ -8,6 +8,7 @@ import pytest
 
 from perfbox import tools
 from perfbox.tools.types import Status, ToolInputError, ToolRequest
+from tests.tools.isolated import run_tool_isolated
 from tests.conftest import SAMPLE_CU, TRITON_KERNEL
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -15,6 +16,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 def run(tmp_path: Path, name: str, source: str, language: str, **options: object):
     (tmp_path / name).write_text(source)
+    if language == "triton":  # the tool forks to import the module: not from pytest
+        return run_tool_isolated(tmp_path, [name], {"tool": "compile", "language": language,
+                                                    **options})
     return tools.run(ToolRequest("compile", language, [name], tmp_path, dict(options)))
 
 

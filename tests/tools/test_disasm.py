@@ -10,6 +10,7 @@ import pytest
 from perfbox import tools
 from perfbox.tools.sass import instruction_mix, opcodes, split_functions
 from perfbox.tools.types import Status, ToolRequest
+from tests.tools.isolated import run_tool_isolated
 from tests.conftest import TRITON_KERNEL
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -32,6 +33,9 @@ __global__ void mma16(const half* a, const half* b, float* c) {
 
 def disasm(tmp_path: Path, name: str, source: str, language: str, **options: object):
     (tmp_path / name).write_text(source)
+    if language == "triton":  # the tool forks to import the module: not from pytest
+        return run_tool_isolated(tmp_path, [name], {"tool": "disasm", "language": language,
+                                                    **options})
     return tools.run(ToolRequest("disasm", language, [name], tmp_path, dict(options)))
 
 

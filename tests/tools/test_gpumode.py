@@ -9,7 +9,7 @@ import pytest
 
 from perfbox import tools
 from perfbox.tools.types import Status, ToolInputError
-from tests.tools.test_check import run_tool_isolated
+from tests.tools.isolated import run_tool_isolated
 
 TASK = Path(__file__).resolve().parents[1] / "fixtures" / "gpumode" / "vectoradd"
 FILES = ["reference.py", "task.yml", "task.py", "utils.py", "submission.py"]

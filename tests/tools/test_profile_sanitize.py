@@ -11,7 +11,7 @@ import pytest
 from perfbox import tools
 from perfbox.tools import gpu_program
 from perfbox.tools.types import Status, ToolInputError, ToolRequest
-from tests.tools.test_check import run_tool_isolated
+from tests.tools.isolated import run_tool_isolated
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PROGRAMS = FIXTURES / "programs"
