@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,12 +36,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks import run_conditions  # noqa: E402
 
 import grpc  # noqa: E402
 
@@ -117,21 +117,9 @@ print("DAEMONIZED")
 ATTACK_ORDER = ["wedge", "frame_bomb", "poison", "memory", "fork_bomb", "daemon"]
 
 
-def conditions() -> dict[str, Any]:
-    """Commit, versions, machine and load (as bench_timing_quality.py records them)."""
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return ""
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    return {"commit": commit, **{name: version(name) for name in
-                                 ("perfbox", "grpcio", "torch", "triton")},
-            "python": platform.python_version(), "kernel": platform.release(),
-            "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()), "host": platform.node()}
-
+def conditions() -> dict:
+    """Commit, versions, machine and load (benchmarks/run_conditions.py)."""
+    return run_conditions.conditions(("perfbox", "grpcio", "torch", "triton"))
 
 def honest_request(kind: str, no_cache: bool) -> pb.ToolRequest:
     return (cuda_request if kind == "cuda" else triton_request)(no_cache=no_cache)

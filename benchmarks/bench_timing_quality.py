@@ -20,17 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks import run_conditions  # noqa: E402
 
 from perfbox import tools  # noqa: E402
 from perfbox.tools.types import ToolRequest  # noqa: E402
@@ -83,19 +83,8 @@ SHAPES = {"cpu": (64, 256), "cuda": (4096, 4096)}
 
 
 def conditions() -> dict:
-    """What a reader needs to judge the figures: commit, versions, machine, load."""
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return ""
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    return {"commit": commit, "perfbox": version("perfbox"), "torch": version("torch"),
-            "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_avg": list(os.getloadavg()), "host": platform.node()}
-
+    """Commit, versions, machine and load (benchmarks/run_conditions.py)."""
+    return run_conditions.conditions(("perfbox", "torch"))
 
 def bench_once(workdir: Path, extra: int, budget_s: float, device: str) -> dict:
     (workdir / "reference.py").write_text(REFERENCE_TEMPLATE.format(passes=PASSES,

@@ -1,7 +1,7 @@
 """Where no cgroup limits memory (`perfbox serve --no-cgroups`, or a host without usable
 cgroups), the worker's watchdog counts what a job holds outside its processes' page tables as
 well: its tmpfs files, daemons that left its process tree, and memfds (which submitted code
-cannot make at all). A real bwrap server with cgroups off."""
+cannot make at all). Real servers: bwrap with cgroups off, and docker (per-request limits)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,23 @@ import pytest
 
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient
-from tests.conftest import TRITON_KERNEL, cuda_request, requires_bwrap, start_server, \
-    triton_request, wait_no_job_processes
+from tests.conftest import TRITON_KERNEL, cuda_request, requires_bwrap, start_docker_server, \
+    start_server, triton_request, wait_no_job_processes
 
 pytestmark = requires_bwrap
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolClient]:
-    srv, port = start_server(tmp_path_factory.mktemp("nocg"), workers=1, use_cgroups=False)
-    assert srv.cgroups is None
+@pytest.fixture(scope="module", params=["bwrap", "docker"])
+def client(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+           ) -> Iterator[ToolClient]:
+    """bwrap with cgroups off; docker, whose container is sized by the server's defaults, so a
+    request's tighter memory limit is the worker's watchdog's inside the container."""
+    tmp = tmp_path_factory.mktemp("nocg")
+    if request.param == "bwrap":
+        srv, port = start_server(tmp, workers=1, use_cgroups=False)
+        assert srv.cgroups is None
+    else:
+        srv, port = start_docker_server(tmp, workers=1)
     with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as c:
         yield c
     srv.stop(grace_s=2)
