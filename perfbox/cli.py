@@ -7,6 +7,7 @@ short; rich draws the progress and the result tables.
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import os
 import sys
@@ -365,8 +366,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_tools(args: argparse.Namespace) -> int:
     with service_target(args, ()) as target, _client(target, args) as client:
         response = client.list_tools()
-    if args.json:
-        print_json(response)
+    if args.json:  # the OpenAI function schemas, as chat templates and RL frameworks take them
+        print(json.dumps([json.loads(t.function_schema) for t in response.tools], indent=2))
         return ExitCode.OK
     table = Table(title="perfbox tools", title_justify="left")
     for column in ("tool", "languages", "GPU", "cached", "available", "description"):
@@ -682,7 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_flags(submit)
     submit.set_defaults(func=cmd_submit)
 
-    tools = sub.add_parser("tools", help="list the tools and whether they run here")
+    tools = sub.add_parser("tools", help="list the tools and whether they run here",
+                           description="List the tools; with --json, print their OpenAI "
+                                       "function-calling schemas (a JSON list).")
     _add_service_flags(tools)
     tools.set_defaults(func=cmd_tools)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import posixpath
 import queue
@@ -25,7 +26,7 @@ from perfbox.sandbox.metrics import Metrics
 from perfbox.sandbox.results import build_result, failed_result
 from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
-from perfbox.tools import TOOLS
+from perfbox.tools import TOOLS, function_schema
 from perfbox.tools.toolkit import identity as toolkit_identity
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                 languages=[_LANGUAGE_VALUES[lang] for lang in spec.languages],
                 needs_gpu=spec.needs_gpu, cacheable=spec.cacheable, available=available,
                 unavailable_reason="" if available else "this node has no GPU",
+                function_schema=json.dumps(function_schema(spec)),
             )
         return response
 

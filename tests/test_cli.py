@@ -85,10 +85,17 @@ def test_submit_with_an_embedded_service_and_cache(tmp_path: Path) -> None:
 
 @requires_bwrap
 def test_tools_and_device_info() -> None:
-    tools = perfbox("tools", "--json")
+    tools = perfbox("tools", "--json")  # the OpenAI function schemas, a JSON list
     assert tools.returncode == 0, tools.stderr
-    assert {t["name"] for t in json.loads(tools.stdout)["tools"]} == {
+    schemas = json.loads(tools.stdout)
+    assert {s["function"]["name"] for s in schemas} == {
         "compile", "disasm", "check", "bench", "profile", "sanitize"}
+    for schema in schemas:
+        assert schema["type"] == "function"
+        parameters = schema["function"]["parameters"]
+        assert parameters["type"] == "object" and parameters["required"]
+        assert all(p["type"] in ("string", "integer", "boolean")  # flat: no nested objects
+                   for p in parameters["properties"].values())
     info = perfbox("device-info")
     assert info.returncode == 0 and "nvcc" in info.stdout
 

@@ -14,6 +14,29 @@ from perfbox.tools.types import Status, ToolInputError, ToolOutcome, ToolRequest
 
 
 @dataclass(frozen=True)
+class Argument:
+    """One argument of a tool as a model calls it in a trajectory (flat: a string, integer or
+    boolean; RL frameworks' tool-schema classes cannot express nested objects). The problem a
+    check/bench/profile acts on is bound to the trajectory, so the model passes only its code."""
+
+    name: str
+    type: str  # JSON Schema type: "string", "integer", "boolean"
+    description: str
+    required: bool = False
+    enum: tuple[str, ...] = ()
+
+
+_CODE = Argument("submission", "string", "The complete Python module defining ModelNew (the "
+                 "optimized model; it may load CUDA or Triton kernels).", required=True)
+_SOURCE = (Argument("source", "string", "The kernel source: CUDA C++ (a .cu file) or a Python "
+                    "module with a @triton.jit kernel (a .py file).", required=True),
+           Argument("file", "string", "File name; its suffix picks the language: .cu for "
+                    "CUDA, .py for Triton (default kernel.cu)."),
+           Argument("arch", "string", "Target GPU architecture, e.g. sm_90 or sm_80 (default "
+                    "sm_90)."))
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     """How the service treats one tool."""
 
@@ -24,6 +47,7 @@ class ToolSpec:
     needs_gpu: bool  # refused with UNAVAILABLE_HERE on a node without a GPU
     cacheable: bool  # deterministic: results may be served from the result cache
     options_field: str  # name of the request's options message in the proto oneof
+    arguments: tuple[Argument, ...] = ()  # what a model passes when it calls the tool
 
 
 TOOLS: dict[str, ToolSpec] = {
@@ -32,11 +56,11 @@ TOOLS: dict[str, ToolSpec] = {
         ToolSpec("compile", "CUDA C++ (nvcc/ptxas) or Triton (ahead of time) to PTX and cubin for "
                  "target archs; registers, spills, shared memory, located diagnostics.",
                  "compile", ("cuda", "triton"), needs_gpu=False, cacheable=True,
-                 options_field="compile"),
+                 options_field="compile", arguments=_SOURCE),
         ToolSpec("disasm", "SASS and PTX of the compiled kernels with a per-kernel instruction "
                  "mix (memory, tensor-core, FP, integer, control ops).",
                  "disasm", ("cuda", "triton"), needs_gpu=False, cacheable=True,
-                 options_field="disasm"),
+                 options_field="disasm", arguments=_SOURCE),
         ToolSpec("check", "KernelBench ModelNew (or a GPU MODE custom_kernel) against the "
                  "reference on secret input sets from the problem's distribution and a "
                  "sign-varied, scaled one, in a confined process; tolerances scaled to the "
@@ -44,26 +68,73 @@ TOOLS: dict[str, ToolSpec] = {
                  "checks, trivial answers refused, both of two runs judged, static flags. "
                  "GPU when present, else CPU.",
                  "check", ("kernelbench",), needs_gpu=False, cacheable=False,
-                 options_field="check"),
+                 options_field="check", arguments=(_CODE,)),
         ToolSpec("bench", "KernelBench ModelNew (or GPU MODE benchmark cases) timed against "
                  "the reference: the tool's clock around each call of a confined, otherwise "
                  "frozen process, fresh secret inputs per call, timed outputs verified at "
                  "random; speedup with a 95% interval, CPU time, measurement flags, "
                  "IMPLAUSIBLE for unphysical figures. GPU when present, else CPU.",
                  "bench", ("kernelbench",), needs_gpu=False, cacheable=False,
-                 options_field="bench"),
+                 options_field="bench", arguments=(_CODE,)),
         ToolSpec("profile", "Nsight Compute on the kernels of a KernelBench ModelNew or a CUDA "
                  "program: duration, % of peak, cache hit rates, occupancy, warp stalls, "
                  "roofline, ncu's advice, one condensed line per kernel. Needs a GPU and ncu.",
                  "profile", ("kernelbench", "cuda"), needs_gpu=True, cacheable=False,
-                 options_field="profile"),
+                 options_field="profile", arguments=(_CODE, Argument(
+                     "kernel_filter", "string", "Profile only kernels whose name matches "
+                     "this regular expression (default: all)."))),
         ToolSpec("sanitize", "compute-sanitizer memcheck/racecheck/initcheck/synccheck on a "
                  "KernelBench ModelNew or a CUDA program: errors with kernel, thread, block, "
                  "address and source line. Needs a GPU.",
                  "sanitize", ("kernelbench", "cuda"), needs_gpu=True, cacheable=False,
-                 options_field="sanitize"),
+                 options_field="sanitize", arguments=(_CODE, Argument(
+                     "check", "string", "Which compute-sanitizer check (default memcheck).",
+                     enum=("memcheck", "racecheck", "initcheck", "synccheck")))),
     )
 }
+
+
+def function_schema(spec: ToolSpec) -> dict[str, Any]:
+    """The tool as an OpenAI function-calling schema, the form chat templates and RL frameworks
+    take: {"type": "function", "function": {"name", "description", "parameters"}}."""
+    properties: dict[str, Any] = {}
+    for arg in spec.arguments:
+        prop: dict[str, Any] = {"type": arg.type, "description": arg.description}
+        if arg.enum:
+            prop["enum"] = list(arg.enum)
+        properties[arg.name] = prop
+    return {"type": "function", "function": {
+        "name": spec.name, "description": spec.description,
+        "parameters": {"type": "object", "properties": properties,
+                       "required": [a.name for a in spec.arguments if a.required],
+                       "additionalProperties": False}}}
+
+
+_JSON_TYPES = {"string": str, "integer": int, "boolean": bool}
+
+
+def check_arguments(name: str, arguments: Any) -> list[str]:
+    """What is wrong with a model's call of tool `name` against its schema (empty: nothing).
+    Hand-written rather than a JSON Schema library: the schemas are flat by design, and the
+    messages go back to the model, so they say what to change in words it can act on."""
+    spec = get(name)
+    if not isinstance(arguments, dict):
+        return [f"{name} takes a JSON object of arguments"]
+    known = {a.name: a for a in spec.arguments}
+    problems = [f"{name} has no argument {key!r}; its arguments: {', '.join(known)}"
+                for key in arguments if key not in known]
+    for arg in spec.arguments:
+        value = arguments.get(arg.name)
+        if value is None:
+            if arg.required:
+                problems.append(f"{name} needs {arg.name!r} ({arg.type})")
+            continue
+        kind = _JSON_TYPES[arg.type]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems.append(f"{name}: {arg.name!r} must be a {arg.type}")
+        elif arg.enum and value not in arg.enum:
+            problems.append(f"{name}: {arg.name!r} must be one of {', '.join(arg.enum)}")
+    return problems
 
 
 def get(name: str) -> ToolSpec:
@@ -105,5 +176,5 @@ def run(request: ToolRequest) -> ToolOutcome:
         return ToolOutcome(e.status, f"{e.status.name}: {e}.", error=str(e))
 
 
-__all__ = ["TOOLS", "ToolSpec", "Status", "ToolInputError", "ToolOutcome", "ToolRequest", "get",
-           "run", "validate"]
+__all__ = ["TOOLS", "Argument", "ToolSpec", "Status", "ToolInputError", "ToolOutcome",
+           "ToolRequest", "check_arguments", "function_schema", "get", "run", "validate"]

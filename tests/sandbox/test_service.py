@@ -265,3 +265,23 @@ def test_gpu_only_requests_say_what_is_missing_on_a_cpu_node(client: ToolClient)
              "k.cu": (fixtures / "bare" / "linear_relu.cu").read_text()}
     result = client.run(make_request("check", files, language="kernelbench", launch=spec))
     assert result.status == pb.UNAVAILABLE_HERE and "bare CUDA kernel" in result.summary
+
+
+def test_list_tools_gives_each_tool_its_function_schema(client: ToolClient) -> None:
+    """The schemas a model's prompt and an RL framework's tool config are built from, and the
+    same ones a call's arguments are checked against."""
+    import json
+
+    from perfbox import tools
+
+    for info in client.list_tools().tools:
+        schema = json.loads(info.function_schema)
+        assert schema == tools.function_schema(tools.get(info.name))
+    assert tools.check_arguments("check", {"submission": "class ModelNew: ..."}) == []
+    problems = tools.check_arguments("check", {"code": 1})
+    assert any("no argument 'code'" in p for p in problems)
+    assert any("needs 'submission'" in p for p in problems)
+    assert tools.check_arguments("sanitize", {"submission": "x", "check": "leakcheck"}) == [
+        "sanitize: 'check' must be one of memcheck, racecheck, initcheck, synccheck"]
+    assert tools.check_arguments("compile", {"source": "x", "arch": 90}) == [
+        "compile: 'arch' must be a string"]

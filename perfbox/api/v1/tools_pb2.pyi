@@ -910,7 +910,7 @@ class ListToolsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ToolInfo(_message.Message):
-    __slots__ = ("name", "description", "languages", "needs_gpu", "cacheable", "available", "unavailable_reason")
+    __slots__ = ("name", "description", "languages", "needs_gpu", "cacheable", "available", "unavailable_reason", "function_schema")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     LANGUAGES_FIELD_NUMBER: _ClassVar[int]
@@ -918,6 +918,7 @@ class ToolInfo(_message.Message):
     CACHEABLE_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     languages: _containers.RepeatedScalarFieldContainer[Language]
@@ -925,7 +926,8 @@ class ToolInfo(_message.Message):
     cacheable: bool
     available: bool
     unavailable_reason: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., languages: _Optional[_Iterable[_Union[Language, str]]] = ..., needs_gpu: _Optional[bool] = ..., cacheable: _Optional[bool] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+    function_schema: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., languages: _Optional[_Iterable[_Union[Language, str]]] = ..., needs_gpu: _Optional[bool] = ..., cacheable: _Optional[bool] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., function_schema: _Optional[str] = ...) -> None: ...
 
 class ListToolsResponse(_message.Message):
     __slots__ = ("tools",)
