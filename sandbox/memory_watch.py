@@ -5,8 +5,8 @@ forked children share once in total, so a job that forks is measured by what it 
 plain RSS counts them once per process (17 GB "used" by a 1 GB parent and 16 children). But
 smaps_rollup walks the page tables: 93 ms per poll for that tree against 1.6 ms for RSS
 (benchmarks/bench_memory_watchdog.py), more than the 50 ms polling period. PSS never exceeds
-RSS, so the watch sums RSS first and walks the page tables only when RSS says "over", and
-then at most `max_share` of the time (a job may not buy itself a supervisor's core by forking).
+RSS, so the watch sums RSS first and walks page tables only when RSS says "over", a few
+processes per poll and at most `max_share` of the time (`sandbox/pss.py`).
 
 Memory a job holds outside its processes' page tables is counted too: what its private tmpfs
 mounts hold (workspace, /tmp, /dev/shm, deleted-but-open files included: statfs sees them), and
@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+
+from perfbox.sandbox.pss import PssEstimate
 from pathlib import Path
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -181,7 +183,7 @@ class MemoryWatch:
 
     root: int
     limit_bytes: int
-    max_share: float = 0.1  # of one core spent walking page tables, at most
+    max_share: float = 0.1  # of the worker's time spent walking page tables, at most
     # the caller is pid 1 of a pid namespace holding only the job: count every process of it
     # (daemons included) and the job's private tmpfs mounts
     whole_namespace: bool = False
@@ -192,9 +194,7 @@ class MemoryWatch:
     # processes with a thousand descriptors and mappings each must not stall the worker (its
     # heartbeat and the job's deadline wait on each poll); the scan resumes where it stopped
     scan_budget_s: float = 0.02
-    pss_checks: int = 0
-    _pss_not_before: float = 0.0
-    _pss_over: bool = False  # the last PSS check's verdict
+    _pss: PssEstimate | None = None
     _memfds: dict[int, dict[int, int]] = field(default_factory=dict)  # last scan, by pid
     _scan_order: list[int] = field(default_factory=list)  # pids still to scan this round
 
@@ -224,17 +224,21 @@ class MemoryWatch:
             os.close(fd)
         self.mount_fds = []
 
+    @property
+    def pss_checks(self) -> int:
+        """Page-table walks (of one process each) so far."""
+        return self._pss.walks if self._pss is not None else 0
+
+    @property
+    def pss_seconds(self) -> float:
+        return self._pss.walk_s if self._pss is not None else 0.0
+
     def over(self) -> bool:
         pids = namespace_pids() if self.whole_namespace else tree_pids(self.root)
         outside = self.held_outside_processes(pids)
-        if sum(rss_bytes(p) for p in pids) + outside <= self.limit_bytes:
+        rss = {p: rss_bytes(p) for p in pids}
+        if sum(rss.values()) + outside <= self.limit_bytes:
             return False  # PSS <= RSS: under by RSS is under
-        now = time.monotonic()
-        if now < self._pss_not_before:
-            return self._pss_over  # a recent PSS check's verdict; not again so soon
-        pss = sum(pss_bytes(p) for p in pids)
-        cost = time.monotonic() - now
-        self.pss_checks += 1
-        self._pss_not_before = now + cost / self.max_share
-        self._pss_over = pss + outside > self.limit_bytes
-        return self._pss_over
+        if self._pss is None:
+            self._pss = PssEstimate(lambda pid: pss_bytes(pid), self.max_share)
+        return self._pss.over(self.limit_bytes, rss, outside)

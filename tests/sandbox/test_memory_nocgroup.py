@@ -81,3 +81,25 @@ time.sleep(10)
     assert result.status == pb.MEMORY_LIMIT, result.summary
     assert wait_no_job_processes() == []
     assert client.run(cuda_request(no_cache=True)).status == pb.OK
+
+
+def test_a_hundred_spinning_processes_do_not_silence_the_worker(client: ToolClient) -> None:
+    """Red-team finding: 100 busy children (their RSS far over the limit by shared pages, under
+    it by PSS) kept the worker's page-table walk from finishing for over 10 s; the server took
+    the silence for a wedged worker and answered INTERNAL_ERROR. The walk now proceeds a few
+    processes per poll: the worker keeps its heartbeat and the job ends as the job decides."""
+    result = hostile(client, """
+import os, time
+kids = []
+for _ in range(100):
+    pid = os.fork()
+    if pid == 0:
+        t = time.monotonic()
+        while time.monotonic() - t < 20:
+            pass
+        os._exit(0)
+    kids.append(pid)
+for kid in kids:
+    os.waitpid(kid, 0)
+""")
+    assert result.status == pb.OK, result.summary

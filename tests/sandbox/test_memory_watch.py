@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -99,10 +100,55 @@ def test_memfds_count_even_when_each_poll_scans_one_process() -> None:
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        watch = MemoryWatch(proc.pid, 150 << 20, scan_budget_s=0.0)
-        polls = [watch.over() for _ in range(len(M.tree_pids(proc.pid)) + 1)]
-        assert polls[-1], polls  # found within one round of the scan
+        watch = MemoryWatch(proc.pid, 150 << 20, scan_budget_s=0.0, max_share=1.0)
+        polls = [watch.over() for _ in range(3 * len(M.tree_pids(proc.pid)))]
+        assert polls[-1], polls  # found once the scan's round reached the holder
         assert not polls[0], polls  # the first poll scanned one child, not the holder
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+BURST_TREE = """
+import os, sys, time
+flag = sys.argv[1]
+data = bytearray(256 << 20)
+for i in range(0, len(data), 4096):
+    data[i] = 1
+for _ in range(8):
+    if os.fork() == 0:
+        while not os.path.exists(flag):
+            time.sleep(0.01)
+        mine = bytearray(160 << 20)  # new private pages: RSS grows with them
+        for i in range(0, len(mine), 4096):
+            mine[i] = 1
+        time.sleep(600)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_burst_after_the_walk_counts_at_once(tmp_path) -> None:
+    """Red-team finding: after a PSS walk found a forking job under its limit, its children
+    allocated 600 MB each and were only charged when the walk's ration allowed the next one
+    (3.5 s later, 40% over). Growth since a process's sample now counts at the next poll."""
+    flag = tmp_path / "go"
+    proc = subprocess.Popen([sys.executable, "-c", BURST_TREE, str(flag)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        watch = MemoryWatch(proc.pid, 1 << 30)  # 256 MB shared by 9: well under by PSS
+        deadline = time.monotonic() + 30
+        while watch.pss_checks < 9 and time.monotonic() < deadline:
+            assert not watch.over()  # every process sampled, none over
+            time.sleep(0.05)
+        walks = watch.pss_checks
+        flag.touch()  # the children allocate 8 x 160 MB
+        deadline = time.monotonic() + 10
+        while not watch.over():
+            assert time.monotonic() < deadline, "the burst was never charged"
+            time.sleep(0.05)
+        assert watch.pss_checks - walks <= 8  # charged from RSS growth, not a full re-walk
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
