@@ -204,7 +204,8 @@ class Zygote:
             if memory is not None and not job.killed and memory.over():
                 self._kill(job, "memory")
             period = WATCHDOG_PERIOD_S if memory is not None else 0.25
-            timeout = max(0.0, min(deadline - now, period))
+            # past the deadline the job is killed already: wait for its end, do not spin
+            timeout = period if job.killed else max(0.0, min(deadline - now, period))
             for key, _ in selector.select(timeout):
                 self._on_readable(job, key.fd, selector, open_fds, streams, res_r)
         selector.close()

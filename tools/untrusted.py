@@ -22,6 +22,7 @@ import os
 import select
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,29 +103,47 @@ def run_confined(body: Callable[[], dict[str, Any]]) -> ChildEnd:
 
 def _collect(fd: int, pid: int) -> tuple[bytes, int]:
     """The child's report (bounded) and its wait status. Reading stops when the child has
-    exited, not at EOF: processes it forked may hold the pipe open forever."""
-    chunks, total, status = [], 0, None
+    exited, not at EOF (processes it forked may hold the pipe open forever), or when the report
+    passes its bound: the pipe is closed then, and a child still writing gets EPIPE."""
+    chunks: list[bytes] = []
+    total = 0
+    status = None
+    open_fd: int | None = fd
     try:
         while status is None:
-            if select.select([fd], [], [], 0.05)[0] and total <= MAX_REPORT_BYTES:
-                chunk = os.read(fd, 65536)
+            if open_fd is not None and select.select([open_fd], [], [], 0.05)[0]:
+                chunk = os.read(open_fd, 65536)
                 chunks.append(chunk)
                 total += len(chunk)
+                if total > MAX_REPORT_BYTES or not chunk:
+                    os.close(open_fd)
+                    open_fd = None
+            elif open_fd is None:
+                time.sleep(0.05)
             waited, raw = os.waitpid(pid, os.WNOHANG)
             status = raw if waited else None
-        os.set_blocking(fd, False)
-        while total <= MAX_REPORT_BYTES:  # what it wrote just before exiting
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
+        if open_fd is not None:
+            total += _drain(open_fd, chunks, MAX_REPORT_BYTES + 1 - total)
     finally:
-        os.close(fd)  # past the bound the writer gets EPIPE; we never buffer more
+        if open_fd is not None:
+            os.close(open_fd)
     return b"".join(chunks), status
+
+
+def _drain(fd: int, chunks: list[bytes], room: int) -> int:
+    """What the child wrote just before it exited (without blocking), up to `room` bytes."""
+    os.set_blocking(fd, False)
+    read = 0
+    while read < room:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        read += len(chunk)
+    return read
 
 
 def _children() -> set[int]:

@@ -280,3 +280,24 @@ def test_a_silent_container_worker_is_removed(tmp_path: Path) -> None:
             assert client.run(cuda_request(no_cache=True)).status == pb.OK
     finally:
         srv.stop(grace_s=2)
+
+
+def test_a_report_flood_is_cut_at_its_bound(client: ToolClient) -> None:
+    """The module floods every descriptor it has (its report pipe among them) with more than a
+    report may hold: the tool stops reading at the bound and closes the pipe, so the call ends
+    at once as the module's RUNTIME_ERROR instead of running into its wall limit."""
+    body = """
+import os
+junk = b"x" * (4 << 20)
+for fd in range(3, 1024):
+    try:
+        os.write(fd, junk)
+    except OSError:
+        pass
+"""
+    request = module(body)
+    request.limits.wall_time_ms = 60_000
+    started = time.monotonic()
+    result = client.run(request)
+    assert result.status == pb.RUNTIME_ERROR, result.summary
+    assert "report" in result.error and time.monotonic() - started < 30
