@@ -79,6 +79,10 @@ def _run_job(job: dict[str, Any], isolate: bool, workdir: str, out_w: int, err_w
     os.dup2(devnull, 0), os.dup2(out_w, 1), os.dup2(err_w, 2)
     os.closerange(3, res_w)
     os.closerange(res_w + 1, 65536)
+    if job.get("memory_watchdog") and not Path("/dev/nvidiactl").exists():
+        from perfbox.tools.harness.confine import DENY_MEMFD_ENV
+
+        os.environ[DENY_MEMFD_ENV] = "1"  # check/bench sides then refuse memfds (no cgroup)
     try:
         job_filter.install(str(job["tool"]), bool(job.get("memory_watchdog")))
     except job_filter.JobFilterUnavailable:

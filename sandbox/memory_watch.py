@@ -15,9 +15,11 @@ for a mapped one). Counted processes are the whole pid namespace when the worker
 (the sandbox, a container), so a double-forked daemon is still counted; otherwise the job's
 tree. SysV shared memory is refused by the job's seccomp filter where this watch is used.
 What it cannot see: the part of a memfd beyond every window mapped of it once its descriptor
-is closed (only a cgroup charges that). Submitted code cannot make one (its seccomp filter
-refuses memfd_create; the tool's own memfds are the harness's input regions), and cgroups are
-used wherever the host allows them.
+is closed (only a cgroup charges that). Where this watch is used on a node without an NVIDIA
+GPU, submitted code cannot make one (its seccomp filter refuses memfd_create; the tool's own
+memfds are the harness's input regions). The CUDA driver makes a memfd when it initialises, so
+on GPU nodes the refusal would break every kernel: there the gap stays open, and cgroups (used
+wherever the host allows them) are the bound.
 """
 
 from __future__ import annotations

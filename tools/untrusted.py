@@ -82,7 +82,7 @@ def run_confined(body: Callable[[], dict[str, Any]]) -> ChildEnd:
             os.closerange(3, write_fd)
             os.closerange(write_fd + 1, 1 << 16)
             _set_dumpable(True)  # the sandbox's memory watch reads it; the tool stays closed
-            confine_process()
+            confine_process()  # memfds refused where the sandbox says (no cgroup, no GPU)
             data = json.dumps(body()).encode()
             os.write(write_fd, data[:MAX_REPORT_BYTES + 1])
         except SystemExit as e:  # the module called sys.exit(): keep its code

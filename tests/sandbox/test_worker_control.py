@@ -301,3 +301,22 @@ for fd in range(3, 1024):
     result = client.run(request)
     assert result.status == pb.RUNTIME_ERROR, result.summary
     assert "report" in result.error and time.monotonic() - started < 30
+
+
+def test_memfds_are_refused_only_where_no_cgroup_counts_them(
+        client: ToolClient, one_worker: tuple[ToolServer, int]) -> None:
+    """The CUDA driver makes a memfd when it initialises: submitted code may make one wherever a
+    cgroup charges its pages (and so on every GPU node with cgroups), and is refused one only
+    where the watchdog, which cannot follow a closed one, is the bound (on a node without a
+    GPU)."""
+    result = client.run(module("""
+import os
+try:
+    os.close(os.memfd_create("probe"))
+    print("MADE")
+except OSError as e:
+    print("REFUSED", e.errno)
+"""))
+    assert result.status == pb.OK, result.summary
+    watched = one_worker[0].cgroups is None
+    assert ("REFUSED 1" if watched else "MADE") in result.stdout, result.stdout

@@ -111,21 +111,29 @@ def confine_side(placement: Placement) -> None:
     confine_process()
 
 
-def confine_process() -> None:
+# Set (to "1") by the sandbox where memory is watched without a cgroup on a node without an
+# NVIDIA GPU: the sides may not make memfds there (see _seccomp_filter).
+DENY_MEMFD_ENV = "PERFBOX_DENY_MEMFD"
+
+
+def confine_process(deny_memfd: bool | None = None) -> None:
     """The filter alone (no placement), for any process running code perfbox does not trust
     (a Triton module being imported for a compile, for one): no_new_privs, then the filter.
-    Raises ConfinementUnavailable when it cannot be installed."""
+    `deny_memfd` None: as the sandbox said in DENY_MEMFD_ENV. Raises ConfinementUnavailable
+    when it cannot be installed."""
+    if deny_memfd is None:
+        deny_memfd = os.environ.get(DENY_MEMFD_ENV) == "1"
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise ConfinementUnavailable("prctl(NO_NEW_PRIVS) failed: "
                                      f"{os.strerror(ctypes.get_errno())}")
     try:
-        _seccomp_filter(os.getpid()).load()
+        _seccomp_filter(os.getpid(), deny_memfd).load()
     except (ImportError, RuntimeError, OSError) as e:
         raise ConfinementUnavailable(f"cannot install the seccomp filter: {e}") from e
 
 
-def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
+def _seccomp_filter(self_pid: int, deny_memfd: bool):  # -> pyseccomp.SyscallFilter
     import pyseccomp as sc
 
     deny = sc.ERRNO(errno.EPERM)
@@ -150,9 +158,11 @@ def _seccomp_filter(self_pid: int):  # -> pyseccomp.SyscallFilter
     for name in ("timer_create", "mq_notify"):
         add_rule(f, deny, name)
     # memory the sandbox's no-cgroup watchdog cannot follow once its descriptor is closed (an
-    # anonymous file kept alive by a small mapping); neither side needs one: the tool makes
-    # the input region and hands it over
-    add_rule(f, deny, "memfd_create")
+    # anonymous file kept alive by a small mapping); a CPU side needs none (the tool makes the
+    # input region and hands it over), but the CUDA driver makes one when it initialises, so
+    # it is refused only where no cgroup counts memory and no GPU is used
+    if deny_memfd:
+        add_rule(f, deny, "memfd_create")
     add_rule(f, sc.ERRNO(errno.ENOSYS), "clone3")
     add_rule(f, deny, "clone", sc.Arg(0, sc.MASKED_EQ, 0xFF, signal.SIGCONT))
     add_rule(f, deny, "prctl", sc.Arg(0, sc.EQ, PR_SET_PDEATHSIG), sc.Arg(1, sc.EQ, signal.SIGCONT))
