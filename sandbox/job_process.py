@@ -86,8 +86,8 @@ def _run_job(job: dict[str, Any], isolate: bool, workdir: str, out_w: int, err_w
     try:
         job_filter.install(str(job["tool"]), bool(job.get("memory_watchdog")))
     except job_filter.JobFilterUnavailable:
-        if isolate or os.getpid() == 1:
-            raise  # a sandboxed job never runs unfiltered
+        if isolate or os.getppid() == 1:
+            raise  # a sandboxed job (bubblewrap, or a container's) never runs unfiltered
         print("perfbox: no seccomp filter on the development backend", file=sys.stderr)
     return _run_tool(job, Path(workdir))
 
