@@ -34,6 +34,10 @@ class WorkerDied(RuntimeError):
     """The worker process exited or stopped answering; its job has no result."""
 
 
+class WorkerSilent(WorkerDied):
+    """The worker sent nothing for as long as a read waited."""
+
+
 class WorkerProcess:
     """Starts a worker, hands it one job at a time and relays its frames."""
 
@@ -134,7 +138,7 @@ class WorkerProcess:
         while not self.pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WorkerDied(f"{self.name} did not answer within {timeout_s:.0f} s")
+                raise WorkerSilent(f"{self.name} did not answer within {timeout_s:.0f} s")
             if not select.select([fd], [], [], remaining)[0]:
                 continue
             chunk = os.read(fd, 1 << 16)
@@ -169,11 +173,9 @@ class WorkerProcess:
                                  f"plus {SUPERVISION_SLACK_S:.0f} s")
             try:
                 message = self._read(timeout_s=min(remaining, HEARTBEAT_TIMEOUT_S))
-            except WorkerDied as e:
-                if "did not answer" in str(e):
-                    raise WorkerDied(f"{self.name} stopped answering (no heartbeat for "
-                                     f"{HEARTBEAT_TIMEOUT_S:.0f} s)") from e
-                raise
+            except WorkerSilent as e:
+                raise WorkerDied(f"{self.name} stopped answering (no heartbeat for "
+                                 f"{HEARTBEAT_TIMEOUT_S:.0f} s)") from e
             if message.get("job_id") != job["job_id"] or message.get("type") == "heartbeat":
                 continue
             if message.get("type") == "done":
