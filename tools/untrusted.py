@@ -25,7 +25,6 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from perfbox.tools.types import Status
@@ -147,11 +146,10 @@ def _drain(fd: int, chunks: list[bytes], room: int) -> int:
 
 
 def _children() -> set[int]:
-    try:
-        text = Path(f"/proc/self/task/{os.getpid()}/children").read_text()
-    except OSError:
-        return set()
-    return {int(p) for p in text.split()}
+    """This process's children (the kernel hands orphans to its main thread)."""
+    from perfbox.tools.harness.proctree import children
+
+    return set(children(os.getpid(), main_thread_only=True))
 
 
 def _kill_leftovers(before: set[int]) -> None:

@@ -32,7 +32,7 @@ def become_subreaper() -> None:
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _children(pid: int, main_thread_only: bool = False) -> list[int]:
+def children(pid: int, main_thread_only: bool = False) -> list[int]:
     out: list[int] = []
     try:
         tasks = [str(pid)] if main_thread_only else os.listdir(f"/proc/{pid}/task")
@@ -55,7 +55,7 @@ def members(root: int, other_sides: tuple[int, ...] = (), claim_orphans: bool = 
     was left behind by the submission, and must never be thawed with the reference."""
     seen: set[int] = set()
     # read for both sides, so freezing either costs the same (the freeze is inside the clock)
-    mine = _children(os.getpid(), main_thread_only=True)
+    mine = children(os.getpid(), main_thread_only=True)
     orphans = [p for p in mine if p != root and p not in other_sides] if claim_orphans else []
     stack = [root, *orphans]
     while stack:
@@ -63,7 +63,7 @@ def members(root: int, other_sides: tuple[int, ...] = (), claim_orphans: bool = 
         if pid in seen:
             continue
         seen.add(pid)
-        stack += _children(pid)
+        stack += children(pid)
     return seen
 
 
@@ -170,7 +170,7 @@ class Tree:
             pass
         pids = self.pids()
         self._send(pids, signal.SIGKILL)
-        for pid in pids & set(_children(os.getpid(), main_thread_only=True)) | {self.root}:
+        for pid in pids & set(children(os.getpid(), main_thread_only=True)) | {self.root}:
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
