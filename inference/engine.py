@@ -23,6 +23,8 @@ class StepInput:
     want_next: bool = True  # compute the next token after the last one
     temperature: float = 0.0  # 0: greedy; above: sample from softmax(logits / temperature)
     seed: int = 0  # sampling: the draw depends only on (seed, position, logits)
+    top_p: float = 1.0  # nucleus: keep the most likely tokens up to this mass
+    top_k: int = 0  # keep only the k most likely tokens (0: all)
 
 
 @dataclass
@@ -30,6 +32,9 @@ class StepOutput:
     """What one forward pass produced."""
 
     next_tokens: dict[int, int] = field(default_factory=dict)  # seq_id -> next token
+    # seq_id -> log-probability of next_tokens[seq_id] under the distribution it was drawn
+    # from (perfbox.inference.sampling), computed in the same pass
+    logprobs: dict[int, float] = field(default_factory=dict)
     num_prefill_tokens: int = 0  # tokens of inputs with more than one token
     num_decode_tokens: int = 0  # tokens of single-token inputs
     elapsed_s: float = 0.0  # wall time of the forward pass
@@ -77,4 +82,11 @@ class Engine(Protocol):
     def step(self, inputs: list[StepInput]) -> StepOutput:
         """One batched forward pass over the inputs (their tokens together must fit
         max_batch_tokens)."""
+        ...
+
+    def score(self, tokens: list[int], start: int, temperature: float = 0.0,
+              top_p: float = 1.0, top_k: int = 0) -> list[float]:
+        """log p(tokens[i] | tokens[:i]) for i >= start, under the same sampling distribution
+        step() draws from, in a fresh sequence (a trainer's recomputation, for checking the
+        log-probs a rollout reported)."""
         ...

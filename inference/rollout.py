@@ -24,6 +24,16 @@ Replay (`forced=True`) feeds each turn's recorded text as the model's output, on
 per token, so decode and prefill cost is real while the content is fixed; free generation
 (`forced=False`) decodes greedily up to the end of a tool call, an end-of-turn token, or a
 token budget.
+
+A training job's tasks (trajectories carrying a `TaskSample`) always generate freely, with
+their own sampling settings, tools bound to their problem, and a record of what training needs:
+every response token, whether the model sampled it (mask 1) or the worker inserted it (0), and
+the sampled token's log-probability from the same forward pass.
+
+`run(trajectories)` drives one batch to its end (the benchmark path). `serve()` drives batches
+from many callers at once on one engine (`submit`, `cancel_batch` from any thread): their
+sequences share every forward pass, and admission to KV and prefill budget goes round-robin
+over the batches, so one caller's large batch cannot starve another's.
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain, zip_longest
+from typing import TYPE_CHECKING, Any
 
 from perfbox.inference.engine import Engine, StepInput
 from perfbox.inference.residency import Residency, ToolTimes
@@ -46,11 +57,35 @@ from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.workload import ChatTemplate, Trajectory
 
+if TYPE_CHECKING:
+    from perfbox.inference.task_tools import Binding
+
 log = logging.getLogger(__name__)
 
 
 class RolloutCancelled(RuntimeError):
     """cancel() was called before every trajectory finished."""
+
+
+@dataclass
+class TaskSample:
+    """What makes a trajectory one sample of a training job's task."""
+
+    public_id: str  # "<task id>/<sample>": what the caller sees
+    prompt_ids: list[int]  # the rendered prompt's tokens
+    binding: "Binding"  # the tools it may call and the problem they act on
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    max_new_tokens: int = 512  # per assistant turn
+    max_total_tokens: int = 0  # response tokens in all (0: the context's room)
+    max_turns: int = 8
+    stop: tuple[str, ...] = ()
+    put_owners: tuple[str, ...] = ()  # ToolCache Put response ids its calls may claim
+
+
+RunTaskTool = Callable[[ToolCall, "Binding"], ToolOutput]
 
 
 class Mode(str, enum.Enum):
@@ -92,6 +127,8 @@ class CallRecord:
     tool_s: float  # the tool's own wall time
     waited_s: float  # from the call's end tag to its output being available
     speculative_hit: bool
+    arguments: dict[str, Any] = field(default_factory=dict)
+    inserted: str = ""  # exactly the text put back into the context after the call
 
 
 @dataclass
@@ -107,6 +144,12 @@ class TrajectoryResult:
     calls: list[CallRecord]
     tokens: list[int]  # the assistant tokens, all turns
     text: str  # the assistant turns and tool outputs as the model saw them
+    finish_reason: str = "stop"  # stop, length, max_turns, context
+    prompt_ids: list[int] = field(default_factory=list)
+    response_ids: list[int] = field(default_factory=list)  # after the prompt, in order
+    response_mask: list[int] = field(default_factory=list)  # 1 sampled, 0 inserted
+    logprobs: list[float] = field(default_factory=list)  # sampled tokens' log p (0 inserted)
+    task: TaskSample | None = None
 
 
 @dataclass
@@ -165,69 +208,238 @@ class _Seq:
     seed: int = 0
     turn_generation_s: list[float] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
+    batch: "_Batch | None" = None
+    next_logprob: float = 0.0  # of next_token, from the pass that drew it
+    turn_text: str = ""  # what the model wrote this turn (stop strings)
+    finish_reason: str = "stop"
+    response_ids: list[int] = field(default_factory=list)
+    response_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def task(self) -> TaskSample | None:
+        return self.traj.task
+
+    @property
+    def public_id(self) -> str:
+        return self.traj.task.public_id if self.traj.task is not None else self.traj.id
+
+
+OnEvent = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class _Batch:
+    """One caller's trajectories in the driver."""
+
+    seqs: list[_Seq]
+    on_event: OnEvent
+    started_at: float
+    done: cf.Future[RolloutStats] = field(default_factory=cf.Future)
+
+
+class BatchHandle:
+    """A submitted batch: wait for it (result) or stop it (Rollout.cancel_batch)."""
+
+    def __init__(self, batch: _Batch) -> None:
+        self._batch = batch
+
+    def result(self, timeout: float | None = None) -> RolloutStats:
+        return self._batch.done.result(timeout)
+
+    @property
+    def future(self) -> cf.Future[RolloutStats]:
+        return self._batch.done
 
 
 class Rollout:
-    """Runs trajectories to completion on one engine (call run() once)."""
+    """Runs trajectories on one engine: run() for one batch, or serve() for many callers."""
 
     def __init__(self, engine: Engine, run_tool: Callable[[ToolCall], ToolOutput],
-                 config: RolloutConfig, template: ChatTemplate | None = None,
+                 config: RolloutConfig, template: ChatTemplate | Any | None = None,
                  call_format: ToolCallFormat | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: OnEvent | None = None, cache: ToolCache | None = None,
+                 run_task_tool: RunTaskTool | None = None) -> None:
         self.engine, self.run_tool, self.config = engine, run_tool, config
+        self.run_task_tool = run_task_tool
         self.template = template or ChatTemplate()
         self.call_format = call_format or ToolCallFormat()
         self.on_event = on_event or (lambda kind, data: None)
         self.tool_times = ToolTimes()
         self.residency = Residency(engine.num_slots, self.tool_times)
-        self.cache = ToolCache()
+        self.cache = cache if cache is not None else ToolCache()
         self._slot_cache: dict[int, tuple[str, list[int]]] = {}  # resubmit: slot -> KV held
         self._eos = engine.eos_tokens()
         self._rng = random.Random(config.seed)
         self._idle_s = self._decode_s = self._prefill_s = self._overhead_s = 0.0
         self._steps = 0
         self._cancelled = threading.Event()
+        self._seqs: list[_Seq] = []  # every live sequence, of every batch
+        self._batches: list[_Batch] = []
+        self._inbox: list[tuple[str, _Batch]] = []  # ("submit" | "cancel", batch)
+        self._inbox_lock = threading.Lock()
+        self._wake: cf.Future[None] = cf.Future()
+        self._turn = 0  # round-robin start among batches
+        self._pool: cf.ThreadPoolExecutor | None = None
 
     def cancel(self) -> None:
-        """Stops run() at its next step (from another thread); queued tool calls are dropped."""
+        """Stops run() or serve() at the next step (from another thread); queued tool calls
+        are dropped."""
         self._cancelled.set()
+        self._poke()
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _new_batch(self, trajectories: list[Trajectory], on_event: OnEvent) -> _Batch:
+        import codecs
+
+        started = time.monotonic()
+        batch = _Batch([], on_event, started)
+        for traj in trajectories:
+            seq = _Seq(traj, started_at=started, text=traj.prompt,
+                       parser=ToolCallParser(self.call_format),
+                       decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+                       batch=batch)
+            if traj.task is not None:
+                seq.context = list(traj.task.prompt_ids)
+                seq.seed = traj.task.seed
+            else:
+                seq.context = self.engine.tokenize(traj.prompt)
+                seq.seed = zlib.crc32(f"{self.config.seed}/{traj.id}".encode())
+            seq.prompt_len = len(seq.context)
+            batch.seqs.append(seq)
+        return batch
+
+    def submit(self, trajectories: list[Trajectory], on_event: OnEvent) -> BatchHandle:
+        """Adds a batch to a serving driver (any thread); trajectory ids must be unique among
+        live batches."""
+        batch = self._new_batch(trajectories, on_event)
+        with self._inbox_lock:
+            self._inbox.append(("submit", batch))
+        self._poke()
+        return BatchHandle(batch)
+
+    def cancel_batch(self, handle: BatchHandle) -> None:
+        """Stops a batch's trajectories and frees their KV (any thread)."""
+        with self._inbox_lock:
+            self._inbox.append(("cancel", handle._batch))
+        self._poke()
+
+    def live_sequences(self) -> int:
+        """Trajectories not finished, of every batch (read from any thread: approximate)."""
+        return sum(1 for s in list(self._seqs) if s.state != State.DONE)
+
+    def kv_slots_in_use(self) -> int:
+        return sum(1 for slot in self.residency.slots if slot.owner is not None)
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if not wake.done():
+            wake.set_result(None)
+
+    def _take_inbox(self) -> None:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, []
+            self._wake = cf.Future()
+        for kind, batch in items:
+            if kind == "submit":
+                self._batches.append(batch)
+                self._seqs.extend(batch.seqs)
+            elif batch in self._batches:
+                self._drop_batch(batch, RolloutCancelled("cancelled by its caller"))
+
+    def _drop_batch(self, batch: _Batch, error: BaseException | None = None) -> None:
+        for seq in batch.seqs:
+            if seq.state != State.DONE:
+                self._release(seq)
+                if seq.future is not None:
+                    seq.future.cancel()
+                seq.state = State.DONE
+        self._batches.remove(batch)
+        ids = {id(s) for s in batch.seqs}
+        self._seqs = [s for s in self._seqs if id(s) not in ids]
+        if error is not None:
+            batch.done.set_exception(error)
+        else:
+            batch.done.set_result(self._stats(batch))
+
+    def _release(self, seq: _Seq) -> None:
+        if seq.slot is not None:
+            self.engine.drop(seq.slot)
+            self.residency.release(seq.slot)
+            self._slot_cache.pop(seq.slot, None)
+            seq.slot = None
+
+    def _emit(self, seq: _Seq, kind: str, data: dict[str, Any]) -> None:
+        data["id"] = seq.public_id
+        (seq.batch.on_event if seq.batch is not None else self.on_event)(kind, data)
 
     # -- driver ------------------------------------------------------------------------------
 
     def run(self, trajectories: list[Trajectory]) -> RolloutStats:
-        import codecs
-
-        started = time.monotonic()
-        seqs = []
-        for traj in trajectories:
-            seq = _Seq(traj, started_at=started, text=traj.prompt,
-                       parser=ToolCallParser(self.call_format),
-                       decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"))
-            seq.context = self.engine.tokenize(traj.prompt)
-            seq.prompt_len = len(seq.context)
-            seq.seed = zlib.crc32(f"{self.config.seed}/{traj.id}".encode())
-            seqs.append(seq)
+        """Drives one batch to its end on this thread (the benchmark path)."""
+        batch = self._new_batch(trajectories, self.on_event)
+        self._batches.append(batch)
+        self._seqs.extend(batch.seqs)
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
             self._pool = pool
-            while any(s.state != State.DONE for s in seqs):
+            while not batch.done.done():
                 if self._cancelled.is_set():
+                    left = sum(s.state != State.DONE for s in batch.seqs)
                     pool.shutdown(wait=False, cancel_futures=True)
-                    raise RolloutCancelled(f"cancelled with {sum(s.state != State.DONE for s in seqs)}"
-                                           " trajectories unfinished")
-                self._collect_tools(seqs)
-                self._admit(seqs)
-                inputs, kinds = self._compose(seqs)
-                if not inputs:
-                    self._wait_for_tools(seqs)
-                    continue
-                self._step(inputs, kinds)
+                    raise RolloutCancelled(f"cancelled with {left} trajectories unfinished")
+                self._iterate()
             self.cache.cancel_unclaimed()
-        wall = time.monotonic() - started
-        results = [s.result for s in seqs if s.result is not None]
+        return batch.done.result()
+
+    def serve(self) -> None:
+        """Drives every submitted batch until cancel(); run on a thread of its own."""
+        with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
+            self._pool = pool
+            while not self._cancelled.is_set():
+                self._take_inbox()
+                if not self._seqs:
+                    cf.wait([self._wake], timeout=1.0)
+                    continue
+                try:
+                    self._iterate()
+                except Exception as e:  # the engine failed: every caller hears of it
+                    log.exception("rollout driver")
+                    for batch in list(self._batches):
+                        self._drop_batch(batch, e)
+            for batch in list(self._batches):
+                self._drop_batch(batch, RolloutCancelled("the worker is stopping"))
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _iterate(self) -> None:
+        self._collect_tools(self._seqs)
+        self._admit(self._seqs)
+        inputs, kinds = self._compose(self._seqs)
+        if inputs:
+            self._step(inputs, kinds)
+        else:
+            self._wait_for_tools(self._seqs)
+        for batch in [b for b in self._batches if all(s.state == State.DONE for s in b.seqs)]:
+            self._drop_batch(batch)
+
+    def _order(self, seqs: list[_Seq]) -> list[_Seq]:
+        """Live sequences round-robin over their batches, starting with a different batch
+        each step: fair admission between callers."""
+        if len(self._batches) <= 1:
+            return seqs
+        live = {id(s) for s in seqs}
+        per_batch = [[s for s in b.seqs if id(s) in live] for b in self._batches]
+        self._turn = (self._turn + 1) % len(per_batch)
+        rotated = per_batch[self._turn:] + per_batch[:self._turn]
+        return [s for s in chain.from_iterable(zip_longest(*rotated)) if s is not None]
+
+    def _stats(self, batch: _Batch) -> RolloutStats:
+        wall = time.monotonic() - batch.started_at
+        results = [s.result for s in batch.seqs if s.result is not None]
         generated = sum(r.generated_tokens for r in results)
         cs = self.cache.stats
         return RolloutStats(
-            mode=self.config.mode.value, concurrency=len(trajectories),
+            mode=self.config.mode.value, concurrency=len(batch.seqs),
             num_slots=self.engine.num_slots, wall_s=wall, generated_tokens=generated,
             tokens_per_s=generated / wall if wall else 0.0,
             prefill_tokens=sum(r.prefill_tokens for r in results),
@@ -244,10 +456,37 @@ class Rollout:
     def _speculating(self) -> bool:
         return self.config.mode == Mode.SPECULATE
 
+    def _forced(self, seq: _Seq) -> bool:
+        return self.config.forced and seq.task is None
+
+    def _sampling(self, seq: _Seq) -> dict[str, Any]:
+        task = seq.task
+        if task is None:
+            return {"temperature": self.config.temperature, "seed": seq.seed}
+        return {"temperature": task.temperature, "top_p": task.top_p, "top_k": task.top_k,
+                "seed": seq.seed}
+
+    def _max_turn_tokens(self, seq: _Seq) -> int:
+        return seq.task.max_new_tokens if seq.task else self.config.max_turn_tokens
+
+    def _max_turns(self, seq: _Seq) -> int:
+        return seq.task.max_turns if seq.task else self.config.max_turns
+
+    def _room(self, seq: _Seq) -> int:
+        """Response tokens this sequence may still add (tasks: its total budget and the
+        context; the benchmark workload: unbounded)."""
+        task = seq.task
+        if task is None:
+            return 1 << 30
+        room = self.engine.max_tokens_per_seq - len(seq.context)
+        if task.max_total_tokens:
+            room = min(room, task.max_total_tokens - len(seq.response_ids))
+        return room
+
     # -- slots -------------------------------------------------------------------------------
 
     def _admit(self, seqs: list[_Seq]) -> None:
-        for seq in seqs:
+        for seq in self._order(seqs):
             if seq.state != State.NEEDS_SLOT:
                 continue
             if self._sibling_prefilling(seq, seqs):
@@ -261,7 +500,7 @@ class Rollout:
                 victim = next(s for s in seqs if s.traj.id == evicted)
                 victim.slot, victim.computed = None, 0
                 self.engine.drop(slot)
-                self.on_event("evicted", {"id": evicted, "slot": slot})
+                self._emit(victim, "evicted", {"slot": slot})
             reuse = self._fill_slot(seq, seqs, slot)
             seq.slot, seq.computed = slot, reuse
             seq.state = State.PREFILL if seq.computed < len(seq.context) else State.DECODE
@@ -322,26 +561,26 @@ class Rollout:
         budget = self.engine.max_batch_tokens
         inputs: list[StepInput] = []
         kinds: list[tuple[_Seq, str]] = []
-        for seq in seqs:  # decode first: never stalled by prefill
+        ordered = self._order(seqs)
+        for seq in ordered:  # decode first: never stalled by prefill
             if seq.state == State.DECODE and budget > 0:
                 if seq.next_token is None:
                     self._begin_turn(seq)
                     if seq.next_token is None:  # free generation: needs logits first
                         continue
                 inputs.append(StepInput(seq.slot, [seq.next_token],  # type: ignore[arg-type]
-                                        want_next=True, temperature=self.config.temperature,
-                                        seed=seq.seed))
+                                        want_next=True, **self._sampling(seq)))
                 kinds.append((seq, "decode"))
                 budget -= 1
-        for seq in seqs:
+        for seq in ordered:
             if seq.state == State.PREFILL and budget > 0:
                 take = min(self.config.prefill_chunk, budget, self._prefill_end(seq)
                            - seq.computed)
                 chunk = seq.context[seq.computed:seq.computed + take]
                 last = seq.computed + take == len(seq.context)
                 inputs.append(StepInput(seq.slot, chunk,  # type: ignore[arg-type]
-                                        want_next=last and not self.config.forced,
-                                        temperature=self.config.temperature, seed=seq.seed))
+                                        want_next=last and not self._forced(seq),
+                                        **self._sampling(seq)))
                 kinds.append((seq, "prefill"))
                 budget -= take
         return inputs, kinds
@@ -365,12 +604,15 @@ class Rollout:
         self._prefill_s += out.elapsed_s * n_prefill / total
         self._decode_s += out.elapsed_s * (total - n_prefill) / total
         for item, (seq, kind) in zip(inputs, kinds):
+            slot = seq.slot
+            logprob = out.logprobs.get(slot, 0.0)  # type: ignore[arg-type]
             if kind == "prefill":
-                self._after_prefill(seq, item, out.next_tokens.get(seq.slot))  # type: ignore
+                self._after_prefill(seq, item, out.next_tokens.get(slot), logprob)  # type: ignore
             else:
-                self._after_decode(seq, out.next_tokens[seq.slot])  # type: ignore[index]
+                self._after_decode(seq, out.next_tokens[slot], logprob)  # type: ignore[index]
 
-    def _after_prefill(self, seq: _Seq, item: StepInput, next_token: int | None) -> None:
+    def _after_prefill(self, seq: _Seq, item: StepInput, next_token: int | None,
+                       logprob: float) -> None:
         n = len(item.tokens)
         seq.prefill_tokens += n
         seq.reprefill_tokens += max(0, min(seq.computed + n, seq.ever_computed) - seq.computed)
@@ -378,14 +620,18 @@ class Rollout:
         seq.ever_computed = max(seq.ever_computed, seq.computed)
         if seq.computed == len(seq.context):
             seq.state = State.DECODE
-            seq.next_token = None if self.config.forced else next_token
-            if not self.config.forced:
+            forced = self._forced(seq)
+            seq.next_token = None if forced else next_token
+            seq.next_logprob = logprob
+            if not forced:
                 seq.turn_started_at = time.monotonic()
+                if self._room(seq) <= 0:
+                    self._finish(seq, "length")
 
     def _begin_turn(self, seq: _Seq) -> None:
         """Replay: the turn's recorded tokens; speculate: the emulated draft's launch."""
         seq.turn_started_at = time.monotonic()
-        if not self.config.forced:
+        if not self._forced(seq):
             return
         text = seq.traj.turns[seq.turn]
         seq.forced, seq.forced_pos = self.engine.tokenize(text), 0
@@ -393,18 +639,22 @@ class Rollout:
         if self._speculating and self.config.draft_alpha is not None:
             self._draft_launch(seq, text)
 
-    def _after_decode(self, seq: _Seq, predicted: int) -> None:
+    def _after_decode(self, seq: _Seq, predicted: int, logprob: float) -> None:
         token = seq.next_token
         assert token is not None
         seq.context.append(token)
         seq.computed += 1
         seq.ever_computed = max(seq.ever_computed, seq.computed)
         seq.tokens_out.append(token)
+        seq.response_ids.append(token)
+        seq.response_mask.append(1)
+        seq.logprobs.append(seq.next_logprob)
         seq.turn_tokens += 1
         piece = seq.decoder.decode(self.engine.piece(token)) if hasattr(self.engine, "piece") \
             else self.engine.detokenize([token])
         seq.text += piece
-        self.on_event("token", {"id": seq.traj.id, "token": token, "text": piece})
+        seq.turn_text += piece
+        self._emit(seq, "token", {"token": token, "text": piece})
         event = seq.parser.feed(piece)
         if self._speculating:
             for call in event.arguments_complete:  # early launch
@@ -412,23 +662,52 @@ class Rollout:
         if event.closed:
             self._call(seq, event.closed[0])
             return
-        if self.config.forced:
+        if event.malformed and seq.task is not None:  # the model reads why it did not run
+            self._call(seq, ToolCall("", {}, event.malformed[0]))
+            return
+        if self._forced(seq):
             seq.forced_pos += 1
             if seq.forced_pos < len(seq.forced):
                 seq.next_token = seq.forced[seq.forced_pos]
                 return
             self._end_turn_without_call(seq)
             return
-        if predicted in self._eos or seq.turn_tokens >= self.config.max_turn_tokens:
+        if predicted in self._eos:
             self._end_turn_without_call(seq)
             return
-        seq.next_token = predicted
+        if seq.task is not None and self._hit_stop(seq, piece):
+            self._finish(seq, "stop")
+            return
+        if seq.turn_tokens >= self._max_turn_tokens(seq) or self._room(seq) <= 0:
+            self._end_turn_without_call(seq, "length")
+            return
+        seq.next_token, seq.next_logprob = predicted, logprob
+
+    @staticmethod
+    def _hit_stop(seq: _Seq, piece: str) -> bool:
+        """A stop string completed by this piece (the model's tokens up to it stay: a
+        trainer needs every sampled token it scores)."""
+        assert seq.task is not None
+        return any(stop in seq.turn_text[-(len(stop) + len(piece)):] for stop in seq.task.stop)
 
     # -- tool calls --------------------------------------------------------------------------
 
+    def _cache_key(self, call: ToolCall, seq: _Seq) -> str:
+        """Task calls are scoped to their task (samples share launches, tasks never do: the
+        same submission against another problem is another result)."""
+        return call.key if seq.task is None else f"{seq.task.binding.scope}\n{call.key}"
+
+    def _runner(self, call: ToolCall, seq: _Seq) -> Callable[[], ToolOutput]:
+        if seq.task is None:
+            return lambda: self.run_tool(call)
+        assert self.run_task_tool is not None, "task trajectories need run_task_tool"
+        binding, run = seq.task.binding, self.run_task_tool
+        return lambda: run(call, binding)
+
     def _launch(self, call: ToolCall, seq: _Seq) -> None:
-        self.cache.launch(call.key, lambda c=call: self.run_tool(c), self._pool.submit,
-                          response_id=seq.traj.id)
+        assert self._pool is not None
+        self.cache.launch(self._cache_key(call, seq), self._runner(call, seq),
+                          self._pool.submit, response_id=seq.public_id)
 
     def _draft_launch(self, seq: _Seq, turn_text: str) -> None:
         """An emulated draft model: right with probability alpha (it launches this turn's own
@@ -442,19 +721,30 @@ class Rollout:
             call = ToolCall(call.name, {**call.arguments, "draft_guess": seq.turn}, call.raw)
         self._launch(call, seq)
 
+    def _claim(self, call: ToolCall, seq: _Seq) -> cf.Future[ToolOutput] | None:
+        """A launched or Put output for this call: speculation's own launches when
+        speculating; for a task, also what its caller Put (the client-side flow) in any mode."""
+        future = self.cache.claim(self._cache_key(call, seq)) if self._speculating else None
+        if future is None and seq.task is not None and seq.task.put_owners:
+            future = self.cache.claim(call.key, count_miss=False, owners=seq.task.put_owners)
+        return future
+
     def _call(self, seq: _Seq, call: ToolCall) -> None:
+        assert self._pool is not None
         now = time.monotonic()
         seq.turn_generation_s.append(now - seq.turn_started_at)
         seq.pending_call, seq.call_closed_at, seq.speculative_hit = call, now, False
-        future = self.cache.claim(call.key) if self._speculating else None
+        future = self._claim(call, seq)
         if future is not None:
             seq.speculative_hit = True
         else:
-            future = self._pool.submit(self.run_tool, call)
+            future = self._pool.submit(self._runner(call, seq))
         seq.future = future
         seq.state = State.WAITING
         if self._speculating and call.name == "compile":  # follow-on: disasm comes next
-            self._launch(ToolCall("disasm", dict(call.arguments), call.raw), seq)
+            follow = ToolCall("disasm", dict(call.arguments), call.raw)
+            if seq.task is None or "disasm" in seq.task.binding.schemas:
+                self._launch(follow, seq)
         if self.config.mode == Mode.RESUBMIT:  # the request ends here
             assert seq.slot is not None
             self._slot_cache[seq.slot] = (seq.traj.id, list(seq.context[:seq.computed]))
@@ -463,81 +753,98 @@ class Rollout:
             seq.slot = None
         elif seq.slot is not None:
             self.residency.waiting(seq.slot, call.name)
-        self.on_event("tool_call", {"id": seq.traj.id, "tool": call.name,
-                                    "speculative_hit": seq.speculative_hit})
+        self._emit(seq, "tool_call", {"tool": call.name, "arguments": call.arguments,
+                                      "speculative_hit": seq.speculative_hit})
 
     def _collect_tools(self, seqs: list[_Seq]) -> None:
-        for seq in seqs:
+        for seq in list(seqs):
             if seq.state == State.WAITING and seq.future is not None and seq.future.done():
                 self._tool_returned(seq)
 
     def _wait_for_tools(self, seqs: list[_Seq]) -> None:
-        futures = [s.future for s in seqs if s.state == State.WAITING and s.future is not None]
+        futures: list[cf.Future[Any]] = [s.future for s in seqs
+                                         if s.state == State.WAITING and s.future is not None]
         started = time.monotonic()
         if futures:
-            cf.wait(futures, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            cf.wait(futures + [self._wake], timeout=1.0, return_when=cf.FIRST_COMPLETED)
         self._idle_s += time.monotonic() - started
 
     def _tool_returned(self, seq: _Seq) -> None:
         assert seq.future is not None and seq.pending_call is not None
+        call = seq.pending_call
         try:
             output = seq.future.result()
         except Exception as e:  # the service failed: the model reads the error
             output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
         now = time.monotonic()
-        self.tool_times.observe(seq.pending_call.name, output.tool_s)
-        seq.calls.append(CallRecord(seq.pending_call.name, output.status, output.tool_s,
-                                    now - seq.call_closed_at, seq.speculative_hit))
-        self.on_event("tool_result", {"id": seq.traj.id, "tool": seq.pending_call.name,
-                                      "status": output.status})
+        self.tool_times.observe(call.name, output.tool_s)
+        record = CallRecord(call.name, output.status, output.tool_s, now - seq.call_closed_at,
+                            seq.speculative_hit, dict(call.arguments))
+        seq.calls.append(record)
+        self._emit(seq, "tool_result", {"tool": call.name, "status": output.status})
         seq.future, seq.pending_call = None, None
-        response = self.template.tool_response(output.text)
-        seq.text += response
         seq.turn += 1
-        seq.turn_tokens, seq.next_token = 0, None
+        seq.turn_tokens, seq.next_token, seq.turn_text = 0, None, ""
         seq.parser = ToolCallParser(self.call_format)
-        if not self.config.forced and seq.turn >= self.config.max_turns:
-            self._finish(seq)
+        response = self.template.tool_response(output.text)
+        if not self._forced(seq) and seq.turn >= self._max_turns(seq):
+            if seq.task is None:
+                seq.text += response  # the benchmark's text shows the last output
+            self._finish(seq, "max_turns")
             return
+        inserted = self.engine.tokenize(response)
+        if len(inserted) + 1 > self._room(seq):  # no room for the output and one more token
+            self._finish(seq, "length")
+            return
+        record.inserted = response
+        seq.text += response
+        if seq.task is not None:
+            seq.response_ids += inserted
+            seq.response_mask += [0] * len(inserted)
+            seq.logprobs += [0.0] * len(inserted)
+            self._emit(seq, "inserted", {"tokens": inserted, "text": response})
         if self.config.mode == Mode.RESUBMIT:
-            # the client re-sends the whole conversation as a new request
+            # the client re-sends the whole conversation as a new request (a training job's
+            # task: as token ids; the benchmark workload: as text, re-tokenised)
             t0 = time.monotonic()
-            seq.context = self.engine.tokenize(seq.text)
+            if seq.task is not None:
+                seq.context = seq.context + inserted
+            else:
+                seq.context = self.engine.tokenize(seq.text)
             self._overhead_s += time.monotonic() - t0
             seq.computed = 0
             seq.state = State.NEEDS_SLOT
             return
-        seq.context += self.engine.tokenize(response)
+        seq.context += inserted
         if seq.slot is None:  # evicted while the tool ran: re-prefill everything
             seq.computed, seq.state = 0, State.NEEDS_SLOT
             return
         self.residency.decoding(seq.slot)
         seq.state = State.PREFILL
 
-    def _end_turn_without_call(self, seq: _Seq) -> None:
+    def _end_turn_without_call(self, seq: _Seq, reason: str = "stop") -> None:
         seq.turn_generation_s.append(time.monotonic() - seq.turn_started_at)
-        if self.config.forced and seq.turn + 1 < len(seq.traj.turns):
+        if self._forced(seq) and seq.turn + 1 < len(seq.traj.turns):
             # a recorded turn without a call that is not the last: continue with the next
             seq.turn += 1
             seq.next_token = None
             return
-        self._finish(seq)
+        self._finish(seq, reason)
 
-    def _finish(self, seq: _Seq) -> None:
-        if seq.slot is not None:
-            self.engine.drop(seq.slot)
-            self.residency.release(seq.slot)
-            self._slot_cache.pop(seq.slot, None)
-            seq.slot = None
+    def _finish(self, seq: _Seq, reason: str = "stop") -> None:
+        self._release(seq)
         seq.state = State.DONE
+        seq.finish_reason = reason
         seq.result = TrajectoryResult(
-            id=seq.traj.id, wall_s=time.monotonic() - seq.started_at,
+            id=seq.public_id, wall_s=time.monotonic() - seq.started_at,
             generated_tokens=len(seq.tokens_out), prefill_tokens=seq.prefill_tokens,
             reprefill_tokens=seq.reprefill_tokens, forked_tokens=seq.forked_tokens,
             group=seq.traj.group,
             turn_generation_s=seq.turn_generation_s,
-            calls=seq.calls, tokens=seq.tokens_out, text=seq.text)
-        self.on_event("done", {"id": seq.traj.id, "result": seq.result})
+            calls=seq.calls, tokens=seq.tokens_out, text=seq.text, finish_reason=reason,
+            prompt_ids=seq.context[:seq.prompt_len], response_ids=seq.response_ids,
+            response_mask=seq.response_mask, logprobs=seq.logprobs, task=seq.task)
+        self._emit(seq, "done", {"result": seq.result})
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -91,13 +91,18 @@ class ToolCache:
             self._entries[key] = entry
             return True
 
-    def claim(self, key: str) -> Future[Any] | None:
-        """The future for this exact call (a hit), or None (a miss)."""
+    def claim(self, key: str, count_miss: bool = True,
+              owners: tuple[str, ...] | None = None) -> Future[Any] | None:
+        """The future for this exact call (a hit), or None (a miss; not counted when
+        count_miss is False, for a second try after a counted one). With owners, only an
+        entry Put or launched for one of those response ids matches."""
         with self._lock:
             self._expire_locked()
             entry = self._entries.get(key)
-            if entry is None or entry.future.cancelled():
-                self.stats.misses += 1
+            if (entry is None or entry.future.cancelled()
+                    or (owners is not None and entry.response_id not in owners)):
+                if count_miss:
+                    self.stats.misses += 1
                 return None
             entry.claimed = True
             self.stats.hits += 1

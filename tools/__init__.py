@@ -110,31 +110,11 @@ def function_schema(spec: ToolSpec) -> dict[str, Any]:
                        "additionalProperties": False}}}
 
 
-_JSON_TYPES = {"string": str, "integer": int, "boolean": bool}
-
-
 def check_arguments(name: str, arguments: Any) -> list[str]:
-    """What is wrong with a model's call of tool `name` against its schema (empty: nothing).
-    Hand-written rather than a JSON Schema library: the schemas are flat by design, and the
-    messages go back to the model, so they say what to change in words it can act on."""
-    spec = get(name)
-    if not isinstance(arguments, dict):
-        return [f"{name} takes a JSON object of arguments"]
-    known = {a.name: a for a in spec.arguments}
-    problems = [f"{name} has no argument {key!r}; its arguments: {', '.join(known)}"
-                for key in arguments if key not in known]
-    for arg in spec.arguments:
-        value = arguments.get(arg.name)
-        if value is None:
-            if arg.required:
-                problems.append(f"{name} needs {arg.name!r} ({arg.type})")
-            continue
-        kind = _JSON_TYPES[arg.type]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            problems.append(f"{name}: {arg.name!r} must be a {arg.type}")
-        elif arg.enum and value not in arg.enum:
-            problems.append(f"{name}: {arg.name!r} must be one of {', '.join(arg.enum)}")
-    return problems
+    """What is wrong with a model's call of tool `name` against its schema (empty: nothing)."""
+    from perfbox.function_schema import check_arguments as against
+
+    return against(function_schema(get(name)), arguments)
 
 
 def get(name: str) -> ToolSpec:

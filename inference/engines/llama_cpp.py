@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from perfbox.inference.engine import StepInput, StepOutput
+from perfbox.inference.sampling import Sampler, sample, token_log_prob
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from perfbox.inference.chat_format import ChatFormat
 
 log = logging.getLogger(__name__)
 DEFAULT_CTX_PER_SEQ = 4096
@@ -54,18 +57,8 @@ def _silence_llama_logs(llama: object) -> None:
 
 
 def choose_token(logits: "np.ndarray", temperature: float, seed: int, position: int) -> int:
-    """Greedy at temperature 0; else a draw from softmax(logits / temperature) whose randomness
-    depends only on (seed, position): a forked sample or a re-prefilled sequence draws the
-    same token at the same place, so a rollout is reproducible whatever the batching."""
-    import numpy as np
-
-    if temperature <= 0.0:
-        return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
-    rng = np.random.default_rng((seed & 0xFFFFFFFF, position))
-    return int(rng.choice(len(probs), p=probs))
+    """The next token (perfbox.inference.sampling.sample without top-k/top-p)."""
+    return sample(logits, Sampler(temperature, seed=seed), position)[0]
 
 
 def free_cores(window_s: float = 0.2) -> int:
@@ -152,6 +145,25 @@ class LlamaCppEngine:
     def eos_tokens(self) -> set[int]:
         return {t for t in range(self.n_vocab) if self._L.llama_vocab_is_eog(self._vocab, t)}
 
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text (None when the file has no such key)."""
+        size = 1 << 20
+        buffer = ctypes.create_string_buffer(size)
+        n = self._L.llama_model_meta_val_str(self._model, key.encode(), buffer, size)
+        return None if n < 0 else buffer.value.decode(errors="replace")
+
+    def chat_format(self) -> "ChatFormat":
+        """The model's own chat template (the GGUF's tokenizer.chat_template; ChatML when the
+        file has none)."""
+        from perfbox.inference.chat_format import CHATML, ChatFormat
+
+        def token_text(token: int) -> str:
+            return self.piece(token).decode(errors="replace") if token >= 0 else ""
+
+        return ChatFormat(self.metadata("tokenizer.chat_template") or CHATML,
+                          bos_token=token_text(self._L.llama_vocab_bos(self._vocab)),
+                          eos_token=token_text(self._L.llama_vocab_eos(self._vocab)))
+
     # -- sequences ---------------------------------------------------------------------------
 
     def start(self, seq_id: int | None = None) -> int:
@@ -193,13 +205,11 @@ class LlamaCppEngine:
     # -- the forward pass --------------------------------------------------------------------
 
     def step(self, inputs: list[StepInput]) -> StepOutput:
-        import numpy as np
-
         out = StepOutput()
         batch, n = self._batch, 0
         want: list[tuple[int, int]] = []  # (seq_id, batch index) whose next token is wanted
-        temps = {item.seq_id: item.temperature for item in inputs}
-        seeds = {item.seq_id: item.seed for item in inputs}
+        samplers = {item.seq_id: Sampler(item.temperature, item.top_p, item.top_k, item.seed)
+                    for item in inputs}
         for item in inputs:
             if self._lengths[item.seq_id] + len(item.tokens) > self.max_tokens_per_seq:
                 raise ValueError(f"sequence {item.seq_id} would exceed its context of "
@@ -229,11 +239,40 @@ class LlamaCppEngine:
         for item in inputs:
             self._lengths[item.seq_id] += len(item.tokens)
         for seq_id, index in want:
-            logits = np.ctypeslib.as_array(self._L.llama_get_logits_ith(self._ctx, index),
-                                           shape=(self.n_vocab,))
-            out.next_tokens[seq_id] = choose_token(logits, temps[seq_id], seeds[seq_id],
-                                                   self._lengths[seq_id])
+            token, logprob = sample(self._logits(index), samplers[seq_id],
+                                    self._lengths[seq_id])
+            out.next_tokens[seq_id], out.logprobs[seq_id] = token, logprob
         return out
+
+    def _logits(self, index: int) -> "np.ndarray":
+        import numpy as np
+
+        return np.ctypeslib.as_array(self._L.llama_get_logits_ith(self._ctx, index),
+                                     shape=(self.n_vocab,))
+
+    def score(self, tokens: list[int], start: int, temperature: float = 0.0,
+              top_p: float = 1.0, top_k: int = 0) -> list[float]:
+        sampler = Sampler(temperature, top_p, top_k)
+        seq = self.start()
+        try:
+            out: list[float] = []
+            for begin in range(0, len(tokens), self.max_batch_tokens):
+                chunk = tokens[begin:begin + self.max_batch_tokens]
+                batch = self._batch
+                for k, token in enumerate(chunk):
+                    batch.token[k], batch.pos[k] = token, begin + k
+                    batch.n_seq_id[k], batch.seq_id[k][0] = 1, seq
+                    batch.logits[k] = 1
+                batch.n_tokens = len(chunk)
+                if self._L.llama_decode(self._ctx, batch) != 0:
+                    raise RuntimeError("llama_decode failed while scoring")
+                for k in range(len(chunk)):
+                    nxt = begin + k + 1  # the token these logits predict
+                    if start <= nxt < len(tokens):
+                        out.append(token_log_prob(self._logits(k), sampler, tokens[nxt]))
+            return out
+        finally:
+            self.drop(seq)
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):

@@ -190,9 +190,11 @@ class ToolCache:
 
 
 class RolloutServiceStub:
-    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
-    while another rollout holds the embedded engine (retry later; on vLLM rollouts share the
-    engine); CANCELLED stops the rollout.
+    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id, or a task the worker
+    cannot run (the message names the task and field); RESOURCE_EXHAUSTED when the worker holds
+    as many live trajectories as it admits (trailing metadata `retry-delay-s` says when to
+    retry; Run only: while another benchmark rollout holds the embedded engine); CANCELLED
+    stops the call's trajectories and frees their KV.
     """
 
     def __init__(self, channel):
@@ -206,15 +208,28 @@ class RolloutServiceStub:
                 request_serializer=perfbox_dot_v1_dot_rollout__pb2.RolloutRequest.SerializeToString,
                 response_deserializer=perfbox_dot_v1_dot_rollout__pb2.RolloutEvent.FromString,
                 _registered_method=True)
+        self.RunTasks = channel.unary_stream(
+                '/perfbox.v1.RolloutService/RunTasks',
+                request_serializer=perfbox_dot_v1_dot_rollout__pb2.TasksRequest.SerializeToString,
+                response_deserializer=perfbox_dot_v1_dot_rollout__pb2.TaskEvent.FromString,
+                _registered_method=True)
 
 
 class RolloutServiceServicer:
-    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
-    while another rollout holds the embedded engine (retry later; on vLLM rollouts share the
-    engine); CANCELLED stops the rollout.
+    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id, or a task the worker
+    cannot run (the message names the task and field); RESOURCE_EXHAUSTED when the worker holds
+    as many live trajectories as it admits (trailing metadata `retry-delay-s` says when to
+    retry; Run only: while another benchmark rollout holds the embedded engine); CANCELLED
+    stops the call's trajectories and frees their KV.
     """
 
     def Run(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunTasks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -228,6 +243,11 @@ def add_RolloutServiceServicer_to_server(servicer, server):
                     request_deserializer=perfbox_dot_v1_dot_rollout__pb2.RolloutRequest.FromString,
                     response_serializer=perfbox_dot_v1_dot_rollout__pb2.RolloutEvent.SerializeToString,
             ),
+            'RunTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunTasks,
+                    request_deserializer=perfbox_dot_v1_dot_rollout__pb2.TasksRequest.FromString,
+                    response_serializer=perfbox_dot_v1_dot_rollout__pb2.TaskEvent.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'perfbox.v1.RolloutService', rpc_method_handlers)
@@ -237,9 +257,11 @@ def add_RolloutServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RolloutService:
-    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id; RESOURCE_EXHAUSTED
-    while another rollout holds the embedded engine (retry later; on vLLM rollouts share the
-    engine); CANCELLED stops the rollout.
+    """Status codes: INVALID_ARGUMENT for an unknown mode or trajectory id, or a task the worker
+    cannot run (the message names the task and field); RESOURCE_EXHAUSTED when the worker holds
+    as many live trajectories as it admits (trailing metadata `retry-delay-s` says when to
+    retry; Run only: while another benchmark rollout holds the embedded engine); CANCELLED
+    stops the call's trajectories and frees their KV.
     """
 
     @staticmethod
@@ -259,6 +281,33 @@ class RolloutService:
             '/perfbox.v1.RolloutService/Run',
             perfbox_dot_v1_dot_rollout__pb2.RolloutRequest.SerializeToString,
             perfbox_dot_v1_dot_rollout__pb2.RolloutEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/perfbox.v1.RolloutService/RunTasks',
+            perfbox_dot_v1_dot_rollout__pb2.TasksRequest.SerializeToString,
+            perfbox_dot_v1_dot_rollout__pb2.TaskEvent.FromString,
             options,
             channel_credentials,
             insecure,
