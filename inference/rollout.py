@@ -83,6 +83,7 @@ class TaskSample:
     max_turns: int = 8
     stop: tuple[str, ...] = ()
     put_owners: tuple[str, ...] = ()  # ToolCache Put response ids its calls may claim
+    call_format: ToolCallFormat | None = None  # the tool-call parser (None: the rollout's)
 
 
 RunTaskTool = Callable[[ToolCall, "Binding"], ToolOutput]
@@ -235,6 +236,7 @@ class _Batch:
     seqs: list[_Seq]
     on_event: OnEvent
     started_at: float
+    mode: Mode
     done: cf.Future[RolloutStats] = field(default_factory=cf.Future)
 
 
@@ -290,14 +292,15 @@ class Rollout:
 
     # -- batches -----------------------------------------------------------------------------
 
-    def _new_batch(self, trajectories: list[Trajectory], on_event: OnEvent) -> _Batch:
+    def _new_batch(self, trajectories: list[Trajectory], on_event: OnEvent,
+                   mode: Mode | None = None) -> _Batch:
         import codecs
 
         started = time.monotonic()
-        batch = _Batch([], on_event, started)
+        batch = _Batch([], on_event, started, mode or self.config.mode)
         for traj in trajectories:
             seq = _Seq(traj, started_at=started, text=traj.prompt,
-                       parser=ToolCallParser(self.call_format),
+                       parser=ToolCallParser(self._format_of(traj)),
                        decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
                        batch=batch)
             if traj.task is not None:
@@ -310,10 +313,11 @@ class Rollout:
             batch.seqs.append(seq)
         return batch
 
-    def submit(self, trajectories: list[Trajectory], on_event: OnEvent) -> BatchHandle:
-        """Adds a batch to a serving driver (any thread); trajectory ids must be unique among
-        live batches."""
-        batch = self._new_batch(trajectories, on_event)
+    def submit(self, trajectories: list[Trajectory], on_event: OnEvent,
+               mode: Mode | None = None) -> BatchHandle:
+        """Adds a batch to a serving driver (any thread), in its own mode (default: the
+        config's); trajectory ids must be unique among live batches."""
+        batch = self._new_batch(trajectories, on_event, mode)
         with self._inbox_lock:
             self._inbox.append(("submit", batch))
         self._poke()
@@ -439,7 +443,7 @@ class Rollout:
         generated = sum(r.generated_tokens for r in results)
         cs = self.cache.stats
         return RolloutStats(
-            mode=self.config.mode.value, concurrency=len(batch.seqs),
+            mode=batch.mode.value, concurrency=len(batch.seqs),
             num_slots=self.engine.num_slots, wall_s=wall, generated_tokens=generated,
             tokens_per_s=generated / wall if wall else 0.0,
             prefill_tokens=sum(r.prefill_tokens for r in results),
@@ -447,14 +451,20 @@ class Rollout:
             forked_tokens=sum(r.forked_tokens for r in results), idle_s=self._idle_s,
             steps=self._steps, decode_s=self._decode_s, prefill_s=self._prefill_s,
             request_overhead_s=self._overhead_s, evictions=self.residency.evictions,
-            spec_launched=cs.launched, spec_hits=cs.hits if self._speculating else 0,
-            spec_misses=cs.misses if self._speculating else 0,
+            spec_launched=cs.launched, spec_hits=cs.hits if batch.mode == Mode.SPECULATE else 0,
+            spec_misses=cs.misses if batch.mode == Mode.SPECULATE else 0,
             wasted_tool_s=cs.wasted_tool_s, draft_alpha=self.config.draft_alpha,
             results=results)
 
-    @property
-    def _speculating(self) -> bool:
-        return self.config.mode == Mode.SPECULATE
+    def _format_of(self, traj: Trajectory) -> ToolCallFormat:
+        task = traj.task
+        return task.call_format if task is not None and task.call_format else self.call_format
+
+    def _mode(self, seq: _Seq) -> Mode:
+        return seq.batch.mode if seq.batch is not None else self.config.mode
+
+    def _speculating(self, seq: _Seq) -> bool:
+        return self._mode(seq) == Mode.SPECULATE
 
     def _forced(self, seq: _Seq) -> bool:
         return self.config.forced and seq.task is None
@@ -550,7 +560,7 @@ class Rollout:
                      if s.slot is not None and s.computed >= seq.prompt_len), None)
 
     def _cached_slot(self, seq: _Seq) -> int | None:
-        if self.config.mode != Mode.RESUBMIT:
+        if self._mode(seq) != Mode.RESUBMIT:
             return None
         return next((slot for slot, (owner, _) in self._slot_cache.items()
                      if owner == seq.traj.id), None)
@@ -636,7 +646,7 @@ class Rollout:
         text = seq.traj.turns[seq.turn]
         seq.forced, seq.forced_pos = self.engine.tokenize(text), 0
         seq.next_token = seq.forced[0]
-        if self._speculating and self.config.draft_alpha is not None:
+        if self._speculating(seq) and self.config.draft_alpha is not None:
             self._draft_launch(seq, text)
 
     def _after_decode(self, seq: _Seq, predicted: int, logprob: float) -> None:
@@ -656,7 +666,7 @@ class Rollout:
         seq.turn_text += piece
         self._emit(seq, "token", {"token": token, "text": piece})
         event = seq.parser.feed(piece)
-        if self._speculating:
+        if self._speculating(seq):
             for call in event.arguments_complete:  # early launch
                 self._launch(call, seq)
         if event.closed:
@@ -724,7 +734,7 @@ class Rollout:
     def _claim(self, call: ToolCall, seq: _Seq) -> cf.Future[ToolOutput] | None:
         """A launched or Put output for this call: speculation's own launches when
         speculating; for a task, also what its caller Put (the client-side flow) in any mode."""
-        future = self.cache.claim(self._cache_key(call, seq)) if self._speculating else None
+        future = self.cache.claim(self._cache_key(call, seq)) if self._speculating(seq) else None
         if future is None and seq.task is not None and seq.task.put_owners:
             future = self.cache.claim(call.key, count_miss=False, owners=seq.task.put_owners)
         return future
@@ -741,11 +751,11 @@ class Rollout:
             future = self._pool.submit(self._runner(call, seq))
         seq.future = future
         seq.state = State.WAITING
-        if self._speculating and call.name == "compile":  # follow-on: disasm comes next
+        if self._speculating(seq) and call.name == "compile":  # follow-on: disasm comes next
             follow = ToolCall("disasm", dict(call.arguments), call.raw)
             if seq.task is None or "disasm" in seq.task.binding.schemas:
                 self._launch(follow, seq)
-        if self.config.mode == Mode.RESUBMIT:  # the request ends here
+        if self._mode(seq) == Mode.RESUBMIT:  # the request ends here
             assert seq.slot is not None
             self._slot_cache[seq.slot] = (seq.traj.id, list(seq.context[:seq.computed]))
             self.engine.drop(seq.slot, keep_kv=True)
@@ -776,6 +786,8 @@ class Rollout:
             output = seq.future.result()
         except Exception as e:  # the service failed: the model reads the error
             output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
+        if not isinstance(output, ToolOutput):  # a client's Put: the text the model reads
+            output = ToolOutput(str(output), "PUT", 0.0)
         now = time.monotonic()
         self.tool_times.observe(call.name, output.tool_s)
         record = CallRecord(call.name, output.status, output.tool_s, now - seq.call_closed_at,
@@ -785,7 +797,7 @@ class Rollout:
         seq.future, seq.pending_call = None, None
         seq.turn += 1
         seq.turn_tokens, seq.next_token, seq.turn_text = 0, None, ""
-        seq.parser = ToolCallParser(self.call_format)
+        seq.parser = ToolCallParser(self._format_of(seq.traj))
         response = self.template.tool_response(output.text)
         if not self._forced(seq) and seq.turn >= self._max_turns(seq):
             if seq.task is None:
@@ -803,7 +815,7 @@ class Rollout:
             seq.response_mask += [0] * len(inserted)
             seq.logprobs += [0.0] * len(inserted)
             self._emit(seq, "inserted", {"tokens": inserted, "text": response})
-        if self.config.mode == Mode.RESUBMIT:
+        if self._mode(seq) == Mode.RESUBMIT:
             # the client re-sends the whole conversation as a new request (a training job's
             # task: as token ids; the benchmark workload: as text, re-tokenised)
             t0 = time.monotonic()

@@ -1,7 +1,13 @@
 """perfbox.v1.RolloutService: a training job asks the worker for trajectories and receives
-tokens, tool calls and results as they happen, then a summary. On the embedded engine one
-rollout holds the engine at a time (a second call gets RESOURCE_EXHAUSTED); on vLLM rollouts
-share the engine. A cancelled call stops its rollout."""
+tokens, tool calls and results as they happen, then a summary.
+
+- `RunTasks`: the job's own tasks (perfbox.inference.task_service): prompts, tools bound to a
+  problem, sampling settings, groups; results carry what training consumes. Calls from many
+  clients share one engine.
+- `Run`: the worker's bundled workload, replayed or free-run, for benchmarks. On the embedded
+  engine one such rollout holds its engine at a time (a second call gets RESOURCE_EXHAUSTED);
+  on vLLM rollouts share the engine.
+A cancelled call stops its trajectories."""
 
 from __future__ import annotations
 
@@ -15,11 +21,13 @@ from typing import Any
 
 import grpc
 
+from perfbox.api import RETRY_DELAY_KEY
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference import workload as W
 from perfbox.inference.rollout import Mode, RolloutCancelled, RolloutConfig
 from perfbox.inference.rollout_backends import RolloutBackend
+from perfbox.inference.task_service import TaskRejected, TaskRunner
 
 MAX_COUNT = 4096
 MAX_KV_SLOTS = 64  # sequences one engine holds at once; more trajectories queue for a slot
@@ -47,8 +55,10 @@ class RolloutTotals:
 
 
 class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
-    def __init__(self, backend: RolloutBackend, workload: W.Workload | None = None) -> None:
+    def __init__(self, backend: RolloutBackend, workload: W.Workload | None = None,
+                 tasks: TaskRunner | None = None) -> None:
         self.backend = backend
+        self.tasks = tasks
         self.workload = workload or W.load()
         self._busy = threading.Lock()
         self.totals = RolloutTotals()  # since start, for metrics
@@ -83,6 +93,25 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
         trajectories = self._trajectories(request, context)
         with self._hold_engine(context):
             yield from self._run(request, mode, trajectories, context)
+
+    def RunTasks(self, request: rpb.TasksRequest, context: grpc.ServicerContext
+                 ) -> Iterator[rpb.TaskEvent]:
+        if self.tasks is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this worker runs no client tasks: "
+                          "start it with a tool service (perfbox worker --tool-server) on the "
+                          "embedded engine")
+        assert self.tasks is not None
+        try:
+            stream = self.tasks.run(request, context.add_callback)
+            first = next(stream, None)
+        except TaskRejected as e:
+            if e.retry_delay_s:
+                context.set_trailing_metadata(
+                    ((RETRY_DELAY_KEY, str(max(1, round(e.retry_delay_s * 1000)))),))
+            context.abort(getattr(grpc.StatusCode, e.code), str(e))
+        if first is not None:
+            yield first
+            yield from stream
 
     @contextlib.contextmanager
     def _hold_engine(self, context: grpc.ServicerContext) -> Iterator[None]:

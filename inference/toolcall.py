@@ -22,6 +22,12 @@ class ToolCallFormat:
     end_tag: str = "</tool_call>"
 
 
+# Tool-call parsers by name, as RL frameworks and vLLM name them (`--tool-call-parser`).
+PARSERS: dict[str, ToolCallFormat] = {
+    "hermes": ToolCallFormat("<tool_call>", "</tool_call>"),  # Hermes, Qwen2.5/3, SmolLM3
+}
+
+
 @dataclass
 class ToolCall:
     """One call as the model wrote it."""

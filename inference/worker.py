@@ -22,6 +22,7 @@ from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference.cache_service import ToolCacheService
 from perfbox.inference.rollout_backends import RolloutBackend
 from perfbox.inference.rollout_service import RolloutService
+from perfbox.inference.task_service import TaskRunner
 from perfbox.inference.tool_cache import ToolCache
 
 
@@ -52,11 +53,14 @@ class SpeculationCollector:
                                 value=len(self.cache))
 
 
-def create_worker(backend: RolloutBackend, address: str = "127.0.0.1:0"
+def create_worker(backend: RolloutBackend, address: str = "127.0.0.1:0",
+                  tasks: TaskRunner | None = None
                   ) -> tuple[grpc.Server, int, CollectorRegistry]:
-    """Starts the worker's gRPC server; returns it, its port and its metrics registry."""
-    rollouts = RolloutService(backend)
-    cache = ToolCache()
+    """Starts the worker's gRPC server; returns it, its port and its metrics registry. One
+    tool cache serves the ToolCache service and the client tasks' rollouts, so an output a
+    client Puts is what the model's matching call claims."""
+    cache = tasks.cache if tasks is not None else ToolCache()
+    rollouts = RolloutService(backend, tasks=tasks)
     server = grpc.server(cf.ThreadPoolExecutor(max_workers=32))
     rollout_pb2_grpc.add_RolloutServiceServicer_to_server(rollouts, server)
     rollout_pb2_grpc.add_ToolCacheServicer_to_server(ToolCacheService(cache), server)

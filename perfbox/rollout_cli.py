@@ -133,6 +133,17 @@ def _vllm_args(pairs: list[str] | None) -> dict[str, Any]:
 def cmd_rollout(args: argparse.Namespace) -> int:
     from perfbox.cli import client_options, service_target
 
+    if args.tasks:
+        from perfbox.tasks_cli import run_tasks
+
+        if not args.out:
+            raise ValueError("--tasks needs --out FILE (the results, one JSON line per "
+                             "trajectory)")
+        if args.mode and len(args.mode) > 1:
+            raise ValueError("--tasks runs one mode; give --mode once")
+        return run_tasks(args)
+    if args.worker or args.out:
+        raise ValueError("--worker and --out go with --tasks")
     _check_group_flags(args)
     if args.engine == "vllm" and args.draft_alpha is not None:
         raise ValueError("--engine vllm runs without --draft-alpha (the emulated draft model "
@@ -213,8 +224,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     client = ToolClient(args.tool_server, timeout_s=600, **client_options(args, remote=True))
     bridge = ToolBridge(client, workload.load().problems)
     backend = _backend(args, vllm_args, bridge.run)
+    tasks = _task_runner(args, client)
     try:
-        server, port, registry = create_worker(backend, args.address)
+        server, port, registry = create_worker(backend, args.address, tasks=tasks)
     except BaseException:
         backend.close()
         raise
@@ -228,6 +240,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         pass
     server.stop(grace=10).wait()
     backend.close()
+    if tasks is not None:
+        tasks.close()
     if metrics is not None:
         metrics.close()
     client.close()
@@ -248,6 +262,19 @@ def _backend(args: argparse.Namespace, vllm_args: dict[str, Any], run_tool: Any)
 
     return StepBackend(lambda slots: LlamaCppEngine(args.model, num_slots=slots,
                                                     threads=_threads(args)), run_tool)
+
+
+def _task_runner(args: argparse.Namespace, client: Any) -> Any:
+    """RunTasks on one shared embedded engine (started with the first call); None on vLLM,
+    whose rollout loop does not yet produce training results."""
+    if args.engine != "llama.cpp":
+        return None
+    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
+    from perfbox.inference.task_service import TaskRunner
+
+    return TaskRunner(lambda: LlamaCppEngine(args.model, num_slots=args.kv_slots,
+                                             threads=_threads(args)),
+                      client, max_live=args.max_live)
 
 
 def _check_engine_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -283,6 +310,12 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
                         help="the node's tool service (default 127.0.0.1:50051)")
     worker.add_argument("--metrics-address", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    worker.add_argument("--kv-slots", type=int, default=8,
+                        help="RunTasks: sequences the shared engine holds in KV at once "
+                             "(default 8)")
+    worker.add_argument("--max-live", type=int, default=256,
+                        help="RunTasks: trajectories queued or running, all clients together; "
+                             "more get RESOURCE_EXHAUSTED with a retry delay (default 256)")
     add_client_auth_flags(worker)  # for --tool-server
     _engine_choice_flags(worker)
     _engine_flags(worker)
@@ -305,6 +338,17 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
     rollout.add_argument("--temperature", type=float, default=0.0,
                          help="free generation: sampling temperature (default 0: greedy)")
     rollout.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    rollout.add_argument("--tasks", metavar="TASKS.jsonl",
+                         help="run a training job's tasks (one JSON task a line: id, messages, "
+                              "problem.reference, tools, sampling, group_size, reward) instead "
+                              "of the bundled workload; needs --out")
+    rollout.add_argument("--out", metavar="RESULTS.jsonl",
+                         help="--tasks: one JSON line per finished trajectory (prompt_ids, "
+                              "response_ids, response_mask, logprobs, turns, reward...)")
+    rollout.add_argument("--worker", metavar="HOST:PORT",
+                         help="--tasks: a running rollout worker (default: an embedded one)")
+    rollout.add_argument("--parser", default="hermes",
+                         help="--tasks: the tool-call parser (default hermes)")
     _engine_choice_flags(rollout)
     _group_flags(rollout)
     _engine_flags(rollout)

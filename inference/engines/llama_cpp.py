@@ -210,6 +210,9 @@ class LlamaCppEngine:
         want: list[tuple[int, int]] = []  # (seq_id, batch index) whose next token is wanted
         samplers = {item.seq_id: Sampler(item.temperature, item.top_p, item.top_k, item.seed)
                     for item in inputs}
+        total = sum(len(item.tokens) for item in inputs)
+        if total > self.max_batch_tokens:  # checked before writing: the batch has that room
+            raise ValueError(f"{total} tokens in one step; at most {self.max_batch_tokens}")
         for item in inputs:
             if self._lengths[item.seq_id] + len(item.tokens) > self.max_tokens_per_seq:
                 raise ValueError(f"sequence {item.seq_id} would exceed its context of "
@@ -228,8 +231,6 @@ class LlamaCppEngine:
                 out.num_prefill_tokens += len(item.tokens)
             else:
                 out.num_decode_tokens += len(item.tokens)
-        if n > self.max_batch_tokens:
-            raise ValueError(f"{n} tokens in one step; at most {self.max_batch_tokens}")
         batch.n_tokens = n
         started = time.perf_counter()
         code = self._L.llama_decode(self._ctx, batch)

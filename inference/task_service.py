@@ -1,0 +1,341 @@
+"""RunTasks: a training job's own tasks on the worker's shared engine, results for training.
+
+One engine and one driver thread (perfbox.inference.rollout.Rollout.serve) serve every caller:
+each RunTasks call is a batch in the same forward passes (continuous batching across requests),
+admitted round-robin with the others, and bounded in all by `max_live` trajectories (more gets
+RESOURCE_EXHAUSTED with a retry delay). The engine starts with the first call.
+
+Per task the service renders the prompt with the model's own chat template and the tool
+schemas of the task's tools (perfbox.inference.chat_format), binds the tools to the task's
+problem (perfbox.inference.task_tools), and per finished trajectory computes the reward the
+task asked for (perfbox.reward: check and bench of its final kernel on the tool service, never
+a cached or Put output) before streaming it back.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import json
+import logging
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from perfbox import reward as rewards
+from perfbox.api.v1 import rollout_pb2 as rpb
+from perfbox.client import ToolClient
+from perfbox.inference import tasks as T
+from perfbox.inference.engine import Engine
+from perfbox.inference.rollout import (BatchHandle, Mode, Rollout, RolloutCancelled,
+                                       RolloutConfig, RolloutStats, TaskSample,
+                                       TrajectoryResult)
+from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
+from perfbox.inference.tool_cache import ToolCache
+from perfbox.inference.toolcall import PARSERS, ToolCall
+from perfbox.inference.workload import Trajectory
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_LIVE = 256  # trajectories queued or running at once, all callers together
+RETRY_DELAY_S = 5.0
+_CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
+_END = object()
+
+
+class TaskRejected(Exception):
+    """A request the worker will not run: (status code name, message for the caller)."""
+
+    def __init__(self, code: str, message: str, retry_delay_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.code, self.retry_delay_s = code, retry_delay_s
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The kernel a trajectory ends with: what its reward is computed from."""
+
+    source: str
+    turn: int  # 1-based turn it was written in (the reward's discount)
+
+
+def final_candidate(result: TrajectoryResult) -> Candidate | None:
+    """The last submission the model passed to a problem-bound tool, or else the last Python
+    block defining ModelNew in what it wrote."""
+    for k in range(len(result.calls) - 1, -1, -1):
+        submission = result.calls[k].arguments.get("submission")
+        if isinstance(submission, str) and submission.strip():
+            return Candidate(submission, k + 1)
+    blocks = [b for b in _CODE_BLOCK.findall(_sampled_text(result)) if "ModelNew" in b]
+    if blocks:
+        return Candidate(blocks[-1], len(result.calls) + 1)
+    return None
+
+
+def _sampled_text(result: TrajectoryResult) -> str:
+    """The response without what the worker inserted (a tool output cannot be the kernel)."""
+    text = result.text
+    for call in result.calls:
+        if call.inserted:
+            text = text.replace(call.inserted, "\n")
+    return text
+
+
+class TaskRunner:
+    """Runs TasksRequests on one shared engine; thread-safe."""
+
+    def __init__(self, make_engine: Callable[[], Engine], client: ToolClient,
+                 max_live: int = DEFAULT_MAX_LIVE, cache: ToolCache | None = None,
+                 reward_bench_s: float = 2.0) -> None:
+        self.make_engine, self.client, self.max_live = make_engine, client, max_live
+        self.cache = cache if cache is not None else ToolCache()
+        self.reward_bench_s = reward_bench_s
+        self._lock = threading.Lock()
+        self._rollout: Rollout | None = None
+        self._thread: threading.Thread | None = None
+        self._schemas: dict[str, dict[str, Any]] | None = None
+        self._ids = itertools.count(1)
+        self._reward_pool = cf.ThreadPoolExecutor(4, thread_name_prefix="reward")
+
+    # -- the shared engine -------------------------------------------------------------------
+
+    def rollout(self) -> Rollout:
+        """The serving driver, started on first use."""
+        with self._lock:
+            if self._rollout is None:
+                engine = self.make_engine()
+                self.tools = TaskTools(self.client, engine.tokenize, engine.detokenize)
+                self.chat = engine.chat_format()  # type: ignore[attr-defined]
+                rollout = Rollout(engine, lambda call: _no_workload_tool(call),
+                                  RolloutConfig(mode=Mode.SPECULATE, forced=False),
+                                  template=self.chat, cache=self.cache,
+                                  run_task_tool=self.tools.run)
+                self._thread = threading.Thread(target=rollout.serve, name="rollout-driver",
+                                                daemon=True)
+                self._thread.start()
+                self._rollout = rollout
+            return self._rollout
+
+    def schemas(self) -> dict[str, dict[str, Any]]:
+        if self._schemas is None:
+            self._schemas = schemas_of(self.client)
+        return self._schemas
+
+    def close(self) -> None:
+        if self._rollout is not None:
+            self._rollout.cancel()
+            if self._thread is not None:
+                self._thread.join(timeout=30)
+            close = getattr(self._rollout.engine, "close", None)
+            if close is not None:
+                close()
+        self._reward_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- a request ---------------------------------------------------------------------------
+
+    def prepare(self, request: rpb.TasksRequest) -> tuple[Mode, list[Trajectory],
+                                                          dict[str, T.TaskSpec]]:
+        """Checks the request and builds its trajectories; raises TaskRejected."""
+        try:
+            mode = Mode(request.mode or Mode.SPECULATE.value)
+        except ValueError:
+            raise TaskRejected("INVALID_ARGUMENT", "mode must be one of "
+                               f"{', '.join(m.value for m in Mode)}") from None
+        parser = request.parser or "hermes"
+        if parser not in PARSERS:
+            raise TaskRejected("INVALID_ARGUMENT", f"parser {parser!r} is not one of "
+                               f"{', '.join(PARSERS)}")
+        if not request.tasks:
+            raise TaskRejected("INVALID_ARGUMENT", "tasks: the request holds no task")
+        specs = [T.from_proto(t) for t in request.tasks]
+        wrong = T.batch_problems(specs)
+        for spec in specs:
+            wrong += [f"task {spec.id!r}: {p}" for p in
+                      T.problems(spec, self.schemas(), tuple(rewards.PRESETS))]
+        if wrong:
+            raise TaskRejected("INVALID_ARGUMENT", "; ".join(wrong[:20]))
+        total = sum(s.group_size for s in specs)
+        rollout = self.rollout()
+        live = rollout.live_sequences()
+        if total + live > self.max_live:
+            raise TaskRejected("RESOURCE_EXHAUSTED", (
+                f"the batch has {total} trajectories and the worker holds {live} of at most "
+                f"{self.max_live}; retry later" + ("" if total <= self.max_live else
+                                                   f", in batches of at most {self.max_live}")),
+                RETRY_DELAY_S)
+        key = f"r{next(self._ids)}"
+        trajectories = [t for spec in specs
+                        for t in self._trajectories(spec, key, rollout, parser)]
+        return mode, trajectories, {s.id: s for s in specs}
+
+    def _trajectories(self, spec: T.TaskSpec, key: str, rollout: Rollout, parser: str
+                      ) -> list[Trajectory]:
+        schemas = self.schemas()
+        tools = [schemas[t] for t in spec.tools]
+        engine = rollout.engine
+        if spec.prompt_ids:
+            prompt = list(spec.prompt_ids)
+            vocab = getattr(engine, "n_vocab", None)
+            if vocab is not None and max(prompt) >= vocab:
+                raise TaskRejected("INVALID_ARGUMENT", f"task {spec.id!r}: prompt_ids: token "
+                                   f"{max(prompt)} is outside the vocabulary of {vocab}")
+        else:
+            try:
+                text = self.chat.render(spec.chat(), tools=tools or None)
+            except ValueError as e:
+                raise TaskRejected("INVALID_ARGUMENT", f"task {spec.id!r}: messages: {e}"
+                                   ) from None
+            prompt = engine.tokenize(text)
+        if len(prompt) + 1 >= engine.max_tokens_per_seq:
+            raise TaskRejected("INVALID_ARGUMENT", f"task {spec.id!r}: the prompt is "
+                               f"{len(prompt)} tokens; the engine's context holds "
+                               f"{engine.max_tokens_per_seq} per sequence")
+        scope = f"{key}:{spec.id}"
+        binding = Binding(scope, {t: schemas[t] for t in spec.tools}, spec.reference,
+                          spec.tool_output_tokens)
+        s = spec.sampling
+        out = []
+        for k in range(spec.group_size):
+            sample = TaskSample(
+                public_id=f"{spec.id}/{k}", prompt_ids=prompt, binding=binding,
+                temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                seed=(spec.seed() + k) & 0xFFFFFFFF, max_new_tokens=s.max_new_tokens,
+                max_total_tokens=s.max_total_tokens, max_turns=s.max_turns, stop=s.stop,
+                put_owners=(spec.id, f"{spec.id}/{k}"), call_format=PARSERS[parser])
+            out.append(Trajectory(f"{scope}/{k}", "", [], spec.problem_name,
+                                  group=scope if spec.group_size > 1 else "", task=sample))
+        return out
+
+    def run(self, request: rpb.TasksRequest,
+            on_cancel: Callable[[Callable[[], None]], Any]) -> Iterator[rpb.TaskEvent]:
+        """The request's event stream; on_cancel registers what stops it (gRPC's
+        context.add_callback)."""
+        mode, trajectories, specs = self.prepare(request)
+        rollout = self.rollout()
+        events: queue.Queue[Any] = queue.Queue()
+        pending: list[cf.Future[Any]] = []
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "done":
+                result: TrajectoryResult = data["result"]
+                pending.append(self._reward_pool.submit(self._finished, result, specs, events))
+            else:
+                events.put((kind, data))
+
+        handle = rollout.submit(trajectories, on_event, mode)
+        on_cancel(lambda: self._cancel(rollout, handle, pending))
+        handle.future.add_done_callback(lambda _: events.put(_END))
+        yield from self._drain(events)
+        stats = self._wait(handle, pending)
+        if stats is None:
+            return
+        while not events.empty():  # results whose reward finished last
+            item = events.get()
+            if item is not _END:
+                event = _event(*item)
+                if event is not None:
+                    yield event
+        yield rpb.TaskEvent(summary=_summary(stats))
+
+    def _drain(self, events: queue.Queue[Any]) -> Iterator[rpb.TaskEvent]:
+        while True:
+            item = events.get()
+            if item is _END:
+                return
+            event = _event(*item)
+            if event is not None:
+                yield event
+
+    @staticmethod
+    def _wait(handle: BatchHandle, pending: list[cf.Future[Any]]) -> RolloutStats | None:
+        try:
+            stats = handle.result()
+        except RolloutCancelled:
+            return None
+        cf.wait(list(pending))
+        return stats
+
+    @staticmethod
+    def _cancel(rollout: Rollout, handle: BatchHandle, pending: list[cf.Future[Any]]) -> None:
+        rollout.cancel_batch(handle)
+        for future in list(pending):
+            future.cancel()
+
+    def _finished(self, result: TrajectoryResult, specs: dict[str, T.TaskSpec],
+                  events: queue.Queue[Any]) -> None:
+        assert result.task is not None
+        task_id = result.task.public_id.rsplit("/", 1)[0]
+        spec = specs[task_id]
+        reward = self._reward(spec, result) if spec.reward else None
+        events.put(("result", {"id": result.id, "result": result, "reward": reward}))
+
+    def _reward(self, spec: T.TaskSpec, result: TrajectoryResult) -> rewards.Reward:
+        how = True if spec.reward == "default" else spec.reward
+        candidate = final_candidate(result)
+        if candidate is None:
+            return rewards.Reward(total=0.0, correct=False,
+                                  preset=rewards.preset(how).name,
+                                  refused=["no kernel: the trajectory never submitted a "
+                                           "ModelNew to a tool nor wrote one in a code block"])
+        try:
+            reward, _, _ = rewards.evaluate(self.client, spec.reference, candidate.source, how,
+                                            candidate.turn, time_budget_s=self.reward_bench_s)
+        except Exception as e:  # the tool service failed: no reward rather than a wrong one
+            log.warning("reward of %s: %s", result.id, e)
+            return rewards.Reward(total=0.0, correct=False, preset=rewards.preset(how).name,
+                                  refused=[f"the tool service failed: {type(e).__name__}: "
+                                           f"{e}"[:300]])
+        return reward
+
+
+def _no_workload_tool(call: ToolCall) -> Any:
+    raise RuntimeError("RunTasks trajectories run tools through their task's binding")
+
+
+def _event(kind: str, data: dict[str, Any]) -> rpb.TaskEvent | None:
+    tid = str(data.get("id", ""))
+    if kind == "token":
+        return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
+            token_ids=[data["token"]], text=data["text"]))
+    if kind == "inserted":
+        return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
+            token_ids=data["tokens"], text=data["text"], inserted=True))
+    if kind == "tool_call":
+        return rpb.TaskEvent(trajectory_id=tid, tool_call=rpb.ToolEvent(
+            tool=data["tool"], speculative_hit=bool(data.get("speculative_hit"))))
+    if kind == "tool_result":
+        return rpb.TaskEvent(trajectory_id=tid, tool_result=rpb.ToolEvent(
+            tool=data["tool"], status=data["status"]))
+    if kind == "result":
+        return rpb.TaskEvent(trajectory_id=tid, result=trajectory_message(data["result"],
+                                                                          data["reward"]))
+    return None
+
+
+def trajectory_message(r: TrajectoryResult, reward: rewards.Reward | None
+                       ) -> rpb.TaskTrajectory:
+    assert r.task is not None
+    task_id, sample = r.task.public_id.rsplit("/", 1)
+    message = rpb.TaskTrajectory(
+        task_id=task_id, sample=int(sample), prompt_ids=r.prompt_ids,
+        response_ids=r.response_ids, response_mask=r.response_mask, logprobs=r.logprobs,
+        finish_reason=r.finish_reason, response_text=r.text,
+        wall_s=r.wall_s, has_reward=reward is not None)
+    for call in r.calls:
+        message.turns.add(tool=call.name, arguments_json=json.dumps(call.arguments),
+                          status=call.status, inserted_text=call.inserted, tool_s=call.tool_s,
+                          speculative_hit=call.speculative_hit)
+    if reward is not None:
+        message.reward.total = reward.total
+        message.reward.breakdown_json = json.dumps(reward.to_json())
+    return message
+
+
+def _summary(stats: RolloutStats) -> rpb.RolloutSummary:
+    return rpb.RolloutSummary(
+        mode=stats.mode, wall_s=stats.wall_s, tokens_per_s=stats.tokens_per_s,
+        prefill_tokens=stats.prefill_tokens, reprefill_tokens=stats.reprefill_tokens,
+        idle_s=stats.idle_s, spec_hits=stats.spec_hits, spec_misses=stats.spec_misses,
+        wasted_tool_s=stats.wasted_tool_s, forked_tokens=stats.forked_tokens)
