@@ -211,3 +211,35 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@pytest.mark.slow
+def test_rollout_tasks_writes_a_result_line_per_trajectory(tmp_path: Path) -> None:
+    """`perfbox rollout --tasks`: embedded tool service and worker, the README's example task
+    file, one result line per trajectory with the contract's fields, progress on stderr."""
+    pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+    tasks = Path(__file__).parent.parent / "examples" / "tasks.jsonl"
+    out = tmp_path / "results.jsonl"
+    run = perfbox("rollout", "--tasks", str(tasks), "--out", str(out), timeout=900)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = sum(json.loads(t).get("group_size", 1) for t in tasks.read_text().splitlines()
+                   if t.strip())
+    assert len(lines) == expected
+    for line in lines:
+        assert {"task_id", "sample", "prompt_ids", "response_ids", "response_mask", "logprobs",
+                "turns", "finish_reason", "reward"} <= set(line)
+        assert len(line["response_ids"]) == len(line["response_mask"]) == len(line["logprobs"])
+        assert "total" in line["reward"] and "refused" in line["reward"]
+    assert f"[{expected}/{expected}]" in run.stderr and "done:" in run.stderr
+
+
+def test_a_bad_task_file_is_a_usage_error(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="perfbox rollout checks its engine first")
+    bad = tmp_path / "tasks.jsonl"
+    bad.write_text('{"id": "a", "messages": [{"role": "user", "content": "x"}]}\n{"id": 1,\n')
+    out = perfbox("rollout", "--tasks", str(bad), "--out", str(tmp_path / "r.jsonl"), timeout=60)
+    assert out.returncode == ExitCode.USAGE
+    assert f"{bad}:2: not JSON" in out.stderr
+    missing = perfbox("rollout", "--tasks", str(bad), timeout=60)
+    assert missing.returncode == ExitCode.USAGE and "--tasks needs --out" in missing.stderr
