@@ -27,6 +27,8 @@ def read_tasks(path: Path) -> list[rpb.Task]:
     line."""
     from perfbox.inference.tasks import TaskFormatError, proto_from_json
 
+    if not path.is_file():
+        raise ValueError(f"--tasks {path}: no such file")
     tasks = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):

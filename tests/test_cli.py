@@ -240,6 +240,8 @@ def test_a_bad_task_file_is_a_usage_error(tmp_path: Path) -> None:
     bad.write_text('{"id": "a", "messages": [{"role": "user", "content": "x"}]}\n{"id": 1,\n')
     out = perfbox("rollout", "--tasks", str(bad), "--out", str(tmp_path / "r.jsonl"), timeout=60)
     assert out.returncode == ExitCode.USAGE
-    assert f"{bad}:2: not JSON" in out.stderr
+    assert f"{bad}:2: not JSON" in out.stderr.replace("\n", "")
     missing = perfbox("rollout", "--tasks", str(bad), timeout=60)
     assert missing.returncode == ExitCode.USAGE and "--tasks needs --out" in missing.stderr
+    absent = perfbox("rollout", "--tasks", str(tmp_path / "none.jsonl"), "--out", "r", timeout=60)
+    assert absent.returncode == ExitCode.USAGE and "no such file" in absent.stderr
