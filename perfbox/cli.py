@@ -718,14 +718,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ValueError as e:
-        err_console.print(f"[red]error:[/] {e}")
+        err_console.print(f"[red]error:[/] {e}", soft_wrap=True)
         return ExitCode.USAGE
     except ConnectionError as e:
-        err_console.print(f"[red]error:[/] {e}")
+        err_console.print(f"[red]error:[/] {e}", soft_wrap=True)
         return ExitCode.CONNECTION
     except grpc.RpcError as e:
         code = e.code()
-        err_console.print(f"[red]error ({code.name}):[/] {e.details()}")
+        err_console.print(f"[red]error ({code.name}):[/] {e.details()}", soft_wrap=True)
         if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
                     grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAUTHENTICATED,
                     grpc.StatusCode.PERMISSION_DENIED):
@@ -741,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         from perfbox.sandbox.config import ConfigError
 
         if isinstance(e, (BwrapUnavailable, ConfigError)):
-            err_console.print(f"[red]error:[/] {e}")
+            err_console.print(f"[red]error:[/] {e}", soft_wrap=True)
             return ExitCode.USAGE
         raise
 
