@@ -360,6 +360,8 @@ class Rollout:
                     seq.future.cancel()
                 seq.state = State.DONE
         self._batches.remove(batch)
+        if batch.mode == Mode.SPECULATE:  # its launches nobody will claim now
+            self.cache.cancel_unclaimed(owners={s.traj.id for s in batch.seqs})
         ids = {id(s) for s in batch.seqs}
         self._seqs = [s for s in self._seqs if id(s) not in ids]
         if error is not None:
@@ -393,7 +395,6 @@ class Rollout:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise RolloutCancelled(f"cancelled with {left} trajectories unfinished")
                 self._iterate()
-            self.cache.cancel_unclaimed()
         return batch.done.result()
 
     def serve(self) -> None:
@@ -717,7 +718,7 @@ class Rollout:
     def _launch(self, call: ToolCall, seq: _Seq) -> None:
         assert self._pool is not None
         self.cache.launch(self._cache_key(call, seq), self._runner(call, seq),
-                          self._pool.submit, response_id=seq.public_id)
+                          self._pool.submit, response_id=seq.traj.id)
 
     def _draft_launch(self, seq: _Seq, turn_text: str) -> None:
         """An emulated draft model: right with probability alpha (it launches this turn's own

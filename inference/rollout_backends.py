@@ -107,6 +107,10 @@ class _SessionRun:
     def result(self) -> RolloutStats:
         return self._done.result()
 
+    @property
+    def future(self) -> cf.Future[RolloutStats]:
+        return self._done
+
     def cancel(self) -> None:
         self._loop.call_soon_threadsafe(self._task.cancel)
 
@@ -147,6 +151,21 @@ class SessionBackend:
         return _SessionRun(self._loop,
                            asyncio.run_coroutine_threadsafe(launch(), self._loop).result())
 
+    def start_tasks(self, trajectories: list[Trajectory], config: RolloutConfig,
+                    on_event: OnEvent, cache: Any, run_task_tool: Any, template: Any
+                    ) -> _SessionRun:
+        """A training job's task trajectories (perfbox.inference.task_service)."""
+        from perfbox.inference.session_rollout import SessionRollout
+
+        rollout = SessionRollout(self.engine, self.run_tool, config, template=template,
+                                 on_event=on_event, cache=cache, run_task_tool=run_task_tool)
+
+        async def launch() -> asyncio.Task[RolloutStats]:
+            return asyncio.create_task(rollout.run(trajectories))
+
+        return _SessionRun(self._loop,
+                           asyncio.run_coroutine_threadsafe(launch(), self._loop).result())
+
     def close(self) -> None:
         """Stops the engine core, then the loop."""
         async def shutdown() -> None:
@@ -160,3 +179,42 @@ class SessionBackend:
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+class SessionDriver:
+    """RunTasks on vLLM (perfbox.inference.task_service.TaskDriver): every call's batch is a
+    SessionRollout task in the backend's event loop, on the engine it loaded once; vLLM's
+    scheduler batches them with each other and with `Run` rollouts."""
+
+    def __init__(self, backend: SessionBackend, run_task_tool: Any, cache: Any) -> None:
+        self.backend, self.engine = backend, backend.engine
+        self.chat = self.engine.chat_format()
+        self.run_task_tool, self.cache = run_task_tool, cache
+        self._live: dict[int, int] = {}  # id(run) -> its unfinished trajectories
+        self._lock = threading.Lock()
+
+    def submit(self, trajectories: list[Trajectory], on_event: OnEvent, mode: Any) -> Any:
+        from perfbox.inference.rollout import RolloutConfig
+
+        config = RolloutConfig(mode=mode, forced=False)
+        run = self.backend.start_tasks(trajectories, config, on_event, self.cache,
+                                       self.run_task_tool, self.chat)
+        with self._lock:
+            self._live[id(run)] = len(trajectories)
+
+        def settle(_: Any) -> None:
+            with self._lock:
+                self._live.pop(id(run), None)
+
+        run.future.add_done_callback(settle)
+        return run
+
+    def cancel_batch(self, handle: Any) -> None:
+        handle.cancel()
+
+    def live_sequences(self) -> int:
+        with self._lock:
+            return sum(self._live.values())
+
+    def close(self) -> None:
+        """The backend (and its engine) belongs to the worker; it closes them."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from perfbox.inference.rollout import Mode, RolloutCancelled, RolloutConfig
 from perfbox.inference.rollout_backends import RolloutBackend
 from perfbox.inference.task_service import TaskRejected, TaskRunner
 
+log = logging.getLogger(__name__)
 MAX_COUNT = 4096
 MAX_KV_SLOTS = 64  # sequences one engine holds at once; more trajectories queue for a slot
 _END = object()
@@ -97,9 +99,9 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
     def RunTasks(self, request: rpb.TasksRequest, context: grpc.ServicerContext
                  ) -> Iterator[rpb.TaskEvent]:
         if self.tasks is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this worker runs no client tasks: "
-                          "start it with a tool service (perfbox worker --tool-server) on the "
-                          "embedded engine")
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this worker was started without a "
+                          "task runner (perfbox.inference.task_service.TaskRunner): it serves "
+                          "only the bundled workload through Run")
         assert self.tasks is not None
         try:
             stream = self.tasks.run(request, context.add_callback)
@@ -109,9 +111,19 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
                 context.set_trailing_metadata(
                     ((RETRY_DELAY_KEY, str(max(1, round(e.retry_delay_s * 1000)))),))
             context.abort(getattr(grpc.StatusCode, e.code), str(e))
-        if first is not None:
-            yield first
+        except Exception as e:  # perfbox's own fault (the engine, the driver): say so
+            log.exception("RunTasks")
+            context.abort(grpc.StatusCode.INTERNAL, f"the rollout worker failed: "
+                          f"{type(e).__name__}: {e}")
+        if first is None:
+            return
+        yield first
+        try:
             yield from stream
+        except Exception as e:
+            log.exception("RunTasks")
+            context.abort(grpc.StatusCode.INTERNAL, f"the rollout worker failed: "
+                          f"{type(e).__name__}: {e}")
 
     @contextlib.contextmanager
     def _hold_engine(self, context: grpc.ServicerContext) -> Iterator[None]:

@@ -13,6 +13,11 @@ Decoding never depends on the mode: with greedy decoding (or replay) the tokens 
 
 A turn ends at the chat template's end-of-turn token (Hermes/Qwen-style models close the
 assistant turn right after `</tool_call>`), at an end-of-sequence token or at max_turn_tokens.
+
+A training job's task (a trajectory carrying a TaskSample) generates with its own sampling
+settings and tools, and records every response token with its mask (1 sampled, 0 inserted)
+and the sampled tokens' log-probs from vLLM (`logprobs_mode=processed_logprobs`: under the
+distribution each was drawn from), as perfbox.inference.rollout does on the embedded engine.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 from perfbox.inference.engines.vllm_sessions import Session, TurnOutput, VllmSessions
 from perfbox.inference.rollout import (CallRecord, Mode, RolloutConfig, RolloutStats,
-                                       TrajectoryResult)
+                                       RunTaskTool, TrajectoryResult)
 from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.tools_bridge import ToolOutput
@@ -46,14 +51,17 @@ class SessionRollout:
     """Runs trajectories on a VllmSessions engine (call run() once, inside an event loop)."""
 
     def __init__(self, engine: VllmSessions, run_tool: Callable[[ToolCall], ToolOutput],
-                 config: RolloutConfig, template: ChatTemplate | None = None,
+                 config: RolloutConfig, template: ChatTemplate | Any | None = None,
                  call_format: ToolCallFormat | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 cache: ToolCache | None = None, run_task_tool: RunTaskTool | None = None
+                 ) -> None:
         self.engine, self.run_tool, self.config = engine, run_tool, config
+        self.run_task_tool = run_task_tool
         self.on_event = on_event or (lambda kind, data: None)
         self.template = template or ChatTemplate()
         self.call_format = call_format or ToolCallFormat()
-        self.cache = ToolCache()
+        self.cache = cache if cache is not None else ToolCache()
         self.end_of_turn = engine.token_id(self.template.end)
         self._pool = cf.ThreadPoolExecutor(config.tool_workers)
 
@@ -63,7 +71,7 @@ class SessionRollout:
             results = await asyncio.gather(*(self._trajectory(t, started)
                                              for t in trajectories))
         finally:
-            self.cache.cancel_unclaimed()
+            self.cache.cancel_unclaimed(owners={t.id for t in trajectories})
             self._pool.shutdown(wait=False, cancel_futures=True)
         wall = time.monotonic() - started
         generated = sum(r.generated_tokens for r in results)
@@ -82,6 +90,8 @@ class SessionRollout:
     # -- one trajectory ----------------------------------------------------------------------
 
     async def _trajectory(self, traj: Trajectory, started: float) -> TrajectoryResult:
+        if traj.task is not None:
+            return await self._task_trajectory(traj, started)
         seed = zlib.crc32(f"{self.config.seed}/{traj.id}".encode())
         context = self.engine.tokenize(traj.prompt)
         new = list(context)  # tokens not yet sent to the engine
@@ -141,18 +151,21 @@ class SessionRollout:
         if session is None:  # resubmit: the whole conversation again
             stream = self.engine.request(list(context), params, out)
         else:
-            stream = session.turn(list(new), params)
+            stream = session.turn(list(new), params, out)
         async for delta in stream:
             before = self.engine.detokenize(out.tokens)
             out.tokens += delta
             piece = self.engine.detokenize(out.tokens)[len(before):]
-            self.on_event("tokens", {"id": traj.id, "tokens": delta, "text": piece})
+            self.on_event("tokens", {"id": _public(traj), "tokens": delta, "text": piece})
             event = parser.feed(piece)
             if self.config.mode == Mode.SPECULATE:
                 for ready in event.arguments_complete:  # early launch
                     self._launch(ready, traj)
             if event.closed and call is None:
                 call, turn_s = event.closed[0], time.monotonic() - turn_started
+            elif event.malformed and call is None and traj.task is not None:
+                call = ToolCall("", {}, event.malformed[0])  # the model reads why not
+                turn_s = time.monotonic() - turn_started
         if session is None:
             counts.prefill += len(context) - out.cached_tokens
             counts.reprefill += max(0, held - out.cached_tokens)
@@ -162,25 +175,143 @@ class SessionRollout:
 
     # -- tools -------------------------------------------------------------------------------
 
+    def _key(self, call: ToolCall, traj: Trajectory) -> str:
+        """As perfbox.inference.rollout keys calls: a task's are scoped to the task."""
+        return call.key if traj.task is None else f"{traj.task.binding.scope}\n{call.key}"
+
+    def _runner(self, call: ToolCall, traj: Trajectory) -> Callable[[], ToolOutput]:
+        if traj.task is None:
+            return lambda: self.run_tool(call)
+        assert self.run_task_tool is not None, "task trajectories need run_task_tool"
+        binding, run = traj.task.binding, self.run_task_tool
+        return lambda: run(call, binding)
+
     def _launch(self, call: ToolCall, traj: Trajectory) -> None:
-        self.cache.launch(call.key, lambda c=call: self.run_tool(c), self._pool.submit,
+        self.cache.launch(self._key(call, traj), self._runner(call, traj), self._pool.submit,
                           response_id=traj.id)
+
+    def _claim(self, call: ToolCall, traj: Trajectory) -> cf.Future[Any] | None:
+        future = (self.cache.claim(self._key(call, traj))
+                  if self.config.mode == Mode.SPECULATE else None)
+        if future is None and traj.task is not None and traj.task.put_owners:
+            future = self.cache.claim(call.key, count_miss=False, owners=traj.task.put_owners)
+        return future
 
     async def _tool(self, call: ToolCall, traj: Trajectory, counts: _Counts) -> ToolOutput:
         closed_at = time.monotonic()
-        future = self.cache.claim(call.key) if self.config.mode == Mode.SPECULATE else None
+        future = self._claim(call, traj)
         hit = future is not None
         if future is None:
-            future = self._pool.submit(self.run_tool, call)
-        self.on_event("tool_call", {"id": traj.id, "tool": call.name, "speculative_hit": hit})
-        if self.config.mode == Mode.SPECULATE and call.name == "compile":
+            future = self._pool.submit(self._runner(call, traj))
+        self.on_event("tool_call", {"id": _public(traj), "tool": call.name,
+                                    "speculative_hit": hit})
+        if self.config.mode == Mode.SPECULATE and call.name == "compile" and (
+                traj.task is None or "disasm" in traj.task.binding.schemas):
             self._launch(ToolCall("disasm", dict(call.arguments), call.raw), traj)
         try:
             output = await asyncio.wrap_future(future)
         except Exception as e:  # the service failed: the model reads the error
             output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
+        if not isinstance(output, ToolOutput):  # a client's Put: the text the model reads
+            output = ToolOutput(str(output), "PUT", 0.0)
         counts.calls.append(CallRecord(call.name, output.status, output.tool_s,
-                                       time.monotonic() - closed_at, hit))
-        self.on_event("tool_result", {"id": traj.id, "tool": call.name,
+                                       time.monotonic() - closed_at, hit, dict(call.arguments)))
+        self.on_event("tool_result", {"id": _public(traj), "tool": call.name,
                                       "status": output.status})
         return output
+
+    # -- a training job's task ---------------------------------------------------------------
+
+    async def _task_trajectory(self, traj: Trajectory, started: float) -> TrajectoryResult:
+        task = traj.task
+        assert task is not None
+        context = list(task.prompt_ids)
+        new = list(context)
+        rec, counts = _Response(), _Counts()
+        session = None if self.config.mode == Mode.RESUBMIT else self.engine.session(traj.id)
+        held, finish = 0, "stop"
+        try:
+            for turn in range(task.max_turns):
+                room = self._room(task, context, rec)
+                if room <= 0:
+                    finish = "length"
+                    break
+                stops = [self.end_of_turn] if self.end_of_turn is not None else None
+                params = self.engine.params(min(task.max_new_tokens, room), task.temperature,
+                                            (task.seed + turn) & 0xFFFFFFFF, None, stops,
+                                            task.top_p, task.top_k, logprobs=True)
+                out, call, turn_s = await self._turn(session, context, new, params, traj,
+                                                     counts, held)
+                held = len(context) + len(out.tokens)
+                context += out.tokens
+                rec.sampled(out, self.engine.detokenize(out.tokens))
+                counts.turn_generation_s.append(turn_s)
+                if any(stop in rec.turn_text for stop in task.stop):
+                    break
+                if call is None:
+                    finish = "length" if out.finish_reason == "length" else "stop"
+                    break
+                output = await self._tool(call, traj, counts)
+                if turn + 1 >= task.max_turns:
+                    finish = "max_turns"
+                    break
+                response = self.template.tool_response(output.text)
+                if out.tokens and out.tokens[-1] == self.end_of_turn:
+                    response = response[len(self.template.end):]  # the model closed the turn
+                new = self.engine.tokenize(response)
+                if len(new) + 1 > self._room(task, context, rec):
+                    finish = "length"
+                    break
+                counts.calls[-1].inserted = response
+                rec.inserted(new, response)
+                self.on_event("inserted", {"id": task.public_id, "tokens": new,
+                                           "text": response})
+                context += new
+        finally:
+            if session is not None:
+                await session.close()
+        result = TrajectoryResult(
+            id=task.public_id, wall_s=time.monotonic() - started,
+            generated_tokens=sum(rec.mask), prefill_tokens=counts.prefill,
+            reprefill_tokens=counts.reprefill, forked_tokens=0, group=traj.group,
+            turn_generation_s=counts.turn_generation_s, calls=counts.calls,
+            tokens=[t for t, m in zip(rec.ids, rec.mask) if m], text=rec.text,
+            finish_reason=finish, prompt_ids=list(task.prompt_ids), response_ids=rec.ids,
+            response_mask=rec.mask, logprobs=rec.logprobs, task=task)
+        self.on_event("done", {"id": task.public_id, "result": result})
+        return result
+
+    def _room(self, task: Any, context: list[int], rec: "_Response") -> int:
+        room = self.engine.max_tokens_per_seq - len(context)
+        if task.max_total_tokens:
+            room = min(room, task.max_total_tokens - len(rec.ids))
+        return room
+
+
+@dataclass
+class _Response:
+    """A task trajectory's response as training reads it."""
+
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    turn_text: str = ""
+
+    def sampled(self, out: TurnOutput, text: str) -> None:
+        self.ids += out.tokens
+        self.mask += [1] * len(out.tokens)
+        lps = out.logprobs[:len(out.tokens)]
+        self.logprobs += lps + [0.0] * (len(out.tokens) - len(lps))
+        self.text += text
+        self.turn_text = text
+
+    def inserted(self, tokens: list[int], text: str) -> None:
+        self.ids += tokens
+        self.mask += [0] * len(tokens)
+        self.logprobs += [0.0] * len(tokens)
+        self.text += text
+
+
+def _public(traj: Trajectory) -> str:
+    return traj.task.public_id if traj.task is not None else traj.id

@@ -23,15 +23,16 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from perfbox import reward as rewards
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.client import ToolClient
 from perfbox.inference import tasks as T
 from perfbox.inference.engine import Engine
+from perfbox.inference.chat_format import ChatFormat
 from perfbox.inference.rollout import (BatchHandle, Mode, Rollout, RolloutCancelled,
-                                       RolloutConfig, RolloutStats, TaskSample,
+                                       RolloutConfig, RolloutStats, RunTaskTool, TaskSample,
                                        TrajectoryResult)
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
 from perfbox.inference.tool_cache import ToolCache
@@ -83,40 +84,102 @@ def _sampled_text(result: TrajectoryResult) -> str:
     return text
 
 
-class TaskRunner:
-    """Runs TasksRequests on one shared engine; thread-safe."""
+class TaskDriver(Protocol):
+    """What runs task trajectories on an engine: the step driver (perfbox.inference.rollout,
+    the embedded engine) or the session driver (vLLM, perfbox.inference.rollout_backends)."""
 
-    def __init__(self, make_engine: Callable[[], Engine], client: ToolClient,
+    engine: Any  # tokenize, detokenize, max_tokens_per_seq
+    chat: ChatFormat  # the model's template
+
+    def submit(self, trajectories: list[Trajectory], on_event: Callable[[str, dict[str, Any]],
+                                                                          None],
+               mode: Mode) -> Any:
+        """Starts a batch; returns a handle whose `future` resolves to its RolloutStats (or
+        RolloutCancelled)."""
+
+    def cancel_batch(self, handle: Any) -> None: ...
+
+    def live_sequences(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+MakeDriver = Callable[[RunTaskTool, ToolCache], TaskDriver]
+
+
+class StepDriver:
+    """The embedded engine's driver: one Rollout serving every batch on a thread of its own."""
+
+    def __init__(self, engine: Engine, run_task_tool: RunTaskTool, cache: ToolCache) -> None:
+        self.engine = engine
+        self.chat = engine.chat_format()  # type: ignore[attr-defined]
+        self.rollout = Rollout(engine, _no_workload_tool,
+                               RolloutConfig(mode=Mode.SPECULATE, forced=False),
+                               template=self.chat, cache=cache, run_task_tool=run_task_tool)
+        self._thread = threading.Thread(target=self.rollout.serve, name="rollout-driver",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, trajectories: list[Trajectory], on_event: Any, mode: Mode) -> BatchHandle:
+        return self.rollout.submit(trajectories, on_event, mode)
+
+    def cancel_batch(self, handle: BatchHandle) -> None:
+        self.rollout.cancel_batch(handle)
+
+    def live_sequences(self) -> int:
+        return self.rollout.live_sequences()
+
+    def kv_slots_in_use(self) -> int:
+        return self.rollout.kv_slots_in_use()
+
+    def close(self) -> None:
+        self.rollout.cancel()
+        self._thread.join(timeout=30)
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
+def step_driver(make_engine: Callable[[], Engine]) -> MakeDriver:
+    return lambda run_task_tool, cache: StepDriver(make_engine(), run_task_tool, cache)
+
+
+class TaskRunner:
+    """Runs TasksRequests on one shared engine; thread-safe. `make_engine` builds the embedded
+    engine; `make_driver` (instead) any TaskDriver, e.g. vLLM's session driver."""
+
+    def __init__(self, make_engine: Callable[[], Engine] | None, client: ToolClient,
                  max_live: int = DEFAULT_MAX_LIVE, cache: ToolCache | None = None,
-                 reward_bench_s: float = 2.0) -> None:
-        self.make_engine, self.client, self.max_live = make_engine, client, max_live
+                 reward_bench_s: float = 2.0, make_driver: MakeDriver | None = None) -> None:
+        if make_driver is None:
+            assert make_engine is not None, "give make_engine or make_driver"
+            make_driver = step_driver(make_engine)
+        self.make_driver, self.client, self.max_live = make_driver, client, max_live
         self.cache = cache if cache is not None else ToolCache()
         self.reward_bench_s = reward_bench_s
         self._lock = threading.Lock()
-        self._rollout: Rollout | None = None
-        self._thread: threading.Thread | None = None
+        self._driver: TaskDriver | None = None
         self._schemas: dict[str, dict[str, Any]] | None = None
         self._ids = itertools.count(1)
         self._reward_pool = cf.ThreadPoolExecutor(4, thread_name_prefix="reward")
 
     # -- the shared engine -------------------------------------------------------------------
 
-    def rollout(self) -> Rollout:
+    def driver(self) -> TaskDriver:
         """The serving driver, started on first use."""
         with self._lock:
-            if self._rollout is None:
-                engine = self.make_engine()
-                self.tools = TaskTools(self.client, engine.tokenize, engine.detokenize)
-                self.chat = engine.chat_format()  # type: ignore[attr-defined]
-                rollout = Rollout(engine, lambda call: _no_workload_tool(call),
-                                  RolloutConfig(mode=Mode.SPECULATE, forced=False),
-                                  template=self.chat, cache=self.cache,
-                                  run_task_tool=self.tools.run)
-                self._thread = threading.Thread(target=rollout.serve, name="rollout-driver",
-                                                daemon=True)
-                self._thread.start()
-                self._rollout = rollout
-            return self._rollout
+            if self._driver is None:
+                driver = self.make_driver(lambda call, binding: self.tools.run(call, binding),
+                                          self.cache)
+                self.tools = TaskTools(self.client, driver.engine.tokenize,
+                                       driver.engine.detokenize)
+                self.chat = driver.chat
+                self._driver = driver
+            return self._driver
+
+    def rollout(self) -> Any:
+        """The step driver's Rollout (the embedded engine), for inspection."""
+        return getattr(self.driver(), "rollout", self.driver())
 
     def schemas(self) -> dict[str, dict[str, Any]]:
         if self._schemas is None:
@@ -124,13 +187,8 @@ class TaskRunner:
         return self._schemas
 
     def close(self) -> None:
-        if self._rollout is not None:
-            self._rollout.cancel()
-            if self._thread is not None:
-                self._thread.join(timeout=30)
-            close = getattr(self._rollout.engine, "close", None)
-            if close is not None:
-                close()
+        if self._driver is not None:
+            self._driver.close()
         self._reward_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- a request ---------------------------------------------------------------------------
@@ -157,8 +215,8 @@ class TaskRunner:
         if wrong:
             raise TaskRejected("INVALID_ARGUMENT", "; ".join(wrong[:20]))
         total = sum(s.group_size for s in specs)
-        rollout = self.rollout()
-        live = rollout.live_sequences()
+        driver = self.driver()
+        live = driver.live_sequences()
         if total + live > self.max_live:
             raise TaskRejected("RESOURCE_EXHAUSTED", (
                 f"the batch has {total} trajectories and the worker holds {live} of at most "
@@ -167,14 +225,13 @@ class TaskRunner:
                 RETRY_DELAY_S)
         key = f"r{next(self._ids)}"
         trajectories = [t for spec in specs
-                        for t in self._trajectories(spec, key, rollout, parser)]
+                        for t in self._trajectories(spec, key, driver.engine, parser)]
         return mode, trajectories, {s.id: s for s in specs}
 
-    def _trajectories(self, spec: T.TaskSpec, key: str, rollout: Rollout, parser: str
+    def _trajectories(self, spec: T.TaskSpec, key: str, engine: Any, parser: str
                       ) -> list[Trajectory]:
         schemas = self.schemas()
         tools = [schemas[t] for t in spec.tools]
-        engine = rollout.engine
         if spec.prompt_ids:
             prompt = list(spec.prompt_ids)
             vocab = getattr(engine, "n_vocab", None)
@@ -213,7 +270,7 @@ class TaskRunner:
         """The request's event stream; on_cancel registers what stops it (gRPC's
         context.add_callback)."""
         mode, trajectories, specs = self.prepare(request)
-        rollout = self.rollout()
+        driver = self.driver()
         events: queue.Queue[Any] = queue.Queue()
         pending: list[cf.Future[Any]] = []
 
@@ -224,8 +281,8 @@ class TaskRunner:
             else:
                 events.put((kind, data))
 
-        handle = rollout.submit(trajectories, on_event, mode)
-        on_cancel(lambda: self._cancel(rollout, handle, pending))
+        handle = driver.submit(trajectories, on_event, mode)
+        on_cancel(lambda: self._cancel(driver, handle, pending))
         handle.future.add_done_callback(lambda _: events.put(_END))
         yield from self._drain(events)
         stats = self._wait(handle, pending)
@@ -249,17 +306,17 @@ class TaskRunner:
                 yield event
 
     @staticmethod
-    def _wait(handle: BatchHandle, pending: list[cf.Future[Any]]) -> RolloutStats | None:
+    def _wait(handle: Any, pending: list[cf.Future[Any]]) -> RolloutStats | None:
         try:
-            stats = handle.result()
+            stats = handle.future.result()
         except RolloutCancelled:
             return None
         cf.wait(list(pending))
         return stats
 
     @staticmethod
-    def _cancel(rollout: Rollout, handle: BatchHandle, pending: list[cf.Future[Any]]) -> None:
-        rollout.cancel_batch(handle)
+    def _cancel(driver: TaskDriver, handle: Any, pending: list[cf.Future[Any]]) -> None:
+        driver.cancel_batch(handle)
         for future in list(pending):
             future.cancel()
 
@@ -299,6 +356,9 @@ def _event(kind: str, data: dict[str, Any]) -> rpb.TaskEvent | None:
     if kind == "token":
         return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
             token_ids=[data["token"]], text=data["text"]))
+    if kind == "tokens":  # a streamed delta of several tokens (vLLM)
+        return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
+            token_ids=data["tokens"], text=data["text"]))
     if kind == "inserted":
         return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
             token_ids=data["tokens"], text=data["text"], inserted=True))

@@ -114,11 +114,15 @@ class ToolCache:
             entry = self._entries.get(key)
             return None if entry is None else entry.future
 
-    def cancel_unclaimed(self, keep: Callable[[str], bool] = lambda key: False) -> int:
-        """Drops unclaimed entries the caller no longer expects to match; running ones are
-        cancelled where the executor allows. Their tool time is counted as wasted."""
+    def cancel_unclaimed(self, keep: Callable[[str], bool] = lambda key: False,
+                         owners: set[str] | None = None) -> int:
+        """Drops unclaimed entries the caller no longer expects to match (with owners: only
+        those launched or Put for one of these response ids, so a shared cache keeps other
+        callers' entries); running ones are cancelled where the executor allows. Their tool
+        time is counted as wasted."""
         with self._lock:
-            doomed = [k for k, e in self._entries.items() if not e.claimed and not keep(k)]
+            doomed = [k for k, e in self._entries.items() if not e.claimed and not keep(k)
+                      and (owners is None or e.response_id in owners)]
             for key in doomed:
                 self._drop_locked(key)
             return len(doomed)

@@ -224,7 +224,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     client = ToolClient(args.tool_server, timeout_s=600, **client_options(args, remote=True))
     bridge = ToolBridge(client, workload.load().problems)
     backend = _backend(args, vllm_args, bridge.run)
-    tasks = _task_runner(args, client)
+    tasks = _task_runner(args, client, backend)
     try:
         server, port, registry = create_worker(backend, args.address, tasks=tasks)
     except BaseException:
@@ -240,8 +240,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         pass
     server.stop(grace=10).wait()
     backend.close()
-    if tasks is not None:
-        tasks.close()
+    tasks.close()
     if metrics is not None:
         metrics.close()
     client.close()
@@ -264,13 +263,17 @@ def _backend(args: argparse.Namespace, vllm_args: dict[str, Any], run_tool: Any)
                                                     threads=_threads(args)), run_tool)
 
 
-def _task_runner(args: argparse.Namespace, client: Any) -> Any:
-    """RunTasks on one shared embedded engine (started with the first call); None on vLLM,
-    whose rollout loop does not yet produce training results."""
-    if args.engine != "llama.cpp":
-        return None
-    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
+def _task_runner(args: argparse.Namespace, client: Any, backend: Any) -> Any:
+    """RunTasks on one shared engine: the embedded one (started with the first call, its own
+    KV slots), or the vLLM engine the backend loaded."""
     from perfbox.inference.task_service import TaskRunner
+
+    if args.engine == "vllm":
+        from perfbox.inference.rollout_backends import SessionDriver
+
+        return TaskRunner(None, client, max_live=args.max_live,
+                          make_driver=lambda run, cache: SessionDriver(backend, run, cache))
+    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
 
     return TaskRunner(lambda: LlamaCppEngine(args.model, num_slots=args.kv_slots,
                                              threads=_threads(args)),

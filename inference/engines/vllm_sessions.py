@@ -79,6 +79,16 @@ class TurnOutput:
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     cached_tokens: int = 0  # prompt tokens vLLM's prefix cache served (resubmit)
+    logprobs: list[float] = field(default_factory=list)  # per token, when params asked for them
+
+
+def _add_logprobs(out: TurnOutput | None, completion: Any) -> None:
+    """The sampled tokens' log-probabilities of a streamed delta (logprobs=0 asks vLLM for
+    the sampled token's only)."""
+    if out is None or completion.logprobs is None:
+        return
+    for token, entry in zip(completion.token_ids, completion.logprobs):
+        out.logprobs.append(float(entry[token].logprob))
 
 
 class Session:
@@ -101,17 +111,22 @@ class Session:
             tokens, params = item
             yield StreamingInput(TokensPrompt(prompt_token_ids=tokens), params)
 
-    async def turn(self, tokens: list[int], params: Any) -> AsyncIterator[list[int]]:
+    async def turn(self, tokens: list[int], params: Any, out: TurnOutput | None = None
+                   ) -> AsyncIterator[list[int]]:
         """Append tokens (prefilled: only these) and stream the generated tokens until the
-        turn ends (a stop token or max_tokens); the KV stays for the next turn."""
+        turn ends (a stop token or max_tokens); the KV stays for the next turn. out, when
+        given, gets the finish reason and the tokens' log-probs."""
         await self._chunks.put((tokens, params))
         if self._stream is None:
             self._stream = self._engine.llm.generate(self._inputs(), params, self._id)
-        async for out in self._stream:
-            completion = out.outputs[0]
+        async for item in self._stream:
+            completion = item.outputs[0]
+            _add_logprobs(out, completion)
             if completion.token_ids:
                 yield list(completion.token_ids)
             if completion.finish_reason is not None:
+                if out is not None:
+                    out.finish_reason = completion.finish_reason
                 return
 
     async def close(self) -> None:
@@ -132,6 +147,10 @@ class VllmSessions:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if "logprobs_mode" in AsyncEngineArgs.__dataclass_fields__:
+            # a sampled token's log-prob under the distribution it was drawn from (after
+            # temperature, top-k, top-p), as the embedded engine reports it
+            engine_args.setdefault("logprobs_mode", "processed_logprobs")
         args = AsyncEngineArgs(model=model, max_model_len=max_model_len,
                                enable_prefix_caching=True,
                                logits_processors=[forced_tokens_processor()], **engine_args)
@@ -148,21 +167,53 @@ class VllmSessions:
         assert self.tokenizer is not None
         return str(self.tokenizer.decode(tokens, skip_special_tokens=False))
 
+    @property
+    def n_vocab(self) -> int:
+        assert self.tokenizer is not None
+        return len(self.tokenizer)
+
+    def chat_format(self) -> Any:
+        """The tokenizer's chat template (ChatML when it has none)."""
+        from perfbox.inference.chat_format import CHATML, ChatFormat
+
+        t = self.tokenizer
+        return ChatFormat(getattr(t, "chat_template", None) or CHATML,
+                          bos_token=getattr(t, "bos_token", None) or "",
+                          eos_token=getattr(t, "eos_token", None) or "")
+
     def token_id(self, text: str) -> int | None:
         """The id of a single-token string (a chat template marker), else None."""
         ids = self.tokenize(text)
         return ids[0] if len(ids) == 1 else None
 
     def params(self, max_tokens: int, temperature: float = 0.0, seed: int | None = None,
-               forced: list[int] | None = None, stop_token_ids: list[int] | None = None
-               ) -> Any:
+               forced: list[int] | None = None, stop_token_ids: list[int] | None = None,
+               top_p: float = 1.0, top_k: int = 0, logprobs: bool = False) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed,
+                              top_p=top_p, top_k=top_k if top_k > 0 else -1,
                               stop_token_ids=stop_token_ids or [], detokenize=False,
                               output_kind=RequestOutputKind.DELTA,
+                              logprobs=0 if logprobs else None,
                               extra_args={FORCED_KEY: forced} if forced else None)
+
+    async def score(self, tokens: list[int], start: int) -> list[float]:
+        """log p(tokens[i] | tokens[:i]) for i >= start under the model's own distribution
+        (vLLM's prompt log-probs): a trainer's recomputation of greedy log-probs."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0,
+                                detokenize=False)
+        final = None
+        async for item in self.llm.generate(TokensPrompt(prompt_token_ids=tokens), params,
+                                            f"score-{next(self._ids)}"):
+            final = item
+        assert final is not None and final.prompt_logprobs is not None
+        return [float(final.prompt_logprobs[i][tokens[i]].logprob)
+                for i in range(start, len(tokens))]
 
     def session(self, name: str) -> Session:
         return Session(self, f"{name}-{next(self._ids)}")
@@ -177,6 +228,7 @@ class VllmSessions:
                                             f"req-{next(self._ids)}"):
             out.cached_tokens = int(item.num_cached_tokens or 0)
             completion = item.outputs[0]
+            _add_logprobs(out, completion)
             if completion.token_ids:
                 yield list(completion.token_ids)
             if completion.finish_reason is not None:

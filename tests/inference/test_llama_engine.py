@@ -68,8 +68,12 @@ def test_fork_and_truncate_reuse_the_prefix(engine: LlamaCppEngine) -> None:
 
 def test_clear_errors(engine: LlamaCppEngine, tmp_path: Path) -> None:
     seq = engine.start()
+    with pytest.raises(ValueError, match="600 tokens in one step; at most 256"):
+        engine.step([StepInput(seq, [1] * 600)])  # refused before the batch is written
+    engine.step([StepInput(seq, [1] * 250, want_next=False)])
+    engine.step([StepInput(seq, [1] * 250, want_next=False)])
     with pytest.raises(ValueError, match="exceed its context of 512"):
-        engine.step([StepInput(seq, [1] * 600)])
+        engine.step([StepInput(seq, [1] * 20)])
     engine.drop(seq)
     with pytest.raises(EngineUnavailable, match="does not exist"):
         LlamaCppEngine(tmp_path / "missing.gguf")

@@ -190,3 +190,91 @@ def _check_group_run(events: list) -> None:
             ("compile", "OK"), ("disasm", "OK"), ("compile", "OK"), ("check", "OK")]
     summary = events[-1].summary
     assert summary.reprefill_tokens == 0 and summary.spec_hits >= 4
+
+
+def test_run_tasks_on_vllm_meets_the_training_contract(model, server) -> None:
+    """RunTasks on `perfbox worker --engine vllm`: the tokenizer's own template, results with
+    ids/mask/log-probs that vLLM's own scoring of the sequence agrees with, the same tokens in
+    every mode, two calls at once, and a cancelled call's requests gone from the engine."""
+    import asyncio
+    import concurrent.futures as cf
+
+    import grpc
+
+    from perfbox.api.v1 import rollout_pb2 as rpb
+    from perfbox.api.v1 import rollout_pb2_grpc
+    from perfbox.inference.engines.vllm_sessions import VllmSessions
+    from perfbox.inference.rollout_backends import SessionBackend, SessionDriver
+    from perfbox.inference.task_service import TaskRunner
+    from perfbox.inference.tasks import proto_from_json
+    from perfbox.inference.worker import create_worker
+    from tests.conftest import wait_until
+
+    messages = [{"role": "system", "content": "You write CUDA kernels."},
+                {"role": "user", "content": "Make relu faster."}]
+
+    def task(task_id: str, **fields: object) -> rpb.Task:
+        data = {"id": task_id, "messages": messages, "tools": [],
+                "sampling": {"max_new_tokens": 24, "max_turns": 2}, **fields}
+        return proto_from_json(data)
+
+    with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as client:
+        backend = SessionBackend(lambda: VllmSessions(model[0], max_model_len=4096,
+                                                      max_num_seqs=8, **model[1]),
+                                 ToolBridge(client, W.load().problems).run)
+        tasks = TaskRunner(None, client, max_live=32, make_driver=lambda run, cache:
+                           SessionDriver(backend, run, cache))
+        try:
+            grpc_server, port, _ = create_worker(backend, tasks=tasks)
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+
+                    def run(request: rpb.TasksRequest) -> list[rpb.TaskEvent]:
+                        return list(stub.RunTasks(request, timeout=600))
+
+                    events = run(rpb.TasksRequest(tasks=[task("t", group_size=2)]))
+                    results = {e.trajectory_id: e.result for e in events
+                               if e.WhichOneof("event") == "result"}
+                    assert set(results) == {"t/0", "t/1"} and events[-1].HasField("summary")
+                    engine = backend.engine
+                    expected = engine.tokenize(engine.tokenizer.apply_chat_template(
+                        messages, add_generation_prompt=True, tokenize=False))
+                    for tid, r in results.items():
+                        assert list(r.prompt_ids) == expected  # the tokenizer's own template
+                        n = len(r.response_ids)
+                        assert n == len(r.response_mask) == len(r.logprobs) > 0
+                        assert set(r.response_mask) == {1}  # nothing inserted: no tool called
+                        streamed = "".join(e.tokens.text for e in events
+                                           if e.trajectory_id == tid
+                                           and e.WhichOneof("event") == "tokens")
+                        assert engine.detokenize(list(r.response_ids)) == streamed \
+                            == r.response_text
+                        rescored = asyncio.run_coroutine_threadsafe(
+                            engine.score(list(r.prompt_ids) + list(r.response_ids),
+                                         len(r.prompt_ids)), backend._loop).result(120)
+                        assert all(lp <= 0 for lp in r.logprobs)
+                        assert max(abs(a - b) for a, b in zip(r.logprobs, rescored)) < 0.05
+                    modes = {mode: run(rpb.TasksRequest(tasks=[task("m")], mode=mode))
+                             for mode in ("resubmit", "resident", "resident+speculate")}
+                    ids = {mode: [list(e.result.response_ids) for e in ev
+                                  if e.WhichOneof("event") == "result"]
+                           for mode, ev in modes.items()}
+                    assert ids["resubmit"] == ids["resident"] == ids["resident+speculate"]
+                    with cf.ThreadPoolExecutor(2) as pool:
+                        both = [pool.submit(run, rpb.TasksRequest(tasks=[task(f"c{k}")]))
+                                for k in range(2)]
+                        assert all(f.result()[-1].HasField("summary") for f in both)
+                    long = task("long", group_size=4,
+                                sampling={"max_new_tokens": 3000, "max_turns": 1})
+                    call = stub.RunTasks(rpb.TasksRequest(tasks=[long]), timeout=600)
+                    assert next(call).WhichOneof("event") == "tokens"
+                    call.cancel()
+                    wait_until(lambda: engine.llm.get_num_unfinished_requests() == 0
+                               and tasks.driver().live_sequences() == 0, timeout_s=20,
+                               what="the cancelled trajectories to leave the engine")
+            finally:
+                grpc_server.stop(0)
+        finally:
+            tasks.close()
+            backend.close()
