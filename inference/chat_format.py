@@ -123,6 +123,15 @@ class ChatFormat:
         interface perfbox.inference.rollout inserts through)."""
         return self.assistant_end + self.tool_turn(content)
 
+    @cached_property
+    def tool_response_parts(self) -> tuple[str, str]:
+        """(before, after) the content in tool_response(content): the template's own text,
+        tokenised with its markers, while the content (a tool's output, which a submission's
+        prints reach) is tokenised as plain text so it cannot open or close a turn."""
+        whole = self.tool_response(_PROBE)
+        at = whole.index(_PROBE)
+        return whole[:at], whole[at + len(_PROBE):]
+
     @property
     def end(self) -> str:
         """The end-of-turn marker (the assistant end without trailing whitespace)."""

@@ -48,8 +48,9 @@ class Engine(Protocol):
     max_tokens_per_seq: int  # context length of one sequence
     max_batch_tokens: int  # tokens one step may take in all
 
-    def tokenize(self, text: str) -> list[int]:
-        """Tokens of text; special tokens (chat template markers) are parsed."""
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Tokens of text; special tokens (chat template markers) are parsed, unless special
+        is False: then a marker's text is plain text (a tool's output cannot open a turn)."""
         ...
 
     def detokenize(self, tokens: list[int]) -> str:

@@ -704,16 +704,10 @@ class Rollout:
     # -- tool calls --------------------------------------------------------------------------
 
     def _cache_key(self, call: ToolCall, seq: _Seq) -> str:
-        """Task calls are scoped to their task (samples share launches, tasks never do: the
-        same submission against another problem is another result)."""
-        return call.key if seq.task is None else f"{seq.task.binding.scope}\n{call.key}"
+        return cache_key(call, seq.traj)
 
     def _runner(self, call: ToolCall, seq: _Seq) -> Callable[[], ToolOutput]:
-        if seq.task is None:
-            return lambda: self.run_tool(call)
-        assert self.run_task_tool is not None, "task trajectories need run_task_tool"
-        binding, run = seq.task.binding, self.run_task_tool
-        return lambda: run(call, binding)
+        return tool_runner(call, seq.traj, self.run_tool, self.run_task_tool)
 
     def _launch(self, call: ToolCall, seq: _Seq) -> None:
         assert self._pool is not None
@@ -799,13 +793,12 @@ class Rollout:
         seq.turn += 1
         seq.turn_tokens, seq.next_token, seq.turn_text = 0, None, ""
         seq.parser = ToolCallParser(self._format_of(seq.traj))
-        response = self.template.tool_response(output.text)
+        response, inserted = self._insertion(seq, output.text)
         if not self._forced(seq) and seq.turn >= self._max_turns(seq):
             if seq.task is None:
                 seq.text += response  # the benchmark's text shows the last output
             self._finish(seq, "max_turns")
             return
-        inserted = self.engine.tokenize(response)
         if len(inserted) + 1 > self._room(seq):  # no room for the output and one more token
             self._finish(seq, "length")
             return
@@ -835,6 +828,19 @@ class Rollout:
         self.residency.decoding(seq.slot)
         seq.state = State.PREFILL
 
+    def _insertion(self, seq: _Seq, output: str) -> tuple[str, list[int]]:
+        """The text put back after a call and its tokens. A task's tool output is tokenised
+        as plain text between the template's parts: what a submission prints cannot end the
+        tool turn or open another in the context the model is trained on."""
+        parts = getattr(self.template, "tool_response_parts", None)
+        if seq.task is None or parts is None:
+            response = self.template.tool_response(output)
+            return response, self.engine.tokenize(response)
+        before, after = parts
+        tokens = (self.engine.tokenize(before) + self.engine.tokenize(output, special=False)
+                  + self.engine.tokenize(after))
+        return before + output + after, tokens
+
     def _end_turn_without_call(self, seq: _Seq, reason: str = "stop") -> None:
         seq.turn_generation_s.append(time.monotonic() - seq.turn_started_at)
         if self._forced(seq) and seq.turn + 1 < len(seq.traj.turns):
@@ -858,6 +864,23 @@ class Rollout:
             prompt_ids=seq.context[:seq.prompt_len], response_ids=seq.response_ids,
             response_mask=seq.response_mask, logprobs=seq.logprobs, task=seq.task)
         self._emit(seq, "done", {"result": seq.result})
+
+
+def cache_key(call: ToolCall, traj: Trajectory) -> str:
+    """The tool cache key of a trajectory's call. A task's calls are scoped to their task
+    (its samples share launches, tasks never do: the same submission against another
+    problem is another result)."""
+    return call.key if traj.task is None else f"{traj.task.binding.scope}\n{call.key}"
+
+
+def tool_runner(call: ToolCall, traj: Trajectory, run_tool: Callable[[ToolCall], ToolOutput],
+                run_task_tool: RunTaskTool | None) -> Callable[[], ToolOutput]:
+    """What runs the call: a task's through its binding, the workload's as it is."""
+    if traj.task is None:
+        return lambda: run_tool(call)
+    assert run_task_tool is not None, "task trajectories need run_task_tool"
+    binding = traj.task.binding
+    return lambda: run_task_tool(call, binding)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -28,6 +28,7 @@ from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference import workload as W
 from perfbox.inference.rollout import Mode, RolloutCancelled, RolloutConfig
 from perfbox.inference.rollout_backends import RolloutBackend
+from perfbox.inference.stream_events import shared_field
 from perfbox.inference.task_service import TaskRejected, TaskRunner
 
 log = logging.getLogger(__name__)
@@ -173,18 +174,9 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
 
 def _event(kind: str, data: dict[str, Any]) -> rpb.RolloutEvent | None:
     tid = str(data.get("id", ""))
-    if kind == "token":
-        return rpb.RolloutEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
-            token_ids=[data["token"]], text=data["text"]))
-    if kind == "tokens":  # a streamed delta of several tokens (vLLM)
-        return rpb.RolloutEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
-            token_ids=data["tokens"], text=data["text"]))
-    if kind == "tool_call":
-        return rpb.RolloutEvent(trajectory_id=tid, tool_call=rpb.ToolEvent(
-            tool=data["tool"], speculative_hit=bool(data.get("speculative_hit"))))
-    if kind == "tool_result":
-        return rpb.RolloutEvent(trajectory_id=tid, tool_result=rpb.ToolEvent(
-            tool=data["tool"], status=data["status"]))
+    shared = shared_field(kind, data)
+    if shared is not None:
+        return rpb.RolloutEvent(trajectory_id=tid, **shared)
     if kind == "done":
         r = data.get("result")
         if r is None:

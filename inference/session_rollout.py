@@ -32,7 +32,7 @@ from typing import Any
 
 from perfbox.inference.engines.vllm_sessions import Session, TurnOutput, VllmSessions
 from perfbox.inference.rollout import (CallRecord, Mode, RolloutConfig, RolloutStats,
-                                       RunTaskTool, TrajectoryResult)
+                                       RunTaskTool, TrajectoryResult, cache_key, tool_runner)
 from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.tools_bridge import ToolOutput
@@ -176,15 +176,10 @@ class SessionRollout:
     # -- tools -------------------------------------------------------------------------------
 
     def _key(self, call: ToolCall, traj: Trajectory) -> str:
-        """As perfbox.inference.rollout keys calls: a task's are scoped to the task."""
-        return call.key if traj.task is None else f"{traj.task.binding.scope}\n{call.key}"
+        return cache_key(call, traj)
 
     def _runner(self, call: ToolCall, traj: Trajectory) -> Callable[[], ToolOutput]:
-        if traj.task is None:
-            return lambda: self.run_tool(call)
-        assert self.run_task_tool is not None, "task trajectories need run_task_tool"
-        binding, run = traj.task.binding, self.run_task_tool
-        return lambda: run(call, binding)
+        return tool_runner(call, traj, self.run_tool, self.run_task_tool)
 
     def _launch(self, call: ToolCall, traj: Trajectory) -> None:
         self.cache.launch(self._key(call, traj), self._runner(call, traj), self._pool.submit,
@@ -255,10 +250,14 @@ class SessionRollout:
                 if turn + 1 >= task.max_turns:
                     finish = "max_turns"
                     break
-                response = self.template.tool_response(output.text)
+                before, after = self.template.tool_response_parts
                 if out.tokens and out.tokens[-1] == self.end_of_turn:
-                    response = response[len(self.template.end):]  # the model closed the turn
-                new = self.engine.tokenize(response)
+                    before = before[len(self.template.end):]  # the model closed the turn
+                # the output as plain text: a submission's prints cannot open a turn
+                response = before + output.text + after
+                new = (self.engine.tokenize(before)
+                       + self.engine.tokenize(output.text, special=False)
+                       + self.engine.tokenize(after))
                 if len(new) + 1 > self._room(task, context, rec):
                     finish = "length"
                     break

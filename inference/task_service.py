@@ -34,6 +34,7 @@ from perfbox.inference.chat_format import ChatFormat
 from perfbox.inference.rollout import (BatchHandle, Mode, Rollout, RolloutCancelled,
                                        RolloutConfig, RolloutStats, RunTaskTool, TaskSample,
                                        TrajectoryResult)
+from perfbox.inference.stream_events import shared_field
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
 from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.toolcall import PARSERS, ToolCall
@@ -171,8 +172,10 @@ class TaskRunner:
             if self._driver is None:
                 driver = self.make_driver(lambda call, binding: self.tools.run(call, binding),
                                           self.cache)
-                self.tools = TaskTools(self.client, driver.engine.tokenize,
-                                       driver.engine.detokenize)
+                engine = driver.engine
+                self.tools = TaskTools(self.client,
+                                       lambda text: engine.tokenize(text, special=False),
+                                       engine.detokenize)
                 self.chat = driver.chat
                 self._driver = driver
             return self._driver
@@ -182,8 +185,16 @@ class TaskRunner:
         return getattr(self.driver(), "rollout", self.driver())
 
     def schemas(self) -> dict[str, dict[str, Any]]:
+        """The tool service's schemas (ListTools, asked once)."""
         if self._schemas is None:
-            self._schemas = schemas_of(self.client)
+            import grpc
+
+            try:
+                self._schemas = schemas_of(self.client)
+            except grpc.RpcError as e:
+                raise TaskRejected("UNAVAILABLE", "the tool service did not answer ListTools "
+                                   f"({e.code().name}: {e.details()}); retry when it is up",
+                                   RETRY_DELAY_S) from None
         return self._schemas
 
     def close(self) -> None:
@@ -250,7 +261,8 @@ class TaskRunner:
                                f"{len(prompt)} tokens; the engine's context holds "
                                f"{engine.max_tokens_per_seq} per sequence")
         scope = f"{key}:{spec.id}"
-        binding = Binding(scope, {t: schemas[t] for t in spec.tools}, spec.reference,
+        files, submission_file = spec.problem()
+        binding = Binding(scope, {t: schemas[t] for t in spec.tools}, files, submission_file,
                           spec.tool_output_tokens)
         s = spec.sampling
         out = []
@@ -337,8 +349,11 @@ class TaskRunner:
                                   refused=["no kernel: the trajectory never submitted a "
                                            "ModelNew to a tool nor wrote one in a code block"])
         try:
+            files, submission_file = spec.problem()
             reward, _, _ = rewards.evaluate(self.client, spec.reference, candidate.source, how,
-                                            candidate.turn, time_budget_s=self.reward_bench_s)
+                                            candidate.turn, time_budget_s=self.reward_bench_s,
+                                            problem_files=files,
+                                            submission_file=submission_file)
         except Exception as e:  # the tool service failed: no reward rather than a wrong one
             log.warning("reward of %s: %s", result.id, e)
             return rewards.Reward(total=0.0, correct=False, preset=rewards.preset(how).name,
@@ -353,21 +368,9 @@ def _no_workload_tool(call: ToolCall) -> Any:
 
 def _event(kind: str, data: dict[str, Any]) -> rpb.TaskEvent | None:
     tid = str(data.get("id", ""))
-    if kind == "token":
-        return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
-            token_ids=[data["token"]], text=data["text"]))
-    if kind == "tokens":  # a streamed delta of several tokens (vLLM)
-        return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
-            token_ids=data["tokens"], text=data["text"]))
-    if kind == "inserted":
-        return rpb.TaskEvent(trajectory_id=tid, tokens=rpb.TokensEvent(
-            token_ids=data["tokens"], text=data["text"], inserted=True))
-    if kind == "tool_call":
-        return rpb.TaskEvent(trajectory_id=tid, tool_call=rpb.ToolEvent(
-            tool=data["tool"], speculative_hit=bool(data.get("speculative_hit"))))
-    if kind == "tool_result":
-        return rpb.TaskEvent(trajectory_id=tid, tool_result=rpb.ToolEvent(
-            tool=data["tool"], status=data["status"]))
+    shared = shared_field(kind, data)
+    if shared is not None:
+        return rpb.TaskEvent(trajectory_id=tid, **shared)
     if kind == "result":
         return rpb.TaskEvent(trajectory_id=tid, result=trajectory_message(data["result"],
                                                                           data["reward"]))

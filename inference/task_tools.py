@@ -27,7 +27,7 @@ from perfbox.inference.tasks import acts_on_problem
 from perfbox.inference.toolcall import ToolCall
 from perfbox.inference.tools_bridge import ToolOutput
 
-REFERENCE_FILE, SUBMISSION_FILE = "reference.py", "new.py"
+REFERENCE_FILE = "reference.py"
 TRUNCATED = "\n[... truncated to fit the tool output budget]"
 
 
@@ -37,7 +37,10 @@ class Binding:
 
     scope: str  # the task's key in the worker (request and task id): tool cache scope
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # allowed tools
-    reference: str = ""  # the KernelBench reference the problem-bound tools run against
+    # the problem's files the problem-bound tools run against (a KernelBench reference.py, or
+    # a GPU MODE task's files) and the name the model's submission takes beside them
+    files: dict[str, str] = field(default_factory=dict)
+    submission_file: str = "new.py"
     output_tokens: int = 384  # budget of a call's output in the context
 
 
@@ -60,13 +63,13 @@ class TaskTools:
             return "BAD_CALL", "; ".join(wrong)
         args = call.arguments
         if acts_on_problem(schema):
-            files = {REFERENCE_FILE: binding.reference, SUBMISSION_FILE: args["submission"]}
+            files = {**binding.files, binding.submission_file: args["submission"]}
             options = {k: v for k, v in args.items() if k != "submission"}
             if call.name == "sanitize" and "check" in options:
                 options["checks"] = [options.pop("check")]
             return make_request(call.name, files, language="kernelbench",
-                                reference_file=REFERENCE_FILE, submission_file=SUBMISSION_FILE,
-                                **options)
+                                reference_file=REFERENCE_FILE,
+                                submission_file=binding.submission_file, **options)
         name = str(args.get("file") or "kernel.cu")
         try:
             return make_request(call.name, {name: args["source"]},

@@ -18,6 +18,10 @@ from typing import Any
 from perfbox.api.v1 import rollout_pb2 as rpb
 
 ROLES = ("system", "user", "assistant", "tool")
+REFERENCE_FILE = "reference.py"
+KERNELBENCH_SUBMISSION = "new.py"
+GPU_MODE_SUBMISSION = "submission.py"
+GPU_MODE_NEEDS = ("reference.py", "task.yml")
 MAX_GROUP_SIZE = 64
 MAX_TURNS = 64
 MAX_NEW_TOKENS = 8192
@@ -49,6 +53,7 @@ class TaskSpec:
     prompt_ids: tuple[int, ...] = ()  # instead of messages: the prompt already tokenised
     reference: str = ""  # the KernelBench reference source the tools act on
     problem_name: str = ""
+    problem_files: tuple[tuple[str, str], ...] = ()  # or a GPU MODE task's files (name, text)
     tools: tuple[str, ...] = ()
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     group_size: int = 1
@@ -63,6 +68,17 @@ class TaskSpec:
     def chat(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]
 
+    def problem(self) -> tuple[dict[str, str], str]:
+        """(the problem's files, the name the submission takes beside them): a KernelBench
+        reference and new.py, or a GPU MODE task's files and submission.py."""
+        if self.problem_files:
+            return dict(self.problem_files), GPU_MODE_SUBMISSION
+        return {REFERENCE_FILE: self.reference}, KERNELBENCH_SUBMISSION
+
+    @property
+    def has_problem(self) -> bool:
+        return bool(self.reference.strip() or self.problem_files)
+
 
 def from_proto(task: rpb.Task) -> TaskSpec:
     s = task.sampling
@@ -75,7 +91,9 @@ def from_proto(task: rpb.Task) -> TaskSpec:
     return TaskSpec(
         id=task.id, messages=tuple((m.role, m.content) for m in task.messages),
         prompt_ids=tuple(task.prompt_ids), reference=task.problem.reference,
-        problem_name=task.problem.name, tools=tuple(task.tools), sampling=sampling,
+        problem_name=task.problem.name,
+        problem_files=tuple(sorted(task.problem.files.items())), tools=tuple(task.tools),
+        sampling=sampling,
         group_size=max(1, task.group_size), reward=task.reward,
         tool_output_tokens=task.tool_output_tokens or DEFAULT_TOOL_OUTPUT_TOKENS)
 
@@ -108,6 +126,9 @@ def proto_from_json(data: Any, line: int = 0) -> rpb.Task:
     problem = _expect(data.get("problem") or {}, dict, f"{at}problem")
     task.problem.reference = _expect(problem.get("reference", ""), str, f"{at}problem.reference")
     task.problem.name = str(problem.get("name", ""))
+    files = _expect(problem.get("files") or {}, dict, f"{at}problem.files")
+    for name, text in files.items():
+        task.problem.files[name] = _expect(text, str, f"{at}problem.files[{name!r}]")
     task.tools.extend(_expect(t, str, f"{at}tools[]")
                       for t in _expect(data.get("tools", []), list, f"{at}tools"))
     _sampling_from_json(_expect(data.get("sampling") or {}, dict, f"{at}sampling"),
@@ -173,23 +194,41 @@ def problems(task: TaskSpec, known_tools: dict[str, dict[str, Any]],
     if len(set(task.tools)) != len(task.tools):
         out.append("tools: a tool is listed twice")
     bound = [t for t in task.tools if t in known_tools and acts_on_problem(known_tools[t])]
-    if bound and not task.reference.strip():
+    if bound and not task.has_problem:
         out.append(f"problem.reference: {', '.join(bound)} act on the problem; give its "
-                   "KernelBench reference source")
-    if len(task.reference.encode()) > MAX_REFERENCE_BYTES:
-        out.append(f"problem.reference: more than {MAX_REFERENCE_BYTES} bytes")
+                   "KernelBench reference source (or problem.files: a GPU MODE task)")
+    out += _problem_problems(task)
     if task.reward:
         if task.reward != "default" and task.reward not in reward_presets:
             out.append(f"reward: unknown preset {task.reward!r}; presets: default, "
                        f"{', '.join(reward_presets)}")
-        if not task.reference.strip():
-            out.append("reward: the reward runs check and bench against problem.reference; "
-                       "give it")
+        if not task.has_problem:
+            out.append("reward: the reward runs check and bench against the problem; give "
+                       "problem.reference (or problem.files)")
     out += _sampling_problems(s)
     if not 1 <= task.group_size <= MAX_GROUP_SIZE:
         out.append(f"group_size: 1 to {MAX_GROUP_SIZE}")
     if task.tool_output_tokens > MAX_TOOL_OUTPUT_TOKENS:
         out.append(f"tool_output_tokens: at most {MAX_TOOL_OUTPUT_TOKENS}")
+    return out
+
+
+def _problem_problems(task: TaskSpec) -> list[str]:
+    out = []
+    size = len(task.reference.encode()) + sum(len(t.encode()) for _, t in task.problem_files)
+    if size > MAX_REFERENCE_BYTES:
+        out.append(f"problem: more than {MAX_REFERENCE_BYTES} bytes")
+    if task.reference.strip() and task.problem_files:
+        out.append("problem.files: give problem.reference (KernelBench) or problem.files "
+                   "(GPU MODE), not both")
+    names = [n for n, _ in task.problem_files]
+    for name in names:
+        if not name or "/" in name or name.startswith(".") or name == GPU_MODE_SUBMISSION:
+            out.append(f"problem.files: {name!r} is not a plain file name (nor "
+                       f"{GPU_MODE_SUBMISSION}, which is the model's)")
+    missing = [n for n in GPU_MODE_NEEDS if names and n not in names]
+    if missing:
+        out.append(f"problem.files: a GPU MODE task needs {', '.join(missing)}")
     return out
 
 

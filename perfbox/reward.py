@@ -160,14 +160,18 @@ def _finish(reward: Reward) -> Reward:
 
 
 def evaluate(client: Any, reference: str, candidate: str, how: str | Preset | bool = True,
-             turn: int = 1, time_budget_s: float = 5.0) -> tuple[Reward, pb.ToolResult,
-                                                                pb.ToolResult | None]:
+             turn: int = 1, time_budget_s: float = 5.0,
+             problem_files: dict[str, str] | None = None,
+             submission_file: str = SUBMISSION_FILE
+             ) -> tuple[Reward, pb.ToolResult, pb.ToolResult | None]:
     """Runs check, and bench when it passes, on a tool service (`perfbox.client.ToolClient`),
-    then scores them. Returns (reward, check result, bench result or None)."""
+    then scores them. Returns (reward, check result, bench result or None). The problem is a
+    KernelBench `reference`, or `problem_files` (a GPU MODE task: reference.py, task.yml,
+    task.py, utils.py) with the candidate as `submission_file` (submission.py)."""
     from perfbox.client import make_request
 
-    files = {SUBMISSION_FILE: candidate, REFERENCE_FILE: reference}
-    names = {"reference_file": REFERENCE_FILE, "submission_file": SUBMISSION_FILE}
+    files = {**(problem_files or {REFERENCE_FILE: reference}), submission_file: candidate}
+    names = {"reference_file": REFERENCE_FILE, "submission_file": submission_file}
     check = client.run(make_request("check", files, language="kernelbench", **names))
     bench = None
     if check.status == pb.OK and check.check.passed:

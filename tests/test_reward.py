@@ -106,3 +106,22 @@ def test_scored_through_a_real_tool_service(server: tuple[ToolServer, int]) -> N
         bad, checked, benched = R.evaluate(client, RELU, wrong, how="tiers")
         assert checked.status == pb.WRONG_ANSWER and benched is None
         assert bad.total == pytest.approx(0.1) and not bad.correct
+
+
+def test_a_gpu_mode_task_is_scored_through_its_files(server: tuple[ToolServer, int]) -> None:
+    """A GPU MODE reference-kernels task: the candidate goes in as submission.py beside the
+    task's files; the fixture's correct submission passes, a wrong one does not."""
+    from pathlib import Path
+
+    task = Path(__file__).parent / "fixtures" / "gpumode" / "vectoradd"
+    files = {n: (task / n).read_text() for n in ("reference.py", "task.yml", "task.py",
+                                                 "utils.py")}
+    good_source = (task / "submission.py").read_text()
+    wrong = "def custom_kernel(data):\n    a, b = data\n    return a - b\n"
+    with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as client:
+        good, checked, _ = R.evaluate(client, "", good_source, time_budget_s=1.0,
+                                      problem_files=files, submission_file="submission.py")
+        assert checked.status == pb.OK and good.correct, checked.summary
+        bad, checked, benched = R.evaluate(client, "", wrong, problem_files=files,
+                                           submission_file="submission.py")
+        assert checked.status == pb.WRONG_ANSWER and benched is None and not bad.correct

@@ -122,11 +122,11 @@ class LlamaCppEngine:
 
     # -- text ------------------------------------------------------------------------------
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
         data = text.encode()
         size = len(data) + 16
         buffer = (self._L.llama_token * size)()
-        n = self._L.llama_tokenize(self._vocab, data, len(data), buffer, size, False, True)
+        n = self._L.llama_tokenize(self._vocab, data, len(data), buffer, size, False, special)
         if n < 0:
             raise ValueError(f"tokenize: buffer of {size} too small for {-n} tokens")
         return list(buffer[:n])

@@ -159,9 +159,12 @@ class VllmSessions:
         self._ids = itertools.count()
         self.max_tokens_per_seq = max_model_len
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
         assert self.tokenizer is not None, "the vLLM engine needs the model's tokenizer"
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        if special:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return list(self.tokenizer.encode(text, add_special_tokens=False,
+                                          split_special_tokens=True))
 
     def detokenize(self, tokens: list[int]) -> str:
         assert self.tokenizer is not None

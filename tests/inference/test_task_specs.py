@@ -3,6 +3,8 @@ worker refuses, how a tool's output is fitted into the context, which kernel is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from perfbox import tools
@@ -86,7 +88,8 @@ def test_tool_output_puts_the_summary_first_and_cuts_to_the_budget() -> None:
 
 def test_calls_outside_the_task_or_its_schema_come_back_as_text() -> None:
     bridge = TaskTools(None, CharTokens.tokenize, CharTokens.detokenize)  # type: ignore[arg-type]
-    binding = Binding("s", {"check": SCHEMAS["check"]}, "class Model: ...", 400)
+    binding = Binding("s", {"check": SCHEMAS["check"]}, {"reference.py": "class Model: ..."},
+                      "new.py", 400)
     out = bridge.run(ToolCall("profile", {"submission": "x"}, ""), binding)
     assert out.status == "NOT_ALLOWED" and "tools: check" in out.text
     out = bridge.run(ToolCall("check", {"code": "x"}, ""), binding)
@@ -114,3 +117,28 @@ def test_the_rewarded_kernel_is_the_last_one_submitted() -> None:
     # a code block the worker inserted (a tool output) is not the model's kernel
     inserted = CallRecord("compile", "OK", 1, 1, False, {"source": "k"}, block)
     assert final_candidate(_result([inserted], "x" + block)) is None
+
+
+GPU_MODE = Path(__file__).resolve().parents[1] / "fixtures" / "gpumode" / "vectoradd"
+
+
+def test_a_gpu_mode_task_binds_its_files_and_takes_the_submission_beside_them() -> None:
+    files = {n: (GPU_MODE / n).read_text() for n in ("reference.py", "task.yml", "task.py",
+                                                     "utils.py")}
+    line = {**LINE, "problem": {"name": "vectoradd", "files": files}}
+    spec = T.from_proto(T.proto_from_json(line))
+    assert T.problems(spec, SCHEMAS, ("correct_speedup",)) == []
+    bound, submission_file = spec.problem()
+    assert bound == files and submission_file == "submission.py"
+    bridge = TaskTools(None, CharTokens.tokenize, CharTokens.detokenize)  # type: ignore[arg-type]
+    request = bridge.request(ToolCall("check", {"submission": "def custom_kernel(d): ..."}, ""),
+                             Binding("s", {"check": SCHEMAS["check"]}, bound, submission_file))
+    assert isinstance(request, pb.ToolRequest)
+    assert {f.name for f in request.files} == {*files, "submission.py"}
+    assert request.check.submission_file == "submission.py"
+    both = T.from_proto(T.proto_from_json({**line, "problem": {"reference": "x", "files": files}}))
+    assert any("not both" in p for p in T.problems(both, SCHEMAS, ()))
+    partial = T.from_proto(T.proto_from_json({**line, "problem": {"files": {
+        "task.py": "x", "submission.py": "y"}}}))
+    found = " ".join(T.problems(partial, SCHEMAS, ()))
+    assert "needs reference.py, task.yml" in found and "'submission.py'" in found

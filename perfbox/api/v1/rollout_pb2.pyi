@@ -189,12 +189,21 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class Problem(_message.Message):
-    __slots__ = ("reference", "name")
+    __slots__ = ("reference", "name", "files")
+    class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     reference: str
     name: str
-    def __init__(self, reference: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    files: _containers.ScalarMap[str, str]
+    def __init__(self, reference: _Optional[str] = ..., name: _Optional[str] = ..., files: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Sampling(_message.Message):
     __slots__ = ("temperature", "top_p", "top_k", "max_new_tokens", "max_total_tokens", "max_turns", "stop", "seed")
