@@ -193,7 +193,7 @@ def test_a_put_output_is_claimed_and_no_tool_runs(worker: Worker,
         name="check", params_json=json.dumps({"submission": CODE}), output=forged)]),
         timeout=10)
     before = len(worker.client.runs)
-    r = results(run(worker, task("put", sampling={"max_new_tokens": 60, "max_turns": 2}),
+    r = results(run(worker, task("put", sampling={"max_new_tokens": 120, "max_turns": 2}),
                     mode="resident"))["put/0"]
     assert r.turns[0].speculative_hit and r.turns[0].status == "PUT"
     assert forged in r.turns[0].inserted_text
