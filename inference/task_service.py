@@ -225,19 +225,34 @@ class TaskRunner:
                       T.problems(spec, self.schemas(), tuple(rewards.PRESETS))]
         if wrong:
             raise TaskRejected("INVALID_ARGUMENT", "; ".join(wrong[:20]))
-        total = sum(s.group_size for s in specs)
-        driver = self.driver()
-        live = driver.live_sequences()
-        if total + live > self.max_live:
-            raise TaskRejected("RESOURCE_EXHAUSTED", (
-                f"the batch has {total} trajectories and the worker holds {live} of at most "
-                f"{self.max_live}; retry later" + ("" if total <= self.max_live else
-                                                   f", in batches of at most {self.max_live}")),
-                RETRY_DELAY_S)
         key = f"r{next(self._ids)}"
+        engine = self.driver().engine
         trajectories = [t for spec in specs
-                        for t in self._trajectories(spec, key, driver.engine, parser)]
+                        for t in self._trajectories(spec, key, engine, parser)]
         return mode, trajectories, {s.id: s for s in specs}
+
+    def _reserve(self, count: int) -> None:
+        """Admits count more live trajectories or refuses with a retry delay; atomic, so two
+        calls at once cannot both pass the bound."""
+        with self._lock:
+            if self._live + count <= self.max_live:
+                self._live += count
+                return
+            live = self._live
+        raise TaskRejected("RESOURCE_EXHAUSTED", (
+            f"the batch has {count} trajectories and the worker holds {live} of at most "
+            f"{self.max_live}; retry later" + ("" if count <= self.max_live else
+                                               f", in batches of at most {self.max_live}")),
+            RETRY_DELAY_S)
+
+    def _release(self, count: int) -> None:
+        with self._lock:
+            self._live -= count
+
+    def live_sequences(self) -> int:
+        """Trajectories admitted and not finished, all callers together."""
+        with self._lock:
+            return self._live
 
     def _trajectories(self, spec: T.TaskSpec, key: str, engine: Any, parser: str
                       ) -> list[Trajectory]:
@@ -283,6 +298,7 @@ class TaskRunner:
         context.add_callback)."""
         mode, trajectories, specs = self.prepare(request)
         driver = self.driver()
+        self._reserve(len(trajectories))
         events: queue.Queue[Any] = queue.Queue()
         pending: list[cf.Future[Any]] = []
 
@@ -293,22 +309,32 @@ class TaskRunner:
             else:
                 events.put((kind, data))
 
-        handle = driver.submit(trajectories, on_event, mode)
+        try:
+            handle = driver.submit(trajectories, on_event, mode)
+        except BaseException:
+            self._release(len(trajectories))
+            raise
+        handle.future.add_done_callback(lambda _: self._release(len(trajectories)))
         on_cancel(lambda: self._cancel(driver, handle, pending))
         handle.future.add_done_callback(lambda _: events.put(_END))
-        yield from self._drain(events)
-        stats = self._wait(handle, pending)
-        if stats is None:
+        results = 0
+        for event in self._drain(events):
+            results += event.WhichOneof("event") == "result"
+            yield event
+        try:
+            stats = handle.future.result()
+        except RolloutCancelled:
             return
-        while not events.empty():  # results whose reward finished last
-            item = events.get()
-            if item is not _END:
-                event = _event(*item)
-                if event is not None:
-                    yield event
+        while results < len(pending):  # each result as its reward finishes
+            event = _event(*events.get())
+            if event is not None:
+                results += event.WhichOneof("event") == "result"
+                yield event
         yield rpb.TaskEvent(summary=_summary(stats))
 
-    def _drain(self, events: queue.Queue[Any]) -> Iterator[rpb.TaskEvent]:
+    @staticmethod
+    def _drain(events: queue.Queue[Any]) -> Iterator[rpb.TaskEvent]:
+        """Events until the batch ends."""
         while True:
             item = events.get()
             if item is _END:
@@ -316,15 +342,6 @@ class TaskRunner:
             event = _event(*item)
             if event is not None:
                 yield event
-
-    @staticmethod
-    def _wait(handle: Any, pending: list[cf.Future[Any]]) -> RolloutStats | None:
-        try:
-            stats = handle.future.result()
-        except RolloutCancelled:
-            return None
-        cf.wait(list(pending))
-        return stats
 
     @staticmethod
     def _cancel(driver: TaskDriver, handle: Any, pending: list[cf.Future[Any]]) -> None:
@@ -337,8 +354,11 @@ class TaskRunner:
         assert result.task is not None
         task_id = result.task.public_id.rsplit("/", 1)[0]
         spec = specs[task_id]
-        reward = self._reward(spec, result) if spec.reward else None
-        events.put(("result", {"id": result.id, "result": result, "reward": reward}))
+        reward = None
+        try:
+            reward = self._reward(spec, result) if spec.reward else None
+        finally:  # the stream counts on one result per trajectory
+            events.put(("result", {"id": result.id, "result": result, "reward": reward}))
 
     def _reward(self, spec: T.TaskSpec, result: TrajectoryResult) -> rewards.Reward:
         how = True if spec.reward == "default" else spec.reward
