@@ -159,6 +159,7 @@ class TaskRunner:
         self.cache = cache if cache is not None else ToolCache()
         self.reward_bench_s = reward_bench_s
         self._lock = threading.Lock()
+        self._live = 0  # trajectories admitted and not finished (the max_live bound)
         self._driver: TaskDriver | None = None
         self._schemas: dict[str, dict[str, Any]] | None = None
         self._ids = itertools.count(1)
