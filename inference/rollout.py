@@ -229,7 +229,7 @@ class _Seq:
 OnEvent = Callable[[str, dict[str, Any]], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Batch:
     """One caller's trajectories in the driver."""
 
@@ -283,6 +283,8 @@ class Rollout:
         self._wake: cf.Future[None] = cf.Future()
         self._turn = 0  # round-robin start among batches
         self._pool: cf.ThreadPoolExecutor | None = None
+        self._serving = False  # serve(): a sequence's failure fails its batch only
+        self._failed: dict[_Batch, Exception] = {}  # batches to fail after this step
 
     def cancel(self) -> None:
         """Stops run() or serve() at the next step (from another thread); queued tool calls
@@ -399,6 +401,7 @@ class Rollout:
 
     def serve(self) -> None:
         """Drives every submitted batch until cancel(); run on a thread of its own."""
+        self._serving = True
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
             self._pool = pool
             while not self._cancelled.is_set():
@@ -424,8 +427,26 @@ class Rollout:
             self._step(inputs, kinds)
         else:
             self._wait_for_tools(self._seqs)
+        for batch, error in list(self._failed.items()):
+            if batch in self._batches:
+                self._drop_batch(batch, error)
+        self._failed.clear()
         for batch in [b for b in self._batches if all(s.state == State.DONE for s in b.seqs)]:
             self._drop_batch(batch)
+
+    def _guarded(self, seq: _Seq, work: Callable[[], None]) -> None:
+        """Runs one sequence's bookkeeping; what it raises fails that sequence's batch only
+        (its caller hears why), never the driver every caller shares. Unguarded: run()."""
+        if seq.batch is not None and seq.batch in self._failed:
+            return
+        if seq.batch is None or not self._serving:
+            work()
+            return
+        try:
+            work()
+        except Exception as e:
+            log.exception("trajectory %s", seq.public_id)
+            self._failed[seq.batch] = e
 
     def _order(self, seqs: list[_Seq]) -> list[_Seq]:
         """Live sequences round-robin over their batches, starting with a different batch
@@ -618,9 +639,11 @@ class Rollout:
             slot = seq.slot
             logprob = out.logprobs.get(slot, 0.0)  # type: ignore[arg-type]
             if kind == "prefill":
-                self._after_prefill(seq, item, out.next_tokens.get(slot), logprob)  # type: ignore
+                self._guarded(seq, lambda: self._after_prefill(
+                    seq, item, out.next_tokens.get(slot), logprob))  # type: ignore[arg-type]
             else:
-                self._after_decode(seq, out.next_tokens[slot], logprob)  # type: ignore[index]
+                self._guarded(seq, lambda: self._after_decode(
+                    seq, out.next_tokens[slot], logprob))  # type: ignore[index]
 
     def _after_prefill(self, seq: _Seq, item: StepInput, next_token: int | None,
                        logprob: float) -> None:
@@ -764,7 +787,7 @@ class Rollout:
     def _collect_tools(self, seqs: list[_Seq]) -> None:
         for seq in list(seqs):
             if seq.state == State.WAITING and seq.future is not None and seq.future.done():
-                self._tool_returned(seq)
+                self._guarded(seq, lambda: self._tool_returned(seq))
 
     def _wait_for_tools(self, seqs: list[_Seq]) -> None:
         futures: list[cf.Future[Any]] = [s.future for s in seqs

@@ -43,6 +43,7 @@ from perfbox.inference.workload import Trajectory
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LIVE = 256  # trajectories queued or running at once, all callers together
 RETRY_DELAY_S = 5.0
+TOOL_THREADS = 64  # tool calls in flight at once on the shared driver, all callers together
 _CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
 _END = object()
 
@@ -114,8 +115,11 @@ class StepDriver:
     def __init__(self, engine: Engine, run_task_tool: RunTaskTool, cache: ToolCache) -> None:
         self.engine = engine
         self.chat = engine.chat_format()  # type: ignore[attr-defined]
+        # tool calls wait on the tool service (its own queue and quotas bound the work): a
+        # pool of many threads, so one caller's slow calls cannot queue another's behind them
         self.rollout = Rollout(engine, _no_workload_tool,
-                               RolloutConfig(mode=Mode.SPECULATE, forced=False),
+                               RolloutConfig(mode=Mode.SPECULATE, forced=False,
+                                             tool_workers=TOOL_THREADS),
                                template=self.chat, cache=cache, run_task_tool=run_task_tool)
         self._thread = threading.Thread(target=self.rollout.serve, name="rollout-driver",
                                         daemon=True)

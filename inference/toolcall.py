@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,19 +72,52 @@ def canonical_key(name: str, arguments: dict[str, Any]) -> str:
                       separators=(",", ":"), ensure_ascii=False)
 
 
-def parse_call(body: str) -> ToolCall | None:
+MAX_CALL_CHARS = 1 << 20  # a call body longer than this is malformed, not parsed
+MAX_CALL_DEPTH = 32  # nesting of the call's JSON (the schemas are flat)
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _json(text: str) -> Any:
+    """The JSON value of text, or _BAD. Bounded first: the model writes this text, and a
+    deeply nested or huge body must not raise out of the driver (RecursionError, the int
+    digit limit's ValueError) or take its time."""
+    if len(text) > MAX_CALL_CHARS or _depth(text) > MAX_CALL_DEPTH:
+        return _BAD
     try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        return None
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _BAD
+
+
+def _depth(text: str) -> int:
+    """Bracket nesting outside strings (an upper bound is all that is needed)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+_BAD = object()
+
+
+def parse_call(body: str) -> ToolCall | None:
+    data = _json(body)
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    if not _NAME.fullmatch(data["name"]):  # names go into logs and messages as they are
         return None
     arguments = data.get("arguments", {})
     if isinstance(arguments, str):  # some models emit arguments as a JSON string
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            return None
+        arguments = _json(arguments)
     if not isinstance(arguments, dict):
         return None
     return ToolCall(data["name"], arguments, body.strip())
