@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import math
 from typing import Any
 
 import grpc
 
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
-from perfbox.inference.tool_cache import DEFAULT_KEEP_ALIVE_S, ToolCache
+from perfbox.inference.tool_cache import (DEFAULT_KEEP_ALIVE_S, MAX_KEEP_ALIVE_S, CacheFull,
+                                          ToolCache, owned_key)
 from perfbox.inference.toolcall import canonical_key
 
 MAX_WAIT_S = 600.0
+MAX_OUTPUT_BYTES = 1 << 20  # one Put entry's output
 
 
 def _key(context: grpc.ServicerContext, name: str, params_json: str) -> str:
@@ -42,13 +45,23 @@ class ToolCacheService(rollout_pb2_grpc.ToolCacheServicer):
         cached = []
         for entry in request.entries:
             key = _key(context, entry.name, entry.params_json)
-            cached.append(self.cache.put(request.response_id, key, entry.output,
-                                         entry.keep_alive_s or DEFAULT_KEEP_ALIVE_S))
+            keep = entry.keep_alive_s or DEFAULT_KEEP_ALIVE_S
+            if not (math.isfinite(keep) and 0 < keep <= MAX_KEEP_ALIVE_S):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "keep_alive_s: above 0, at "
+                              f"most {MAX_KEEP_ALIVE_S:g}")
+            if len(entry.output.encode()) > MAX_OUTPUT_BYTES:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "output: at most "
+                              f"{MAX_OUTPUT_BYTES} bytes per entry")
+            try:
+                cached.append(self.cache.put(request.response_id, key, entry.output, keep))
+            except CacheFull as e:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; retry when entries "
+                              "expire or are claimed")
         return rpb.PutResponse(cached=cached)
 
     def Lookup(self, request: rpb.LookupRequest, context: grpc.ServicerContext
                ) -> rpb.LookupResponse:
-        key = _key(context, request.name, request.params_json)
+        key = owned_key(request.response_id, _key(context, request.name, request.params_json))
         future = self.cache.claim(key) if request.claim else self.cache.lookup(key)
         if future is None:
             return rpb.LookupResponse(found=False)

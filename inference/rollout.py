@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from perfbox.inference.engine import Engine, StepInput
 from perfbox.inference.residency import Residency, ToolTimes
-from perfbox.inference.tool_cache import ToolCache
+from perfbox.inference.tool_cache import ToolCache, owned_key
 from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.workload import ChatTemplate, Trajectory
@@ -87,6 +87,7 @@ class TaskSample:
 
 
 RunTaskTool = Callable[[ToolCall, "Binding"], ToolOutput]
+FitPut = Callable[[str, int], str]  # a Put output cut to a token budget
 
 
 class Mode(str, enum.Enum):
@@ -261,9 +262,10 @@ class Rollout:
                  config: RolloutConfig, template: ChatTemplate | Any | None = None,
                  call_format: ToolCallFormat | None = None,
                  on_event: OnEvent | None = None, cache: ToolCache | None = None,
-                 run_task_tool: RunTaskTool | None = None) -> None:
+                 run_task_tool: RunTaskTool | None = None, fit_put: FitPut | None = None
+                 ) -> None:
         self.engine, self.run_tool, self.config = engine, run_tool, config
-        self.run_task_tool = run_task_tool
+        self.run_task_tool, self.fit_put = run_task_tool, fit_put
         self.template = template or ChatTemplate()
         self.call_format = call_format or ToolCallFormat()
         self.on_event = on_event or (lambda kind, data: None)
@@ -734,6 +736,8 @@ class Rollout:
 
     def _launch(self, call: ToolCall, seq: _Seq) -> None:
         assert self._pool is not None
+        if has_put(self.cache, call, seq.traj):  # the caller answered it already
+            return
         self.cache.launch(self._cache_key(call, seq), self._runner(call, seq),
                           self._pool.submit, response_id=seq.traj.id)
 
@@ -750,11 +754,11 @@ class Rollout:
         self._launch(call, seq)
 
     def _claim(self, call: ToolCall, seq: _Seq) -> cf.Future[ToolOutput] | None:
-        """A launched or Put output for this call: speculation's own launches when
-        speculating; for a task, also what its caller Put (the client-side flow) in any mode."""
-        future = self.cache.claim(self._cache_key(call, seq)) if self._speculating(seq) else None
-        if future is None and seq.task is not None and seq.task.put_owners:
-            future = self.cache.claim(call.key, count_miss=False, owners=seq.task.put_owners)
+        """An output for this call: for a task, what its caller Put (the client-side flow, in
+        any mode) first; then speculation's own launch when speculating."""
+        future = claim_put(self.cache, call, seq.traj)
+        if future is None and self._speculating(seq):
+            future = self.cache.claim(self._cache_key(call, seq))
         return future
 
     def _call(self, seq: _Seq, call: ToolCall) -> None:
@@ -805,7 +809,7 @@ class Rollout:
         except Exception as e:  # the service failed: the model reads the error
             output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
         if not isinstance(output, ToolOutput):  # a client's Put: the text the model reads
-            output = ToolOutput(str(output), "PUT", 0.0)
+            output = put_output(output, seq.traj, self.fit_put)
         now = time.monotonic()
         self.tool_times.observe(call.name, output.tool_s)
         record = CallRecord(call.name, output.status, output.tool_s, now - seq.call_closed_at,
@@ -904,6 +908,30 @@ def tool_runner(call: ToolCall, traj: Trajectory, run_tool: Callable[[ToolCall],
     assert run_task_tool is not None, "task trajectories need run_task_tool"
     binding = traj.task.binding
     return lambda: run_task_tool(call, binding)
+
+
+def claim_put(cache: ToolCache, call: ToolCall, traj: Trajectory) -> cf.Future[Any] | None:
+    """What the task's caller Put for this call, under one of the owners its put_scope gives
+    (none without one)."""
+    for owner in traj.task.put_owners if traj.task is not None else ():
+        future = cache.claim(owned_key(owner, call.key), count_miss=False)
+        if future is not None:
+            return future
+    return None
+
+
+def has_put(cache: ToolCache, call: ToolCall, traj: Trajectory) -> bool:
+    return any(cache.lookup(owned_key(owner, call.key)) is not None
+               for owner in (traj.task.put_owners if traj.task is not None else ()))
+
+
+def put_output(output: Any, traj: Trajectory, fit: FitPut | None) -> ToolOutput:
+    """A client's Put output as the model reads it: within the task's output budget, as a
+    tool's own output is."""
+    text = str(getattr(output, "text", output))
+    if traj.task is not None and fit is not None:
+        text = fit(text, traj.task.binding.output_tokens)
+    return ToolOutput(text, "PUT", 0.0)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -152,13 +152,14 @@ class SessionBackend:
                            asyncio.run_coroutine_threadsafe(launch(), self._loop).result())
 
     def start_tasks(self, trajectories: list[Trajectory], config: RolloutConfig,
-                    on_event: OnEvent, cache: Any, run_task_tool: Any, template: Any
-                    ) -> _SessionRun:
+                    on_event: OnEvent, cache: Any, run_task_tool: Any, template: Any,
+                    fit_put: Any = None) -> _SessionRun:
         """A training job's task trajectories (perfbox.inference.task_service)."""
         from perfbox.inference.session_rollout import SessionRollout
 
         rollout = SessionRollout(self.engine, self.run_tool, config, template=template,
-                                 on_event=on_event, cache=cache, run_task_tool=run_task_tool)
+                                 on_event=on_event, cache=cache, run_task_tool=run_task_tool,
+                                 fit_put=fit_put)
 
         async def launch() -> asyncio.Task[RolloutStats]:
             return asyncio.create_task(rollout.run(trajectories))
@@ -186,10 +187,11 @@ class SessionDriver:
     SessionRollout task in the backend's event loop, on the engine it loaded once; vLLM's
     scheduler batches them with each other and with `Run` rollouts."""
 
-    def __init__(self, backend: SessionBackend, run_task_tool: Any, cache: Any) -> None:
+    def __init__(self, backend: SessionBackend, run_task_tool: Any, cache: Any,
+                 fit_put: Any = None) -> None:
         self.backend, self.engine = backend, backend.engine
         self.chat = self.engine.chat_format()
-        self.run_task_tool, self.cache = run_task_tool, cache
+        self.run_task_tool, self.cache, self.fit_put = run_task_tool, cache, fit_put
         self._live: dict[int, int] = {}  # id(run) -> its unfinished trajectories
         self._lock = threading.Lock()
 
@@ -198,7 +200,7 @@ class SessionDriver:
 
         config = RolloutConfig(mode=mode, forced=False)
         run = self.backend.start_tasks(trajectories, config, on_event, self.cache,
-                                       self.run_task_tool, self.chat)
+                                       self.run_task_tool, self.chat, self.fit_put)
         with self._lock:
             self._live[id(run)] = len(trajectories)
 

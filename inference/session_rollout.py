@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perfbox.inference.engines.vllm_sessions import Session, TurnOutput, VllmSessions
-from perfbox.inference.rollout import (CallRecord, Mode, RolloutConfig, RolloutStats,
-                                       RunTaskTool, TrajectoryResult, cache_key, tool_runner)
+from perfbox.inference.rollout import (CallRecord, FitPut, Mode, RolloutConfig, RolloutStats,
+                                       RunTaskTool, TrajectoryResult, cache_key, claim_put,
+                                       has_put, put_output, tool_runner)
 from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.tools_bridge import ToolOutput
@@ -54,10 +55,10 @@ class SessionRollout:
                  config: RolloutConfig, template: ChatTemplate | Any | None = None,
                  call_format: ToolCallFormat | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 cache: ToolCache | None = None, run_task_tool: RunTaskTool | None = None
-                 ) -> None:
+                 cache: ToolCache | None = None, run_task_tool: RunTaskTool | None = None,
+                 fit_put: FitPut | None = None) -> None:
         self.engine, self.run_tool, self.config = engine, run_tool, config
-        self.run_task_tool = run_task_tool
+        self.run_task_tool, self.fit_put = run_task_tool, fit_put
         self.on_event = on_event or (lambda kind, data: None)
         self.template = template or ChatTemplate()
         self.call_format = call_format or ToolCallFormat()
@@ -182,14 +183,16 @@ class SessionRollout:
         return tool_runner(call, traj, self.run_tool, self.run_task_tool)
 
     def _launch(self, call: ToolCall, traj: Trajectory) -> None:
+        if has_put(self.cache, call, traj):  # the caller answered it already
+            return
         self.cache.launch(self._key(call, traj), self._runner(call, traj), self._pool.submit,
                           response_id=traj.id)
 
     def _claim(self, call: ToolCall, traj: Trajectory) -> cf.Future[Any] | None:
-        future = (self.cache.claim(self._key(call, traj))
-                  if self.config.mode == Mode.SPECULATE else None)
-        if future is None and traj.task is not None and traj.task.put_owners:
-            future = self.cache.claim(call.key, count_miss=False, owners=traj.task.put_owners)
+        """As perfbox.inference.rollout claims: the caller's Put first, then a launch."""
+        future = claim_put(self.cache, call, traj)
+        if future is None and self.config.mode == Mode.SPECULATE:
+            future = self.cache.claim(self._key(call, traj))
         return future
 
     async def _tool(self, call: ToolCall, traj: Trajectory, counts: _Counts) -> ToolOutput:
@@ -208,7 +211,7 @@ class SessionRollout:
         except Exception as e:  # the service failed: the model reads the error
             output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
         if not isinstance(output, ToolOutput):  # a client's Put: the text the model reads
-            output = ToolOutput(str(output), "PUT", 0.0)
+            output = put_output(output, traj, self.fit_put)
         counts.calls.append(CallRecord(call.name, output.status, output.tool_s,
                                        time.monotonic() - closed_at, hit, dict(call.arguments)))
         self.on_event("tool_result", {"id": _public(traj), "tool": call.name,

@@ -31,7 +31,7 @@ from perfbox.client import ToolClient
 from perfbox.inference import tasks as T
 from perfbox.inference.engine import Engine
 from perfbox.inference.chat_format import ChatFormat
-from perfbox.inference.rollout import (BatchHandle, Mode, Rollout, RolloutCancelled,
+from perfbox.inference.rollout import (BatchHandle, FitPut, Mode, Rollout, RolloutCancelled,
                                        RolloutConfig, RolloutStats, RunTaskTool, TaskSample,
                                        TrajectoryResult)
 from perfbox.inference.stream_events import shared_field
@@ -43,6 +43,7 @@ from perfbox.inference.workload import Trajectory
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LIVE = 256  # trajectories queued or running at once, all callers together
 RETRY_DELAY_S = 5.0
+MIN_PUT_SCOPE = 16
 TOOL_THREADS = 64  # tool calls in flight at once on the shared driver, all callers together
 _CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
 _END = object()
@@ -106,13 +107,14 @@ class TaskDriver(Protocol):
     def close(self) -> None: ...
 
 
-MakeDriver = Callable[[RunTaskTool, ToolCache], TaskDriver]
+MakeDriver = Callable[[RunTaskTool, ToolCache, FitPut], TaskDriver]
 
 
 class StepDriver:
     """The embedded engine's driver: one Rollout serving every batch on a thread of its own."""
 
-    def __init__(self, engine: Engine, run_task_tool: RunTaskTool, cache: ToolCache) -> None:
+    def __init__(self, engine: Engine, run_task_tool: RunTaskTool, cache: ToolCache,
+                 fit_put: FitPut | None = None) -> None:
         self.engine = engine
         self.chat = engine.chat_format()  # type: ignore[attr-defined]
         # tool calls wait on the tool service (its own queue and quotas bound the work): a
@@ -120,7 +122,8 @@ class StepDriver:
         self.rollout = Rollout(engine, _no_workload_tool,
                                RolloutConfig(mode=Mode.SPECULATE, forced=False,
                                              tool_workers=TOOL_THREADS),
-                               template=self.chat, cache=cache, run_task_tool=run_task_tool)
+                               template=self.chat, cache=cache, run_task_tool=run_task_tool,
+                               fit_put=fit_put)
         self._thread = threading.Thread(target=self.rollout.serve, name="rollout-driver",
                                         daemon=True)
         self._thread.start()
@@ -146,7 +149,8 @@ class StepDriver:
 
 
 def step_driver(make_engine: Callable[[], Engine]) -> MakeDriver:
-    return lambda run_task_tool, cache: StepDriver(make_engine(), run_task_tool, cache)
+    return lambda run_task_tool, cache, fit_put: StepDriver(make_engine(), run_task_tool, cache,
+                                                            fit_put)
 
 
 class TaskRunner:
@@ -176,7 +180,8 @@ class TaskRunner:
         with self._lock:
             if self._driver is None:
                 driver = self.make_driver(lambda call, binding: self.tools.run(call, binding),
-                                          self.cache)
+                                          self.cache,
+                                          lambda text, budget: self.tools.fit([text], budget))
                 engine = driver.engine
                 self.tools = TaskTools(self.client,
                                        lambda text: engine.tokenize(text, special=False),
@@ -223,6 +228,10 @@ class TaskRunner:
                                f"{', '.join(PARSERS)}")
         if not request.tasks:
             raise TaskRejected("INVALID_ARGUMENT", "tasks: the request holds no task")
+        if request.put_scope and len(request.put_scope) < MIN_PUT_SCOPE:
+            raise TaskRejected("INVALID_ARGUMENT", f"put_scope: at least {MIN_PUT_SCOPE} "
+                               "characters (a secret of yours, e.g. a random token: whoever "
+                               "knows it can answer your tasks' calls)")
         specs = [T.from_proto(t) for t in request.tasks]
         wrong = T.batch_problems(specs)
         for spec in specs:
@@ -233,7 +242,8 @@ class TaskRunner:
         key = f"r{next(self._ids)}"
         engine = self.driver().engine
         trajectories = [t for spec in specs
-                        for t in self._trajectories(spec, key, engine, parser)]
+                        for t in self._trajectories(spec, key, engine, parser,
+                                                    request.put_scope)]
         return mode, trajectories, {s.id: s for s in specs}
 
     def _reserve(self, count: int) -> None:
@@ -259,8 +269,8 @@ class TaskRunner:
         with self._lock:
             return self._live
 
-    def _trajectories(self, spec: T.TaskSpec, key: str, engine: Any, parser: str
-                      ) -> list[Trajectory]:
+    def _trajectories(self, spec: T.TaskSpec, key: str, engine: Any, parser: str,
+                      put_scope: str) -> list[Trajectory]:
         schemas = self.schemas()
         tools = [schemas[t] for t in spec.tools]
         if spec.prompt_ids:
@@ -292,7 +302,8 @@ class TaskRunner:
                 temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                 seed=(spec.seed() + k) & 0xFFFFFFFF, max_new_tokens=s.max_new_tokens,
                 max_total_tokens=s.max_total_tokens, max_turns=s.max_turns, stop=s.stop,
-                put_owners=(spec.id, f"{spec.id}/{k}"), call_format=PARSERS[parser])
+                put_owners=((f"{put_scope}/{spec.id}", f"{put_scope}/{spec.id}/{k}")
+                            if put_scope else ()), call_format=PARSERS[parser])
             out.append(Trajectory(f"{scope}/{k}", "", [], spec.problem_name,
                                   group=scope if spec.group_size > 1 else "", task=sample))
         return out

@@ -17,6 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 DEFAULT_KEEP_ALIVE_S = 120.0
+MAX_KEEP_ALIVE_S = 3600.0
+DEFAULT_MAX_PUT_BYTES = 256 << 20  # Put outputs held at once, all clients together
+
+
+class CacheFull(RuntimeError):
+    """A Put would hold more output bytes than the cache allows."""
+
+
+def owned_key(response_id: str, key: str) -> str:
+    """Where a Put for response_id is stored: unowned Puts (no response id) under the call's
+    key, as speculative launches are; owned ones apart, per owner."""
+    return f"put:{response_id}\n{key}" if response_id else key
 
 
 @dataclass
@@ -38,17 +50,21 @@ class _Entry:
     response_id: str = ""
     claimed: bool = False
     started_at: float = field(default_factory=time.monotonic)
+    size: int = 0  # bytes of a Put output (counted against max_put_bytes)
     finished_at: float | None = None
 
 
 class ToolCache:
     """Thread-safe; `clock` is injectable so keep-alive expiry is testable without sleeping."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 max_put_bytes: int = DEFAULT_MAX_PUT_BYTES) -> None:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._clock = clock
         self.stats = CacheStats()
+        self.max_put_bytes = max_put_bytes
+        self._put_bytes = 0
 
     def launch(self, key: str, run: Callable[[], Any], submit: Callable[..., Future[Any]],
                keep_alive_s: float = DEFAULT_KEEP_ALIVE_S, response_id: str = "") -> bool:
@@ -79,16 +95,25 @@ class ToolCache:
 
     def put(self, response_id: str, key: str, output: Any,
             keep_alive_s: float = DEFAULT_KEEP_ALIVE_S) -> bool:
-        """A finished output from outside; False when the key is already cached."""
+        """A finished output from outside, stored under owned_key(response_id, key): only a
+        claim naming that response id finds it, so one client's Put can neither answer nor
+        block another's call. False when that owner already has the key; CacheFull past
+        max_put_bytes of Put outputs."""
+        size = len(output.encode()) if isinstance(output, str) else 0
+        stored = owned_key(response_id, key)
         with self._lock:
             self._expire_locked()
-            if key in self._entries:
+            if stored in self._entries:
                 return False
+            if self._put_bytes + size > self.max_put_bytes:
+                raise CacheFull(f"the tool cache holds {self._put_bytes} bytes of Put outputs "
+                                f"of at most {self.max_put_bytes}")
             future: Future[Any] = Future()
             future.set_result(output)
-            entry = _Entry(future, self._clock() + keep_alive_s, response_id)
+            entry = _Entry(future, self._clock() + keep_alive_s, response_id, size=size)
             entry.finished_at = entry.started_at
-            self._entries[key] = entry
+            self._entries[stored] = entry
+            self._put_bytes += size
             return True
 
     def claim(self, key: str, count_miss: bool = True,
@@ -136,6 +161,7 @@ class ToolCache:
 
     def _drop_locked(self, key: str) -> None:
         entry = self._entries.pop(key)
+        self._put_bytes -= entry.size
         if entry.claimed:
             return
         entry.future.cancel()

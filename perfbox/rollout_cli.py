@@ -272,7 +272,8 @@ def _task_runner(args: argparse.Namespace, client: Any, backend: Any) -> Any:
         from perfbox.inference.rollout_backends import SessionDriver
 
         return TaskRunner(None, client, max_live=args.max_live,
-                          make_driver=lambda run, cache: SessionDriver(backend, run, cache))
+                          make_driver=lambda run, cache, fit: SessionDriver(backend, run, cache,
+                                                                            fit))
     from perfbox.inference.engines.llama_cpp import LlamaCppEngine
 
     return TaskRunner(lambda: LlamaCppEngine(args.model, num_slots=args.kv_slots,

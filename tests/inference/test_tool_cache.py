@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from perfbox.inference.tool_cache import ToolCache
+from perfbox.inference.tool_cache import ToolCache, owned_key
 from perfbox.inference.toolcall import canonical_key
 
 
@@ -49,5 +49,6 @@ def test_put_from_outside_and_cancel_unclaimed() -> None:
     assert cache.put("resp-1", "a", {"status": "OK"})
     assert not cache.put("resp-1", "a", {"status": "OK"})
     assert cache.put("resp-1", "b", {"status": "OK"})
-    assert cache.claim("a").result() == {"status": "OK"}
+    assert cache.claim("a") is None  # a Put is stored for its owner
+    assert cache.claim(owned_key("resp-1", "a")).result() == {"status": "OK"}
     assert cache.cancel_unclaimed() == 1 and len(cache) == 1  # "b" dropped, "a" claimed stays

@@ -222,8 +222,8 @@ def test_run_tasks_on_vllm_meets_the_training_contract(model, server) -> None:
         backend = SessionBackend(lambda: VllmSessions(model[0], max_model_len=4096,
                                                       max_num_seqs=8, **model[1]),
                                  ToolBridge(client, W.load().problems).run)
-        tasks = TaskRunner(None, client, max_live=32, make_driver=lambda run, cache:
-                           SessionDriver(backend, run, cache))
+        tasks = TaskRunner(None, client, max_live=32, make_driver=lambda run, cache, fit:
+                           SessionDriver(backend, run, cache, fit))
         try:
             grpc_server, port, _ = create_worker(backend, tasks=tasks)
             try:

@@ -40,7 +40,8 @@ def test_worker_serves_rollouts_cache_health_and_metrics(server) -> None:
                 cache.Put(rpb.PutRequest(response_id="r", entries=[rpb.CacheEntry(
                     name="compile", params_json='{"a": 1}', output="OK")]), timeout=10)
                 assert cache.Lookup(rpb.LookupRequest(name="compile", params_json='{"a": 1.0}',
-                                                      claim=True), timeout=10).ready
+                                                      claim=True, response_id="r"),
+                                    timeout=10).ready
         finally:
             grpc_server.stop(0)
     samples = {s.name: s.value for f in text_string_to_metric_families(

@@ -33,16 +33,18 @@ class PutResponse(_message.Message):
     def __init__(self, cached: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("name", "params_json", "claim", "wait_s")
+    __slots__ = ("name", "params_json", "claim", "wait_s", "response_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     params_json: str
     claim: bool
     wait_s: float
-    def __init__(self, name: _Optional[str] = ..., params_json: _Optional[str] = ..., claim: _Optional[bool] = ..., wait_s: _Optional[float] = ...) -> None: ...
+    response_id: str
+    def __init__(self, name: _Optional[str] = ..., params_json: _Optional[str] = ..., claim: _Optional[bool] = ..., wait_s: _Optional[float] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("found", "ready", "output")
@@ -248,14 +250,16 @@ class Task(_message.Message):
     def __init__(self, id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., problem: _Optional[_Union[Problem, _Mapping]] = ..., tools: _Optional[_Iterable[str]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., group_size: _Optional[int] = ..., reward: _Optional[str] = ..., tool_output_tokens: _Optional[int] = ...) -> None: ...
 
 class TasksRequest(_message.Message):
-    __slots__ = ("tasks", "mode", "parser")
+    __slots__ = ("tasks", "mode", "parser", "put_scope")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PARSER_FIELD_NUMBER: _ClassVar[int]
+    PUT_SCOPE_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     mode: str
     parser: str
-    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., mode: _Optional[str] = ..., parser: _Optional[str] = ...) -> None: ...
+    put_scope: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., mode: _Optional[str] = ..., parser: _Optional[str] = ..., put_scope: _Optional[str] = ...) -> None: ...
 
 class TurnRecord(_message.Message):
     __slots__ = ("tool", "arguments_json", "status", "inserted_text", "tool_s", "speculative_hit")
