@@ -96,6 +96,25 @@ class ChatFormat:
         except Exception as e:  # a template's own runtime error (bad role order...)
             raise TemplateError(f"the chat template failed on this conversation: {e}") from e
 
+    def render_segments(self, messages: list[dict[str, Any]],
+                        tools: list[dict[str, Any]] | None = None) -> list[tuple[str, bool]]:
+        """The rendered conversation as (text, is_content) segments: the template's own text,
+        to tokenise with its markers, and each message's content, to tokenise as plain text
+        (a tool output in the history, which a submission's prints reach, cannot open a
+        turn). Raises TemplateError for a template that rewrites contents."""
+        probes = [f"{_PROBE}{k}\x00" for k in range(len(messages))]
+        probed = [{**m, "content": probe} for m, probe in zip(messages, probes)]
+        rest = self.render(probed, tools)
+        segments: list[tuple[str, bool]] = []
+        for message, probe in zip(messages, probes):
+            at = rest.find(probe)
+            if at < 0 or rest.count(probe) != 1:
+                raise TemplateError("the chat template rewrites or drops message contents, so "
+                                    "they cannot be kept as plain text; send prompt_ids")
+            segments += [(rest[:at], False), (str(message.get("content", "")), True)]
+            rest = rest[at + len(probe):]
+        return [seg for seg in segments + [(rest, False)] if seg[0]]
+
     @cached_property
     def assistant_end(self) -> str:
         """What the template writes after an assistant message's content (ChatML:

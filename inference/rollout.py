@@ -663,6 +663,8 @@ class Rollout:
                 seq.turn_started_at = time.monotonic()
                 if self._room(seq) <= 0:
                     self._finish(seq, "length")
+                elif seq.task is not None and next_token in self._eos:
+                    self._sampled_end(seq, next_token, logprob)  # type: ignore[arg-type]
 
     def _begin_turn(self, seq: _Seq) -> None:
         """Replay: the turn's recorded tokens; speculate: the emulated draft's launch."""
@@ -709,6 +711,9 @@ class Rollout:
             self._end_turn_without_call(seq)
             return
         if predicted in self._eos:
+            if seq.task is not None and self._room(seq) > 0:
+                self._sampled_end(seq, predicted, logprob)
+                return
             self._end_turn_without_call(seq)
             return
         if seq.task is not None and self._hit_stop(seq, piece):
@@ -718,6 +723,19 @@ class Rollout:
             self._end_turn_without_call(seq, "length")
             return
         seq.next_token, seq.next_logprob = predicted, logprob
+
+    def _sampled_end(self, seq: _Seq, token: int, logprob: float) -> None:
+        """A task's sampled end-of-sequence token ends it and stays in its response (mask 1,
+        its log-prob): a trainer learns when to stop from it. It never enters KV."""
+        seq.tokens_out.append(token)
+        seq.response_ids.append(token)
+        seq.response_mask.append(1)
+        seq.logprobs.append(logprob)
+        piece = seq.decoder.decode(self.engine.piece(token)) if hasattr(self.engine, "piece") \
+            else self.engine.detokenize([token])
+        seq.text += piece
+        self._emit(seq, "token", {"token": token, "text": piece})
+        self._end_turn_without_call(seq)
 
     @staticmethod
     def _hit_stop(seq: _Seq, piece: str) -> bool:

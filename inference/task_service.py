@@ -281,11 +281,14 @@ class TaskRunner:
                                    f"{max(prompt)} is outside the vocabulary of {vocab}")
         else:
             try:
-                text = self.chat.render(spec.chat(), tools=tools or None)
+                segments = self.chat.render_segments(spec.chat(), tools=tools or None)
             except ValueError as e:
                 raise TaskRejected("INVALID_ARGUMENT", f"task {spec.id!r}: messages: {e}"
                                    ) from None
-            prompt = engine.tokenize(text)
+            # message contents as plain text: a marker written in one (a tool output in the
+            # history) stays text, only the template's own markers are markers
+            prompt = [t for text, content in segments
+                      for t in engine.tokenize(text, special=not content)]
         if len(prompt) + 1 >= engine.max_tokens_per_seq:
             raise TaskRejected("INVALID_ARGUMENT", f"task {spec.id!r}: the prompt is "
                                f"{len(prompt)} tokens; the engine's context holds "
