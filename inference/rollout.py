@@ -239,6 +239,11 @@ class _Batch:
     started_at: float
     mode: Mode
     done: cf.Future[RolloutStats] = field(default_factory=cf.Future)
+    # the driver's counters when the batch joined (its figures are the differences: another
+    # caller's work is not this one's)
+    base: dict[str, float] = field(default_factory=dict)
+    launched: int = 0  # speculative launches of its trajectories
+    wasted_tool_s: float = 0.0  # tool seconds of its launches nobody claimed
 
 
 class BatchHandle:
@@ -351,8 +356,7 @@ class Rollout:
             self._wake = cf.Future()
         for kind, batch in items:
             if kind == "submit":
-                self._batches.append(batch)
-                self._seqs.extend(batch.seqs)
+                self._join(batch)
             elif batch in self._batches:
                 self._drop_batch(batch, RolloutCancelled("cancelled by its caller"))
 
@@ -365,7 +369,9 @@ class Rollout:
                 seq.state = State.DONE
         self._batches.remove(batch)
         if batch.mode == Mode.SPECULATE:  # its launches nobody will claim now
+            before = self.cache.stats.wasted_tool_s
             self.cache.cancel_unclaimed(owners={s.traj.id for s in batch.seqs})
+            batch.wasted_tool_s += self.cache.stats.wasted_tool_s - before
         ids = {id(s) for s in batch.seqs}
         self._seqs = [s for s in self._seqs if id(s) not in ids]
         if error is not None:
@@ -389,8 +395,7 @@ class Rollout:
     def run(self, trajectories: list[Trajectory]) -> RolloutStats:
         """Drives one batch to its end on this thread (the benchmark path)."""
         batch = self._new_batch(trajectories, self.on_event)
-        self._batches.append(batch)
-        self._seqs.extend(batch.seqs)
+        self._join(batch)
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
             self._pool = pool
             while not batch.done.done():
@@ -465,20 +470,37 @@ class Rollout:
         wall = time.monotonic() - batch.started_at
         results = [s.result for s in batch.seqs if s.result is not None]
         generated = sum(r.generated_tokens for r in results)
-        cs = self.cache.stats
+        now = self._counters()
+        delta = {k: now[k] - batch.base.get(k, 0.0) for k in now}
+        calls = [c for r in results for c in r.calls]
+        hits = sum(c.speculative_hit for c in calls)
+        speculating = batch.mode == Mode.SPECULATE
         return RolloutStats(
             mode=batch.mode.value, concurrency=len(batch.seqs),
             num_slots=self.engine.num_slots, wall_s=wall, generated_tokens=generated,
             tokens_per_s=generated / wall if wall else 0.0,
             prefill_tokens=sum(r.prefill_tokens for r in results),
             reprefill_tokens=sum(r.reprefill_tokens for r in results),
-            forked_tokens=sum(r.forked_tokens for r in results), idle_s=self._idle_s,
-            steps=self._steps, decode_s=self._decode_s, prefill_s=self._prefill_s,
-            request_overhead_s=self._overhead_s, evictions=self.residency.evictions,
-            spec_launched=cs.launched, spec_hits=cs.hits if batch.mode == Mode.SPECULATE else 0,
-            spec_misses=cs.misses if batch.mode == Mode.SPECULATE else 0,
-            wasted_tool_s=cs.wasted_tool_s, draft_alpha=self.config.draft_alpha,
+            forked_tokens=sum(r.forked_tokens for r in results), idle_s=delta["idle_s"],
+            steps=int(delta["steps"]), decode_s=delta["decode_s"],
+            prefill_s=delta["prefill_s"], request_overhead_s=delta["overhead_s"],
+            evictions=int(delta["evictions"]), spec_launched=batch.launched,
+            spec_hits=hits if speculating else 0,
+            spec_misses=len(calls) - hits if speculating else 0,
+            wasted_tool_s=batch.wasted_tool_s, draft_alpha=self.config.draft_alpha,
             results=results)
+
+    def _counters(self) -> dict[str, float]:
+        """The driver's cumulative figures (engine-wide: a batch reports its differences,
+        which while other batches run include their share of the same forward passes)."""
+        return {"idle_s": self._idle_s, "steps": self._steps, "decode_s": self._decode_s,
+                "prefill_s": self._prefill_s, "overhead_s": self._overhead_s,
+                "evictions": self.residency.evictions}
+
+    def _join(self, batch: _Batch) -> None:
+        batch.base = self._counters()
+        self._batches.append(batch)
+        self._seqs.extend(batch.seqs)
 
     def _format_of(self, traj: Trajectory) -> ToolCallFormat:
         task = traj.task
@@ -756,8 +778,10 @@ class Rollout:
         assert self._pool is not None
         if has_put(self.cache, call, seq.traj):  # the caller answered it already
             return
-        self.cache.launch(self._cache_key(call, seq), self._runner(call, seq),
-                          self._pool.submit, response_id=seq.traj.id)
+        launched = self.cache.launch(self._cache_key(call, seq), self._runner(call, seq),
+                                     self._pool.submit, response_id=seq.traj.id)
+        if launched and seq.batch is not None:
+            seq.batch.launched += 1
 
     def _draft_launch(self, seq: _Seq, turn_text: str) -> None:
         """An emulated draft model: right with probability alpha (it launches this turn's own

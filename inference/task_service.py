@@ -42,6 +42,7 @@ from perfbox.inference.workload import Trajectory
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LIVE = 256  # trajectories queued or running at once, all callers together
+DEFAULT_MAX_CALLS = 32  # RunTasks calls streaming at once (each holds a server thread)
 RETRY_DELAY_S = 5.0
 MIN_PUT_SCOPE = 16
 TOOL_THREADS = 64  # tool calls in flight at once on the shared driver, all callers together
@@ -159,15 +160,18 @@ class TaskRunner:
 
     def __init__(self, make_engine: Callable[[], Engine] | None, client: ToolClient,
                  max_live: int = DEFAULT_MAX_LIVE, cache: ToolCache | None = None,
-                 reward_bench_s: float = 2.0, make_driver: MakeDriver | None = None) -> None:
+                 reward_bench_s: float = 2.0, make_driver: MakeDriver | None = None,
+                 max_calls: int = DEFAULT_MAX_CALLS) -> None:
         if make_driver is None:
             assert make_engine is not None, "give make_engine or make_driver"
             make_driver = step_driver(make_engine)
         self.make_driver, self.client, self.max_live = make_driver, client, max_live
+        self.max_calls = max_calls
         self.cache = cache if cache is not None else ToolCache()
         self.reward_bench_s = reward_bench_s
         self._lock = threading.Lock()
         self._live = 0  # trajectories admitted and not finished (the max_live bound)
+        self._calls = 0  # RunTasks calls streaming (the max_calls bound)
         self._driver: TaskDriver | None = None
         self._schemas: dict[str, dict[str, Any]] | None = None
         self._ids = itertools.count(1)
@@ -247,11 +251,17 @@ class TaskRunner:
         return mode, trajectories, {s.id: s for s in specs}
 
     def _reserve(self, count: int) -> None:
-        """Admits count more live trajectories or refuses with a retry delay; atomic, so two
-        calls at once cannot both pass the bound."""
+        """Admits one more call of count live trajectories or refuses with a retry delay;
+        atomic, so two calls at once cannot both pass a bound. Calls are bounded apart from
+        trajectories: each holds one of the server's threads while it streams."""
         with self._lock:
+            if self._calls >= self.max_calls:
+                raise TaskRejected("RESOURCE_EXHAUSTED", f"the worker streams {self._calls} "
+                                   f"RunTasks calls, its most at once; retry later or send "
+                                   "more tasks per call", RETRY_DELAY_S)
             if self._live + count <= self.max_live:
                 self._live += count
+                self._calls += 1
                 return
             live = self._live
         raise TaskRejected("RESOURCE_EXHAUSTED", (
@@ -318,6 +328,15 @@ class TaskRunner:
         mode, trajectories, specs = self.prepare(request)
         driver = self.driver()
         self._reserve(len(trajectories))
+        try:
+            yield from self._stream(driver, mode, trajectories, specs, on_cancel)
+        finally:
+            with self._lock:
+                self._calls -= 1
+
+    def _stream(self, driver: TaskDriver, mode: Mode, trajectories: list[Trajectory],
+                specs: dict[str, T.TaskSpec], on_cancel: Callable[[Callable[[], None]], Any]
+                ) -> Iterator[rpb.TaskEvent]:
         events: queue.Queue[Any] = queue.Queue()
         pending: list[cf.Future[Any]] = []
 
@@ -334,7 +353,8 @@ class TaskRunner:
             self._release(len(trajectories))
             raise
         handle.future.add_done_callback(lambda _: self._release(len(trajectories)))
-        on_cancel(lambda: self._cancel(driver, handle, pending))
+        scopes = {t.task.binding.scope for t in trajectories}
+        on_cancel(lambda: self._cancel(driver, handle, pending, scopes))
         handle.future.add_done_callback(lambda _: events.put(_END))
         results = 0
         for event in self._drain(events):
@@ -345,7 +365,7 @@ class TaskRunner:
         except RolloutCancelled:
             return
         while results < len(pending):  # each result as its reward finishes
-            event = _event(*events.get())
+            event = _safe_event(*events.get())
             if event is not None:
                 results += event.WhichOneof("event") == "result"
                 yield event
@@ -358,13 +378,17 @@ class TaskRunner:
             item = events.get()
             if item is _END:
                 return
-            event = _event(*item)
+            event = _safe_event(*item)
             if event is not None:
                 yield event
 
-    @staticmethod
-    def _cancel(driver: TaskDriver, handle: Any, pending: list[cf.Future[Any]]) -> None:
-        driver.cancel_batch(handle)
+    def _cancel(self, driver: TaskDriver, handle: Any, pending: list[cf.Future[Any]],
+                scopes: set[str]) -> None:
+        for future in list(pending):
+            future.cancel()
+        if not handle.future.done():
+            driver.cancel_batch(handle)
+            self.tools.cancel(scopes)
         for future in list(pending):
             future.cancel()
 
@@ -403,6 +427,22 @@ class TaskRunner:
 
 def _no_workload_tool(call: ToolCall) -> Any:
     raise RuntimeError("RunTasks trajectories run tools through their task's binding")
+
+
+def _safe_event(kind: str, data: dict[str, Any]) -> rpb.TaskEvent | None:
+    """The event, or (when the model's output cannot be put in a message) a logged skip; a
+    trajectory's result always comes back, with finish_reason "error" if need be, so its
+    caller is never left waiting for it."""
+    try:
+        return _event(kind, data)
+    except Exception:
+        log.exception("event %s of %s", kind, data.get("id"))
+        if kind != "result":
+            return None
+        task_id, _, sample = str(data.get("id", "")).rpartition("/")
+        return rpb.TaskEvent(trajectory_id=str(data.get("id", "")), result=rpb.TaskTrajectory(
+            task_id=task_id, sample=int(sample) if sample.isdigit() else 0,
+            finish_reason="error"))
 
 
 def _event(kind: str, data: dict[str, Any]) -> rpb.TaskEvent | None:

@@ -14,7 +14,9 @@ the tool service failing) comes back as text the model can act on — `NOT_ALLOW
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +52,21 @@ class TaskTools:
     def __init__(self, client: ToolClient, tokenize: Callable[[str], list[int]],
                  detokenize: Callable[[list[int]], str]) -> None:
         self.client, self.tokenize, self.detokenize = client, tokenize, detokenize
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._running: dict[str, set[str]] = {}  # binding scope -> request ids on the service
+
+    def cancel(self, scopes: set[str]) -> int:
+        """Cancels the tool service jobs these tasks' calls are waiting on (their caller went
+        away: the jobs would only hold the service's workers). Returns how many."""
+        with self._lock:
+            ids = [rid for scope in scopes for rid in self._running.pop(scope, ())]
+        for rid in ids:
+            try:
+                self.client.cancel(request_id=rid)
+            except Exception:  # gone already, or the service is down: nothing to stop
+                pass
+        return len(ids)
 
     def request(self, call: ToolCall, binding: Binding) -> pb.ToolRequest | tuple[str, str]:
         """The ToolRequest for the call, or (status, why) when it cannot be made."""
@@ -84,7 +101,14 @@ class TaskTools:
             status, why = request
             return ToolOutput(self.fit([f"{status}: {why}"], binding.output_tokens), status,
                               time.monotonic() - started)
-        result = self.client.run(request)
+        request.request_id = f"{binding.scope}#{next(self._ids)}"
+        with self._lock:
+            self._running.setdefault(binding.scope, set()).add(request.request_id)
+        try:
+            result = self.client.run(request)
+        finally:
+            with self._lock:
+                self._running.get(binding.scope, set()).discard(request.request_id)
         status = pb.Status.Name(result.status)
         return ToolOutput(self.model_text(result, binding.output_tokens), status,
                           time.monotonic() - started)

@@ -61,7 +61,10 @@ def create_worker(backend: RolloutBackend, address: str = "127.0.0.1:0",
     client Puts is what the model's matching call claims."""
     cache = tasks.cache if tasks is not None else ToolCache()
     rollouts = RolloutService(backend, tasks=tasks)
-    server = grpc.server(cf.ThreadPoolExecutor(max_workers=32))
+    # RunTasks streams hold a thread each, bounded by the runner's max_calls: the threads
+    # beyond them keep Health, ToolCache and Run answering while the streams are full
+    streams = tasks.max_calls if tasks is not None else 0
+    server = grpc.server(cf.ThreadPoolExecutor(max_workers=32 + streams))
     rollout_pb2_grpc.add_RolloutServiceServicer_to_server(rollouts, server)
     rollout_pb2_grpc.add_ToolCacheServicer_to_server(ToolCacheService(cache), server)
     checker = health.HealthServicer()

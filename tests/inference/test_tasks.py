@@ -17,6 +17,7 @@ import pytest
 
 from perfbox.api import RETRY_DELAY_KEY
 from perfbox.api.v1 import rollout_pb2 as rpb
+from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
@@ -62,13 +63,22 @@ def task(task_id: str, **fields: Any) -> rpb.Task:
 
 
 class CountingClient(ToolClient):
-    """The real client, counting the tool runs it makes (to show a Put served a call)."""
+    """The real client, recording the tool runs it makes (to show a Put served a call) and
+    their results and cancellations (to show a cancelled call's jobs are stopped)."""
 
     runs: list[str]
+    results: list[Any]
+    cancels: list[str]
 
     def run(self, request: Any, timeout_s: float | None = None) -> Any:
         self.runs.append(request.tool)
-        return super().run(request, timeout_s)
+        result = super().run(request, timeout_s)
+        self.results.append(result)
+        return result
+
+    def cancel(self, request_id: str = "", job_id: str = "") -> Any:
+        self.cancels.append(request_id)
+        return super().cancel(request_id, job_id)
 
 
 @dataclass
@@ -82,7 +92,7 @@ class Worker:
 @pytest.fixture(scope="module")
 def worker(server) -> Iterator[Worker]:
     client = CountingClient(f"127.0.0.1:{server[1]}", timeout_s=300)
-    client.runs = []
+    client.runs, client.results, client.cancels = [], [], []
     tasks = TaskRunner(lambda: LlamaCppEngine(num_slots=4, threads=2), client, max_live=12)
     backend = StepBackend(lambda slots: LlamaCppEngine(num_slots=slots, threads=2),
                           ToolBridge(client, W.load().problems).run)
@@ -302,3 +312,40 @@ def test_a_batch_beyond_the_live_bound_is_told_when_to_retry(worker: Worker) -> 
     delay = dict(e.value.trailing_metadata())[RETRY_DELAY_KEY]
     assert int(delay) > 0
     assert time.monotonic() - started < 30  # refused up front, nothing generated
+
+
+def test_a_cancelled_call_stops_its_tool_jobs(worker: Worker) -> None:
+    """The model calls check on a submission that sleeps; the caller goes away while the job
+    runs: the job is cancelled on the tool service, not left holding one of its workers."""
+    slow = CODE.replace("return torch.relu(x)", "import time; time.sleep(60); "
+                        "return torch.relu(x)")
+    call = worker.stub.RunTasks(rpb.TasksRequest(tasks=[task("slow", messages=few_shot(slow),
+                                                              sampling={"max_new_tokens": 160,
+                                                                        "max_turns": 2})],
+                                                 mode="resident"), timeout=600)
+    for event in call:
+        if event.WhichOneof("event") == "tool_call":
+            break
+    done_before = len(worker.client.results)
+    time.sleep(2)  # the job is running on the tool service
+    call.cancel()
+    wait_until(lambda: len(worker.client.results) > done_before, timeout_s=30,
+               what="the cancelled check job to end")
+    assert any(c.startswith("r") and ":slow#" in c for c in worker.client.cancels)
+    assert worker.client.results[-1].status == pb.CANCELLED, worker.client.results[-1].summary
+
+
+def test_concurrent_streams_are_bounded(worker: Worker) -> None:
+    worker.tasks.max_calls = 1
+    try:
+        long = task("hold", tools=[], sampling={"max_new_tokens": 2000, "max_turns": 1})
+        first = worker.stub.RunTasks(rpb.TasksRequest(tasks=[long]), timeout=600)
+        assert next(first).WhichOneof("event") == "tokens"
+        with pytest.raises(grpc.RpcError) as e:
+            run(worker, task("second", tools=[]))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "RunTasks calls" in e.value.details()
+        first.cancel()
+        wait_until(lambda: worker.tasks.live_sequences() == 0, timeout_s=30)
+    finally:
+        worker.tasks.max_calls = 32
