@@ -18,12 +18,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from perfbox.inference.engine import Engine
-from perfbox.inference.rollout import Rollout, RolloutCancelled, RolloutConfig, RolloutStats
+from perfbox.inference.rollout import (BatchHandle, FitPut, Mode, Rollout, RolloutCancelled,
+                                       RolloutConfig, RolloutStats, RunTaskTool)
+from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.toolcall import ToolCall
 from perfbox.inference.workload import Trajectory
 
 OnEvent = Callable[[str, dict[str, Any]], None]
+TOOL_THREADS = 64  # task tool calls in flight at once on the shared driver (all callers)
 RunTool = Callable[[ToolCall], ToolOutput]
 
 
@@ -180,6 +183,49 @@ class SessionBackend:
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+class StepDriver:
+    """The embedded engine's driver: one Rollout serving every batch on a thread of its own."""
+
+    def __init__(self, engine: Engine, run_task_tool: RunTaskTool, cache: ToolCache,
+                 fit_put: FitPut | None = None) -> None:
+        self.engine = engine
+        self.chat = engine.chat_format()  # type: ignore[attr-defined]
+        # tool calls wait on the tool service (its own queue and quotas bound the work): a
+        # pool of many threads, so one caller's slow calls cannot queue another's behind them
+        self.rollout = Rollout(engine, _no_workload_tool,
+                               RolloutConfig(mode=Mode.SPECULATE, forced=False,
+                                             tool_workers=TOOL_THREADS),
+                               template=self.chat, cache=cache, run_task_tool=run_task_tool,
+                               fit_put=fit_put)
+        self._thread = threading.Thread(target=self.rollout.serve, name="rollout-driver",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, trajectories: list[Trajectory], on_event: OnEvent, mode: Any
+               ) -> BatchHandle:
+        return self.rollout.submit(trajectories, on_event, mode)
+
+    def cancel_batch(self, handle: BatchHandle) -> None:
+        self.rollout.cancel_batch(handle)
+
+    def live_sequences(self) -> int:
+        return self.rollout.live_sequences()
+
+    def kv_slots_in_use(self) -> int:
+        return self.rollout.kv_slots_in_use()
+
+    def close(self) -> None:
+        self.rollout.cancel()
+        self._thread.join(timeout=30)
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
+def _no_workload_tool(call: ToolCall) -> Any:
+    raise RuntimeError("RunTasks trajectories run tools through their task's binding")
 
 
 class SessionDriver:

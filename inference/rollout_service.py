@@ -28,13 +28,12 @@ from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference import workload as W
 from perfbox.inference.rollout import Mode, RolloutCancelled, RolloutConfig
 from perfbox.inference.rollout_backends import RolloutBackend
-from perfbox.inference.stream_events import shared_field
+from perfbox.inference.stream_events import END, drain, shared_field, summary
 from perfbox.inference.task_service import TaskRejected, TaskRunner
 
 log = logging.getLogger(__name__)
 MAX_COUNT = 4096
 MAX_KV_SLOTS = 64  # sequences one engine holds at once; more trajectories queue for a slot
-_END = object()
 
 
 @dataclass
@@ -152,24 +151,14 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
         context.add_callback(run.cancel)
         with cf.ThreadPoolExecutor(1) as waiter:
             done = waiter.submit(run.result)
-            done.add_done_callback(lambda _: events.put(_END))
-            while True:
-                item = events.get()
-                if item is _END:
-                    break
-                event = _event(*item)
-                if event is not None:
-                    yield event
+            done.add_done_callback(lambda _: events.put(END))
+            yield from drain(events, _event)
         try:
             stats = done.result()
         except RolloutCancelled:
             return
         self.totals.add(stats)
-        yield rpb.RolloutEvent(summary=rpb.RolloutSummary(
-            mode=stats.mode, wall_s=stats.wall_s, tokens_per_s=stats.tokens_per_s,
-            prefill_tokens=stats.prefill_tokens, reprefill_tokens=stats.reprefill_tokens,
-            idle_s=stats.idle_s, spec_hits=stats.spec_hits, spec_misses=stats.spec_misses,
-            wasted_tool_s=stats.wasted_tool_s, forked_tokens=stats.forked_tokens))
+        yield rpb.RolloutEvent(summary=summary(stats))
 
 
 def _event(kind: str, data: dict[str, Any]) -> rpb.RolloutEvent | None:

@@ -4,9 +4,13 @@ same names."""
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from perfbox.api.v1 import rollout_pb2 as rpb
+
+END = object()  # put on an event queue when the rollout has ended
 
 
 def shared_field(kind: str, data: dict[str, Any]) -> dict[str, Any] | None:
@@ -24,3 +28,24 @@ def shared_field(kind: str, data: dict[str, Any]) -> dict[str, Any] | None:
     if kind == "tool_result":
         return {"tool_result": rpb.ToolEvent(tool=data["tool"], status=data["status"])}
     return None
+
+
+def summary(stats: Any) -> rpb.RolloutSummary:
+    """A rollout's RolloutStats as the stream's last event carries them."""
+    return rpb.RolloutSummary(
+        mode=stats.mode, wall_s=stats.wall_s, tokens_per_s=stats.tokens_per_s,
+        prefill_tokens=stats.prefill_tokens, reprefill_tokens=stats.reprefill_tokens,
+        idle_s=stats.idle_s, spec_hits=stats.spec_hits, spec_misses=stats.spec_misses,
+        wasted_tool_s=stats.wasted_tool_s, forked_tokens=stats.forked_tokens)
+
+
+def drain(events: "queue.Queue[Any]", convert: Callable[[str, dict[str, Any]], Any]
+          ) -> Iterator[Any]:
+    """The converted events of a queue of (kind, data) until END."""
+    while True:
+        item = events.get()
+        if item is END:
+            return
+        event = convert(*item)
+        if event is not None:
+            yield event

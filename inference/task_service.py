@@ -19,25 +19,24 @@ import itertools
 import json
 import logging
 import queue
-import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from perfbox import reward as rewards
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.client import ToolClient
 from perfbox.inference import tasks as T
-from perfbox.inference.engine import Engine
 from perfbox.inference.chat_format import ChatFormat
-from perfbox.inference.rollout import (BatchHandle, FitPut, Mode, Rollout, RolloutCancelled,
-                                       RolloutConfig, RolloutStats, RunTaskTool, TaskSample,
-                                       TrajectoryResult)
-from perfbox.inference.stream_events import shared_field
+from perfbox.inference.engine import Engine
+from perfbox.inference.final_kernel import final_candidate
+from perfbox.inference.rollout import (FitPut, Mode, RolloutCancelled, RunTaskTool,
+                                       TaskSample, TrajectoryResult)
+from perfbox.inference.rollout_backends import StepDriver
+from perfbox.inference.stream_events import END, drain, shared_field, summary
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
 from perfbox.inference.tool_cache import ToolCache
-from perfbox.inference.toolcall import PARSERS, ToolCall
+from perfbox.inference.toolcall import PARSERS
 from perfbox.inference.workload import Trajectory
 
 log = logging.getLogger(__name__)
@@ -45,9 +44,6 @@ DEFAULT_MAX_LIVE = 256  # trajectories queued or running at once, all callers to
 DEFAULT_MAX_CALLS = 32  # RunTasks calls streaming at once (each holds a server thread)
 RETRY_DELAY_S = 5.0
 MIN_PUT_SCOPE = 16
-TOOL_THREADS = 64  # tool calls in flight at once on the shared driver, all callers together
-_CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
-_END = object()
 
 
 class TaskRejected(Exception):
@@ -56,36 +52,6 @@ class TaskRejected(Exception):
     def __init__(self, code: str, message: str, retry_delay_s: float = 0.0) -> None:
         super().__init__(message)
         self.code, self.retry_delay_s = code, retry_delay_s
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """The kernel a trajectory ends with: what its reward is computed from."""
-
-    source: str
-    turn: int  # 1-based turn it was written in (the reward's discount)
-
-
-def final_candidate(result: TrajectoryResult) -> Candidate | None:
-    """The last submission the model passed to a problem-bound tool, or else the last Python
-    block defining ModelNew in what it wrote."""
-    for k in range(len(result.calls) - 1, -1, -1):
-        submission = result.calls[k].arguments.get("submission")
-        if isinstance(submission, str) and submission.strip():
-            return Candidate(submission, k + 1)
-    blocks = [b for b in _CODE_BLOCK.findall(_sampled_text(result)) if "ModelNew" in b]
-    if blocks:
-        return Candidate(blocks[-1], len(result.calls) + 1)
-    return None
-
-
-def _sampled_text(result: TrajectoryResult) -> str:
-    """The response without what the worker inserted (a tool output cannot be the kernel)."""
-    text = result.text
-    for call in result.calls:
-        if call.inserted:
-            text = text.replace(call.inserted, "\n")
-    return text
 
 
 class TaskDriver(Protocol):
@@ -109,44 +75,6 @@ class TaskDriver(Protocol):
 
 
 MakeDriver = Callable[[RunTaskTool, ToolCache, FitPut], TaskDriver]
-
-
-class StepDriver:
-    """The embedded engine's driver: one Rollout serving every batch on a thread of its own."""
-
-    def __init__(self, engine: Engine, run_task_tool: RunTaskTool, cache: ToolCache,
-                 fit_put: FitPut | None = None) -> None:
-        self.engine = engine
-        self.chat = engine.chat_format()  # type: ignore[attr-defined]
-        # tool calls wait on the tool service (its own queue and quotas bound the work): a
-        # pool of many threads, so one caller's slow calls cannot queue another's behind them
-        self.rollout = Rollout(engine, _no_workload_tool,
-                               RolloutConfig(mode=Mode.SPECULATE, forced=False,
-                                             tool_workers=TOOL_THREADS),
-                               template=self.chat, cache=cache, run_task_tool=run_task_tool,
-                               fit_put=fit_put)
-        self._thread = threading.Thread(target=self.rollout.serve, name="rollout-driver",
-                                        daemon=True)
-        self._thread.start()
-
-    def submit(self, trajectories: list[Trajectory], on_event: Any, mode: Mode) -> BatchHandle:
-        return self.rollout.submit(trajectories, on_event, mode)
-
-    def cancel_batch(self, handle: BatchHandle) -> None:
-        self.rollout.cancel_batch(handle)
-
-    def live_sequences(self) -> int:
-        return self.rollout.live_sequences()
-
-    def kv_slots_in_use(self) -> int:
-        return self.rollout.kv_slots_in_use()
-
-    def close(self) -> None:
-        self.rollout.cancel()
-        self._thread.join(timeout=30)
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
 
 
 def step_driver(make_engine: Callable[[], Engine]) -> MakeDriver:
@@ -355,9 +283,9 @@ class TaskRunner:
         handle.future.add_done_callback(lambda _: self._release(len(trajectories)))
         scopes = {t.task.binding.scope for t in trajectories}
         on_cancel(lambda: self._cancel(driver, handle, pending, scopes))
-        handle.future.add_done_callback(lambda _: events.put(_END))
+        handle.future.add_done_callback(lambda _: events.put(END))
         results = 0
-        for event in self._drain(events):
+        for event in drain(events, _safe_event):
             results += event.WhichOneof("event") == "result"
             yield event
         try:
@@ -369,18 +297,7 @@ class TaskRunner:
             if event is not None:
                 results += event.WhichOneof("event") == "result"
                 yield event
-        yield rpb.TaskEvent(summary=_summary(stats))
-
-    @staticmethod
-    def _drain(events: queue.Queue[Any]) -> Iterator[rpb.TaskEvent]:
-        """Events until the batch ends."""
-        while True:
-            item = events.get()
-            if item is _END:
-                return
-            event = _safe_event(*item)
-            if event is not None:
-                yield event
+        yield rpb.TaskEvent(summary=summary(stats))
 
     def _cancel(self, driver: TaskDriver, handle: Any, pending: list[cf.Future[Any]],
                 scopes: set[str]) -> None:
@@ -423,10 +340,6 @@ class TaskRunner:
                                   refused=[f"the tool service failed: {type(e).__name__}: "
                                            f"{e}"[:300]])
         return reward
-
-
-def _no_workload_tool(call: ToolCall) -> Any:
-    raise RuntimeError("RunTasks trajectories run tools through their task's binding")
 
 
 def _safe_event(kind: str, data: dict[str, Any]) -> rpb.TaskEvent | None:
@@ -473,11 +386,3 @@ def trajectory_message(r: TrajectoryResult, reward: rewards.Reward | None
         message.reward.total = reward.total
         message.reward.breakdown_json = json.dumps(reward.to_json())
     return message
-
-
-def _summary(stats: RolloutStats) -> rpb.RolloutSummary:
-    return rpb.RolloutSummary(
-        mode=stats.mode, wall_s=stats.wall_s, tokens_per_s=stats.tokens_per_s,
-        prefill_tokens=stats.prefill_tokens, reprefill_tokens=stats.reprefill_tokens,
-        idle_s=stats.idle_s, spec_hits=stats.spec_hits, spec_misses=stats.spec_misses,
-        wasted_tool_s=stats.wasted_tool_s, forked_tokens=stats.forked_tokens)
