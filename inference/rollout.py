@@ -361,9 +361,15 @@ class Rollout:
                 self._drop_batch(batch, RolloutCancelled("cancelled by its caller"))
 
     def _drop_batch(self, batch: _Batch, error: BaseException | None = None) -> None:
+        """Ends a batch and answers its caller, whatever state the engine is in (a failed
+        engine may fail again on dropping a slot: the caller must hear of it all the same)."""
         for seq in batch.seqs:
             if seq.state != State.DONE:
-                self._release(seq)
+                try:
+                    self._release(seq)
+                except Exception:
+                    log.exception("freeing %s", seq.public_id)
+                    seq.slot = None
                 if seq.future is not None:
                     seq.future.cancel()
                 seq.state = State.DONE
