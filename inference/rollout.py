@@ -213,7 +213,6 @@ class _Seq:
     batch: "_Batch | None" = None
     next_logprob: float = 0.0  # of next_token, from the pass that drew it
     turn_text: str = ""  # what the model wrote this turn (stop strings)
-    finish_reason: str = "stop"
     response_ids: list[int] = field(default_factory=list)
     response_mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -912,9 +911,7 @@ class Rollout:
             response = self.template.tool_response(output)
             return response, self.engine.tokenize(response)
         before, after = parts
-        tokens = (self.engine.tokenize(before) + self.engine.tokenize(output, special=False)
-                  + self.engine.tokenize(after))
-        return before + output + after, tokens
+        return plain_insertion(self.engine, before, output, after)
 
     def _end_turn_without_call(self, seq: _Seq, reason: str = "stop") -> None:
         seq.turn_generation_s.append(time.monotonic() - seq.turn_started_at)
@@ -928,7 +925,6 @@ class Rollout:
     def _finish(self, seq: _Seq, reason: str = "stop") -> None:
         self._release(seq)
         seq.state = State.DONE
-        seq.finish_reason = reason
         seq.result = TrajectoryResult(
             id=seq.public_id, wall_s=time.monotonic() - seq.started_at,
             generated_tokens=len(seq.tokens_out), prefill_tokens=seq.prefill_tokens,
@@ -956,6 +952,16 @@ def tool_runner(call: ToolCall, traj: Trajectory, run_tool: Callable[[ToolCall],
     assert run_task_tool is not None, "task trajectories need run_task_tool"
     binding = traj.task.binding
     return lambda: run_task_tool(call, binding)
+
+
+def plain_insertion(engine: Any, before: str, output: str, after: str
+                    ) -> tuple[str, list[int]]:
+    """A tool's output between the template's text, and its tokens: the template's parsed
+    with their markers, the output as plain text (what a submission prints cannot end the
+    tool turn or open another in the context the model is trained on)."""
+    tokens = (engine.tokenize(before) + engine.tokenize(output, special=False)
+              + engine.tokenize(after))
+    return before + output + after, tokens
 
 
 def claim_put(cache: ToolCache, call: ToolCall, traj: Trajectory) -> cf.Future[Any] | None:

@@ -210,12 +210,6 @@ class StepDriver:
     def cancel_batch(self, handle: BatchHandle) -> None:
         self.rollout.cancel_batch(handle)
 
-    def live_sequences(self) -> int:
-        return self.rollout.live_sequences()
-
-    def kv_slots_in_use(self) -> int:
-        return self.rollout.kv_slots_in_use()
-
     def close(self) -> None:
         self.rollout.cancel()
         self._thread.join(timeout=30)
@@ -238,31 +232,14 @@ class SessionDriver:
         self.backend, self.engine = backend, backend.engine
         self.chat = self.engine.chat_format()
         self.run_task_tool, self.cache, self.fit_put = run_task_tool, cache, fit_put
-        self._live: dict[int, int] = {}  # id(run) -> its unfinished trajectories
-        self._lock = threading.Lock()
 
     def submit(self, trajectories: list[Trajectory], on_event: OnEvent, mode: Any) -> Any:
-        from perfbox.inference.rollout import RolloutConfig
-
         config = RolloutConfig(mode=mode, forced=False)
-        run = self.backend.start_tasks(trajectories, config, on_event, self.cache,
-                                       self.run_task_tool, self.chat, self.fit_put)
-        with self._lock:
-            self._live[id(run)] = len(trajectories)
-
-        def settle(_: Any) -> None:
-            with self._lock:
-                self._live.pop(id(run), None)
-
-        run.future.add_done_callback(settle)
-        return run
+        return self.backend.start_tasks(trajectories, config, on_event, self.cache,
+                                        self.run_task_tool, self.chat, self.fit_put)
 
     def cancel_batch(self, handle: Any) -> None:
         handle.cancel()
-
-    def live_sequences(self) -> int:
-        with self._lock:
-            return sum(self._live.values())
 
     def close(self) -> None:
         """The backend (and its engine) belongs to the worker; it closes them."""

@@ -33,7 +33,7 @@ from typing import Any
 from perfbox.inference.engines.vllm_sessions import Session, TurnOutput, VllmSessions
 from perfbox.inference.rollout import (CallRecord, FitPut, Mode, RolloutConfig, RolloutStats,
                                        RunTaskTool, TrajectoryResult, cache_key, claim_put,
-                                       has_put, put_output, tool_runner)
+                                       has_put, plain_insertion, put_output, tool_runner)
 from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.tools_bridge import ToolOutput
@@ -256,11 +256,7 @@ class SessionRollout:
                 before, after = self.template.tool_response_parts
                 if out.tokens and out.tokens[-1] == self.end_of_turn:
                     before = before[len(self.template.end):]  # the model closed the turn
-                # the output as plain text: a submission's prints cannot open a turn
-                response = before + output.text + after
-                new = (self.engine.tokenize(before)
-                       + self.engine.tokenize(output.text, special=False)
-                       + self.engine.tokenize(after))
+                response, new = plain_insertion(self.engine, before, output.text, after)
                 if len(new) + 1 > self._room(task, context, rec):
                     finish = "length"
                     break

@@ -271,7 +271,7 @@ def test_run_tasks_on_vllm_meets_the_training_contract(model, server) -> None:
                     assert next(call).WhichOneof("event") == "tokens"
                     call.cancel()
                     wait_until(lambda: engine.llm.get_num_unfinished_requests() == 0
-                               and tasks.driver().live_sequences() == 0, timeout_s=20,
+                               and tasks.live_sequences() == 0, timeout_s=20,
                                what="the cancelled trajectories to leave the engine")
             finally:
                 grpc_server.stop(0)
