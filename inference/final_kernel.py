@@ -8,12 +8,10 @@ can echo code, and a submission's prints reach it).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from perfbox.inference.rollout import TrajectoryResult
-
-_CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
+from perfbox.reward import last_model_block
 
 
 @dataclass(frozen=True)
@@ -31,10 +29,8 @@ def final_candidate(result: TrajectoryResult) -> Candidate | None:
         submission = result.calls[k].arguments.get("submission")
         if isinstance(submission, str) and submission.strip():
             return Candidate(submission, k + 1)
-    blocks = [b for b in _CODE_BLOCK.findall(_sampled_text(result)) if "ModelNew" in b]
-    if blocks:
-        return Candidate(blocks[-1], len(result.calls) + 1)
-    return None
+    block = last_model_block(_sampled_text(result))
+    return Candidate(block, len(result.calls) + 1) if block is not None else None
 
 
 def _sampled_text(result: TrajectoryResult) -> str:

@@ -381,6 +381,34 @@ def cmd_tools(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """An MCP server over the tools: stdio (stdout carries only the protocol) or HTTP."""
+    try:
+        from perfbox import mcp_server
+    except ImportError as e:
+        raise ValueError(f"perfbox mcp needs the MCP SDK: pip install 'perfbox[mcp]' ({e})"
+                         ) from None
+    from perfbox.integrations.toolbox import Problem, Toolbox
+
+    problem = None
+    if args.problem:
+        path = Path(args.problem)
+        if not path.is_file():
+            raise ValueError(f"--problem {path}: no such file (a KernelBench reference module)")
+        problem = Problem.of(path.read_text())
+    with service_target(args, ("torch",), workers=2) as target, \
+            _client(target, args) as client:
+        toolbox = Toolbox(target, client=client)
+        server = mcp_server.build_server(toolbox, problem)
+        if args.transport == "http":
+            mcp_server.serve_http(server, args.host, args.port, args.path)
+        else:
+            import anyio
+
+            anyio.run(mcp_server.serve_stdio, server)
+    return ExitCode.OK
+
+
 def cmd_device_info(args: argparse.Namespace) -> int:
     if args.server:
         with _client(args.server, args) as client:
@@ -688,6 +716,22 @@ def build_parser() -> argparse.ArgumentParser:
                                        "function-calling schemas (a JSON list).")
     _add_service_flags(tools)
     tools.set_defaults(func=cmd_tools)
+
+    mcp = sub.add_parser("mcp", help="serve the tools over the Model Context Protocol",
+                         description="An MCP server over the tools (the official mcp SDK): "
+                                     "stdio by default (what an MCP client starts), or "
+                                     "streamable HTTP. check/bench/profile/sanitize take the "
+                                     "problem as a 'reference' argument unless --problem "
+                                     "binds one.")
+    mcp.add_argument("--transport", choices=("stdio", "http"), default="stdio",
+                     help="default: stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP: address to listen on")
+    mcp.add_argument("--port", type=int, default=8765, help="HTTP: port (default 8765)")
+    mcp.add_argument("--path", default="/mcp", help="HTTP: endpoint path (default /mcp)")
+    mcp.add_argument("--problem", metavar="FILE",
+                     help="a KernelBench reference module every check/bench acts on")
+    _add_service_flags(mcp)
+    mcp.set_defaults(func=cmd_mcp)
 
     info = sub.add_parser("device-info", help="GPUs, driver and toolchain of a node")
     info.add_argument("--server", metavar="HOST:PORT", help="ask a service (default: this machine)")

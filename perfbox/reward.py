@@ -22,6 +22,7 @@ Usable standalone: `score(check_result, bench_result)` on results a client alrea
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -29,6 +30,14 @@ from perfbox.api.v1 import tools_pb2 as pb
 
 SUBMISSION_FILE = "new.py"
 REFERENCE_FILE = "reference.py"
+_CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
+
+
+def last_model_block(text: str) -> str | None:
+    """The last fenced Python block defining ModelNew in text the model wrote, else None: the
+    kernel a completion ends with when it never passed one to a tool."""
+    blocks = [b for b in _CODE_BLOCK.findall(text) if "ModelNew" in b]
+    return blocks[-1] if blocks else None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,229 @@
+"""TRL: perfbox as a `GRPOTrainer` environment and as a reward function.
+
+    from perfbox.integrations.trl import perfbox_environment, perfbox_reward
+    trainer = GRPOTrainer(model, train_dataset=rows,            # rows: prompt + reference
+                          environment_factory=perfbox_environment("host:50051"),
+                          args=GRPOConfig(...))
+    # or, single-turn: reward_funcs=[perfbox_reward("host:50051")]
+
+The environment's public methods are the tools TRL shows the model (TRL reads their type hints
+and Google-style docstrings); `reset(**row)` binds the row's problem, so the model passes only
+its submission and cannot choose what it is judged against; `get_reward()` scores the last
+submission the model passed to check or bench (check, then bench when it passed), through
+`perfbox.reward`. The reward function scores completions instead: the last submission passed
+to a tool, else the last Python block defining ModelNew, all rows' checks in one batch, then
+the benches of those that passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from perfbox import reward as rewards
+from perfbox.integrations.toolbox import Problem, Toolbox
+
+PROBLEM_COLUMNS = ("problem", "reference")  # where a row's problem is read from, in order
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+
+
+class CallStats:
+    """Counts of the calls environments made and the statuses they saw, shared by a
+    factory's environments (a trainer callback reads and resets them per step)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()  # by tool name
+        self.statuses: Counter[str] = Counter()  # by result status
+
+    def add(self, tool: str, status: str) -> None:
+        with self._lock:
+            self.calls[tool] += 1
+            self.statuses[status] += 1
+
+    def take(self) -> tuple[Counter[str], Counter[str]]:
+        """The counts so far, and zero them."""
+        with self._lock:
+            out = (self.calls, self.statuses)
+            self.calls, self.statuses = Counter(), Counter()
+            return out
+
+
+def row_problem(row: dict[str, Any]) -> Problem | None:
+    """The problem a dataset row carries (a `problem` or `reference` column), or None."""
+    for column in PROBLEM_COLUMNS:
+        if row.get(column):
+            return Problem.of(row[column])
+    return None
+
+
+class PerfboxEnvironment:
+    """One rollout's perfbox session (TRL makes one per rollout and reuses it via `reset`).
+
+    Built by `perfbox_environment(...)`, which binds the tool service; constructed bare it uses
+    $PERFBOX_TARGET."""
+
+    toolbox: Toolbox | None = None  # set on the subclass perfbox_environment() makes
+    stats: CallStats | None = None
+    how: str | bool = True  # the reward preset
+    _shared: Toolbox | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._problem: Problem | None = None
+        self._submission: str | None = None
+        self._turn = 0
+
+    def _toolbox(self) -> Toolbox:
+        if self.toolbox is not None:
+            return self.toolbox
+        with PerfboxEnvironment._shared_lock:
+            if PerfboxEnvironment._shared is None:
+                PerfboxEnvironment._shared = Toolbox()
+            return PerfboxEnvironment._shared
+
+    def reset(self, **row: Any) -> str | None:
+        """Binds the row's problem (its `problem` or `reference` column) and forgets the last
+        rollout. Returns None: the prompt is the row's own."""
+        self._problem = row_problem(row)
+        self._submission, self._turn = None, 0
+        return None
+
+    async def _call(self, name: str, arguments: dict[str, Any]) -> str:
+        self._turn += 1
+        if "submission" in arguments:
+            self._submission = arguments["submission"]
+        outcome = await self._toolbox().acall(name, arguments, self._problem)
+        if self.stats is not None:
+            self.stats.add(name, outcome.status)
+        return outcome.text
+
+    async def check(self, submission: str) -> str:
+        """Checks a candidate ModelNew against the task's reference Model on random inputs.
+
+        Args:
+            submission: The complete Python module defining ModelNew (the optimized model; it may load CUDA or Triton kernels).
+
+        Returns:
+            The status (OK, WRONG_ANSWER, COMPILE_ERROR, RUNTIME_ERROR...) and what the check found.
+        """
+        return await self._call("check", {"submission": submission})
+
+    async def bench(self, submission: str) -> str:
+        """Times a candidate ModelNew against the task's reference Model and reports the speedup.
+
+        Args:
+            submission: The complete Python module defining ModelNew (the optimized model; it may load CUDA or Triton kernels).
+
+        Returns:
+            The status and the measured speedup over the reference, with its confidence interval.
+        """
+        return await self._call("bench", {"submission": submission})
+
+    async def compile(self, source: str, file: str = "kernel.cu", arch: str = "sm_90") -> str:
+        """Compiles a CUDA (.cu) or Triton (.py) kernel and reports errors, registers and spills.
+
+        Args:
+            source: The kernel source: CUDA C++ (a .cu file) or a Python module with a @triton.jit kernel (a .py file).
+            file: File name; its suffix picks the language: .cu for CUDA, .py for Triton.
+            arch: Target GPU architecture, such as sm_90.
+
+        Returns:
+            The status and the compiler's diagnostics and resource usage.
+        """
+        return await self._call("compile", {"source": source, "file": file, "arch": arch})
+
+    def get_reward(self) -> float:
+        """The reward of the last submission passed to check or bench (0 when none was)."""
+        if self._problem is None or self._submission is None:
+            return 0.0
+        return self._toolbox().score(self._problem, self._submission, self.how,
+                                     turn=max(1, self._turn)).total
+
+
+def perfbox_environment(target: str | None = None, *, toolbox: Toolbox | None = None,
+                        how: str | bool = True, stats: CallStats | None = None
+                        ) -> type[PerfboxEnvironment]:
+    """An `environment_factory` for GRPOTrainer bound to a tool service (a class: TRL calls
+    it with no arguments, once per concurrent rollout)."""
+    box = toolbox or Toolbox(target)
+    box.schemas()  # fail now, naming the service, rather than inside the first rollout
+    return type("PerfboxEnvironment", (PerfboxEnvironment,),
+                {"toolbox": box, "how": how, "stats": stats})
+
+
+def completion_kernel(completion: str | Sequence[dict[str, Any]]) -> tuple[str | None, int]:
+    """The kernel a completion ends with and the turn it came in: the last `submission` passed
+    to a tool, else the last Python block defining ModelNew the model wrote."""
+    messages = [{"role": "assistant", "content": completion}] if isinstance(completion, str) \
+        else list(completion)
+    turns = 0
+    found: tuple[str | None, int] = (None, 0)
+    block: str | None = None
+    for message in messages:
+        if message.get("role") != "assistant":
+            continue
+        content = message.get("content") or ""
+        content = content if isinstance(content, str) else " ".join(
+            part.get("text", "") for part in content if isinstance(part, dict))
+        for arguments in _submitted(message, content):
+            turns += 1
+            if isinstance(arguments.get("submission"), str) and arguments["submission"].strip():
+                found = (arguments["submission"], turns)
+        block = rewards.last_model_block(content) or block
+    if found[0] is not None:
+        return found
+    return (block, turns + 1) if block is not None else (None, 0)
+
+
+def _submitted(message: dict[str, Any], content: str) -> list[dict[str, Any]]:
+    """The arguments of the calls in an assistant message (structured, or Hermes text)."""
+    out = []
+    for call in message.get("tool_calls") or ():
+        arguments = call.get("function", {}).get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                continue
+        if isinstance(arguments, dict):
+            out.append(arguments)
+    for body in _TOOL_CALL.findall(content):
+        try:
+            call = json.loads(body)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(call, dict) and isinstance(call.get("arguments"), dict):
+            out.append(call["arguments"])
+    return out
+
+
+def perfbox_reward(target: str | None = None, *, toolbox: Toolbox | None = None,
+                   how: str | bool = True) -> Callable[..., Any]:
+    """A GRPOTrainer reward function `f(prompts, completions, completion_ids, **columns)`:
+    each completion's kernel checked, then benched when it passed, and scored; None for rows
+    without a problem column (TRL then leaves this reward out for them)."""
+    box = toolbox or Toolbox(target)
+
+    async def perfbox_kernel_reward(prompts: list[Any], completions: list[Any],
+                                    completion_ids: list[list[int]] | None = None,
+                                    **columns: Any) -> list[float | None]:
+        rows = [{c: v[k] for c, v in columns.items() if isinstance(v, list) and len(v) > k}
+                for k in range(len(completions))]
+        problems = [row_problem(row) for row in rows]
+        kernels = [completion_kernel(c) for c in completions]
+        scored = [k for k, p in enumerate(problems) if p is not None]
+        found = await asyncio.to_thread(
+            box.score_many, [(problems[k], kernels[k][0]) for k in scored], how,
+            [max(1, kernels[k][1]) for k in scored])
+        out: list[float | None] = [None] * len(completions)
+        for k, r in zip(scored, found):
+            out[k] = r.total
+        return out
+
+    return perfbox_kernel_reward
