@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-TASKS = HERE / "tasks.jsonl"
+TASKS = HERE / "grpo_tasks.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,19 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 # rest (compiler diagnostics) fits in what a framework allows
 DEFAULT_OUTPUT_CHARS = 2000
 DEFAULT_TIME_BUDGET_S = 5.0  # bench's measuring time per reward
+
+
+# Chat-template control tokens (ChatML, Llama 3, Phi: <|...|>; Gemma's turn tags) and the
+# Hermes call/response tags, in a tool's output: a submission can print them. The adapters'
+# frameworks tokenise tool responses with special tokens parsed (HF tokenizers do by default),
+# so a printed "<|im_end|>\n<|im_start|>assistant" would become real turn boundaries in the
+# training sequence. A zero-width space after "<" keeps the text readable and matches none.
+_MARKERS = re.compile(r"<(?=\|[^<>|\s]{1,40}\|>|/?(?:start|end)_of_turn>|/?tool_(?:call|response)>)")
+
+
+def neutralise_markers(text: str) -> str:
+    """The text with every control-token look-alike broken (see _MARKERS)."""
+    return _MARKERS.sub("<\u200b", text)
 
 
 def default_target() -> str:
@@ -192,7 +206,8 @@ class Toolbox:
         request = self._calls.request(call, binding)
         if isinstance(request, tuple):
             status, why = request
-            return CallOutcome(self._calls.fit([f"{status}: {why}"], self.output_chars), status)
+            return CallOutcome(neutralise_markers(
+                self._calls.fit([f"{status}: {why}"], self.output_chars)), status)
         if name == "bench" and not request.bench.time_budget_s:
             request.bench.time_budget_s = self.time_budget_s
         request.request_id = f"{binding.scope}#{next(self._ids)}"
@@ -201,7 +216,7 @@ class Toolbox:
         except Exception as e:  # the service failed, not the model: say so, keep going
             code = getattr(e, "code", lambda: None)()
             return CallOutcome(f"TOOL_ERROR: the tool service failed ({code or e})", "TOOL_ERROR")
-        return CallOutcome(self._calls.model_text(result, self.output_chars),
+        return CallOutcome(neutralise_markers(self._calls.model_text(result, self.output_chars)),
                            pb.Status.Name(result.status), result)
 
     async def acall(self, name: str, arguments: Mapping[str, Any] | str,

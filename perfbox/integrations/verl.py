@@ -28,7 +28,6 @@ for verl's own rollout servers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -254,11 +253,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="characters of a tool's output (verl cuts at its "
                         "max_tool_response_length too)")
     args = p.parse_args(argv)
+    box = Toolbox(args.server)
     try:
-        config = tool_config(args.server, args.tool, args.output_chars)
-    except (ValueError, grpc.RpcError) as e:
-        print(f"error: {getattr(e, 'details', lambda: e)()}", file=sys.stderr)
+        box.client.wait_ready(timeout_s=10)
+        config = tool_config(args.server, args.tool, args.output_chars, toolbox=box)
+    except grpc.FutureTimeoutError:
+        print(f"error: cannot reach a perfbox service at {args.server}", file=sys.stderr)
+        return 3
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        box.close()
     yaml.safe_dump(config, sys.stdout, sort_keys=False)
     return 0
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.integrations.conftest import framework
 
 trl = framework("trl", "PERFBOX_REQUIRE_TRL")
