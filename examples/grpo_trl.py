@@ -98,20 +98,24 @@ def load_policy(tiny: bool, seed: int) -> tuple[Any, Any, str]:
     return model, tokenizer, f"{gguf.name} sha256:{digest}"
 
 
-def dataset(path: Path) -> Any:
-    """The task rows as TRL wants them: a conversational `prompt` and the `problem` the
-    environment binds (JSON text: one column type whatever the problem's form)."""
+def dataset(path: Path) -> tuple[Any, tuple[str, ...]]:
+    """The task rows as TRL wants them — a conversational `prompt` and the `problem` the
+    environment binds (JSON text: one column type whatever the problem's form) — and the tools
+    the tasks allow (TRL offers one tool set per environment: their union)."""
     from datasets import Dataset
 
-    rows = []
+    from perfbox.integrations.trl import TOOLS
+
+    rows, tools = [], set()
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
         task = json.loads(line)
         rows.append({"prompt": task["messages"], "problem": json.dumps(task["problem"])})
+        tools.update(t for t in task.get("tools", TOOLS) if t in TOOLS)
     if not rows:
         raise SystemExit(f"error: {path} holds no tasks")
-    return Dataset.from_list(rows)
+    return Dataset.from_list(rows), tuple(t for t in TOOLS if t in tools) or TOOLS
 
 
 @contextlib.contextmanager
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading {'a tiny random model' if args.tiny else 'SmolLM2-135M-Instruct'}...",
           flush=True)
     model, tokenizer, model_id = load_policy(args.tiny, args.seed)
-    rows = dataset(args.tasks)
+    rows, tools = dataset(args.tasks)
     log = StepLog(args.log)
     stats = CallStats()
     started = time.time()
@@ -217,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             log_completions=args.show_completions, num_completions_to_print=2)
         trainer = GRPOTrainer(model=model, args=config, train_dataset=rows,
                               processing_class=tokenizer,
-                              environment_factory=perfbox_environment(target, stats=stats))
+                              environment_factory=perfbox_environment(target, stats=stats,
+                                                                      tools=tools))
         trainer.remove_callback(PrinterCallback)  # our one line per step replaces its dicts
         trainer.add_callback(make_callback(model, stats, log))
         trainer.train()

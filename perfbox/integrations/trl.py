@@ -146,15 +146,23 @@ class PerfboxEnvironment:
                                      turn=max(1, self._turn)).total
 
 
+TOOLS = ("check", "bench", "compile")  # the environment's tool methods
+
+
 def perfbox_environment(target: str | None = None, *, toolbox: Toolbox | None = None,
-                        how: str | bool = True, stats: CallStats | None = None
-                        ) -> type[PerfboxEnvironment]:
+                        how: str | bool = True, stats: CallStats | None = None,
+                        tools: tuple[str, ...] = TOOLS) -> type[PerfboxEnvironment]:
     """An `environment_factory` for GRPOTrainer bound to a tool service (a class: TRL calls
-    it with no arguments, once per concurrent rollout)."""
+    it with no arguments, once per concurrent rollout), offering `tools` (a subset of TOOLS:
+    TRL shows the model every public method, so the others are hidden)."""
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown or not tools:
+        raise ValueError(f"tools: choose from {', '.join(TOOLS)} (got {', '.join(tools)})")
     box = toolbox or Toolbox(target)
     box.schemas()  # fail now, naming the service, rather than inside the first rollout
+    hidden = {t: None for t in TOOLS if t not in tools}  # not a function: not a tool
     return type("PerfboxEnvironment", (PerfboxEnvironment,),
-                {"toolbox": box, "how": how, "stats": stats})
+                {"toolbox": box, "how": how, "stats": stats, **hidden})
 
 
 def completion_kernel(completion: str | Sequence[dict[str, Any]]) -> tuple[str | None, int]:

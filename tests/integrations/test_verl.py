@@ -104,25 +104,35 @@ def test_verl_cuts_long_outputs_but_the_status_and_summary_come_first(verl_tools
     assert out.text.startswith("COMPILE_ERROR: ") and out.text.endswith("...(truncated)")
 
 
-def test_agent_loop_is_registered_and_maps_a_worker_trajectory(server) -> None:
+def test_agent_loop_is_registered_and_returns_a_worker_trajectory(server, monkeypatch
+                                                                  ) -> None:
+    from omegaconf import OmegaConf
     from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
 
-    from perfbox.integrations.verl import output_of, run_task, task_of
+    from perfbox.integrations.verl import WORKER_ENV, PerfboxAgentLoop
     from perfbox.tasks_cli import embedded_worker
 
     assert _agent_loop_registry["perfbox"]["_target_"] == \
         "perfbox.integrations.verl.PerfboxAgentLoop"
     _, port = server
+    # the loop with only the config it reads (AgentLoopBase's constructor wants verl's
+    # server manager and tokenizer, which need a GPU rollout server)
+    loop = object.__new__(PerfboxAgentLoop)
+    loop.rollout_config = OmegaConf.create({"response_length": 64,
+                                            "multi_turn": {"max_assistant_turns": 2}})
     messages = [{"role": "system", "content": "Call check with your ModelNew."},
                 {"role": "user", "content": f"Make this faster:\n{REFERENCE}"}]
-    task = task_of(messages, {"index": 7, "problem": {"reference": REFERENCE},
-                              "tools": ["check"]},
-                   {"temperature": 0.7, "top_p": 0.9, "top_k": -1}, response_length=64,
-                   max_turns=2)
+    extra = {"index": 7, "problem": {"reference": REFERENCE}, "tools": ["check"]}
+    sampling = {"temperature": 0.7, "top_p": 0.9, "top_k": -1}
+    task = loop.task(sampling, raw_prompt=messages, extra_info=extra)
     assert task.sampling.max_total_tokens == 64 and task.sampling.top_k == 0
+    assert task.sampling.max_turns == 2 and task.problem.reference == REFERENCE
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    with pytest.raises(ValueError, match=WORKER_ENV):
+        loop.worker()
     with embedded_worker(f"127.0.0.1:{port}", threads=2, model=None, kv_slots=2) as worker:
-        trajectory = asyncio.run(run_task(worker, task))
-    output = output_of(trajectory)
+        monkeypatch.setenv(WORKER_ENV, worker)
+        output = asyncio.run(loop.run(sampling, raw_prompt=messages, extra_info=extra))
     assert output.prompt_ids and output.response_ids
     assert len(output.response_mask) == len(output.response_ids) == \
         len(output.response_logprobs)
