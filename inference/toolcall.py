@@ -109,6 +109,27 @@ def _depth(text: str) -> int:
 _BAD = object()
 
 
+def parse_arguments(text: str) -> dict[str, Any] | None:
+    """A call's arguments given as JSON text (bounded like parse_call), or None."""
+    data = _json(text)
+    return data if isinstance(data, dict) else None
+
+
+def call_bodies(text: str, fmt: ToolCallFormat = PARSERS["hermes"]) -> list[str]:
+    """The text between each start tag and the next end tag, in order, in one linear pass
+    (a lazy regex rescans to the end for every unclosed start tag: quadratic in what a model
+    can write)."""
+    out: list[str] = []
+    at = 0
+    while (start := text.find(fmt.start_tag, at)) >= 0:
+        end = text.find(fmt.end_tag, start + len(fmt.start_tag))
+        if end < 0:
+            break  # no later start tag has an end either
+        out.append(text[start + len(fmt.start_tag):end])
+        at = end + len(fmt.end_tag)
+    return out
+
+
 def parse_call(body: str) -> ToolCall | None:
     data = _json(body)
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):

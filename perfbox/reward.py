@@ -30,14 +30,28 @@ from perfbox.api.v1 import tools_pb2 as pb
 
 SUBMISSION_FILE = "new.py"
 REFERENCE_FILE = "reference.py"
-_CODE_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.S)
+_FENCE_INFO = re.compile(r"(?:python|py)?\n")
+FENCE = "```"
 
 
 def last_model_block(text: str) -> str | None:
     """The last fenced Python block defining ModelNew in text the model wrote, else None: the
-    kernel a completion ends with when it never passed one to a tool."""
-    blocks = [b for b in _CODE_BLOCK.findall(text) if "ModelNew" in b]
-    return blocks[-1] if blocks else None
+    kernel a completion ends with when it never passed one to a tool. One linear pass over the
+    fences (a lazy regex is quadratic in unclosed fences, which a model can write)."""
+    found, at = None, 0
+    while (start := text.find(FENCE, at)) >= 0:
+        info = _FENCE_INFO.match(text, start + len(FENCE))
+        if info is None:  # a fence of another language, or inline: not a block opener
+            at = start + len(FENCE)
+            continue
+        end = text.find(FENCE, info.end())
+        if end < 0:
+            break
+        block = text[info.end():end]
+        if "ModelNew" in block:
+            found = block
+        at = end + len(FENCE)
+    return found
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ DEFAULT_INPUT_SETS = 5
 MAX_INPUT_SETS = 100
 MAX_REPORTED_OUTPUTS = 64
 MAX_MESSAGE_CHARS = 2000
+DONE_EXIT_S = 1.0  # how long the submission's process gets to exit (flushing its prints)
 
 
 def validate(language: str, files: list[str], options: dict[str, Any]) -> None:
@@ -155,6 +156,7 @@ def _check(problem: Problem, sub: Side, num_sets: int, found: list[flags.Flag]) 
                           f"checked, so passing here proves nothing (the problem's outputs "
                           "are degenerate on these inputs)")
     sub.conn.send_bytes(b"done")
+    sub.await_exit(DONE_EXIT_S)  # its prints reach the report
     report = _report(True, "", device, num_run, outputs, deterministic, found, warnings)
     worst = max((o.get("max_abs_error", 0.0) for o in outputs), default=0.0)
     what = "test and benchmark cases of the task" if problem.format == problems.GPUMODE \

@@ -19,19 +19,19 @@ from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 from perfbox.integrations.text_episode import TextEpisode
 from perfbox.integrations.toolbox import Problem, Toolbox
 
-_toolboxes: dict[str, Toolbox] = {}
+_toolboxes: dict[tuple[str, bool], Toolbox] = {}
 
 
-def _toolbox(target: str | None) -> Toolbox:
-    key = target or ""
+def _toolbox(target: str | None, require_custom_kernel: bool) -> Toolbox:
+    key = (target or "", require_custom_kernel)
     if key not in _toolboxes:
-        _toolboxes[key] = Toolbox(target)
+        _toolboxes[key] = Toolbox(target, require_custom_kernel=require_custom_kernel)
     return _toolboxes[key]
 
 
 class PerfboxTextEnv(BaseTextEnv):
     """One trajectory. extras: `problem` (or `reference`), optional `max_turns`, `reward`;
-    env_config: optional `target`."""
+    env_config: optional `target`, `require_custom_kernel`."""
 
     def __init__(self, env_config: Any = None, extras: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -43,7 +43,8 @@ class PerfboxTextEnv(BaseTextEnv):
                              "source} or {'files': {...}}) the episode's tools act on")
         config = env_config or {}  # a dict or an OmegaConf DictConfig: both have .get
         self.max_turns = int(extras.get("max_turns") or config.get("max_turns") or 4)
-        self.episode = TextEpisode(_toolbox(config.get("target")), Problem.of(data),
+        toolbox = _toolbox(config.get("target"), bool(config.get("require_custom_kernel")))
+        self.episode = TextEpisode(toolbox, Problem.of(data),
                                    self.max_turns, extras.get("reward") or True)
 
     def step(self, action: str) -> BaseTextEnvStepOutput:

@@ -10,16 +10,13 @@ last Python block defining ModelNew it wrote. Tool output never counts as the mo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from perfbox import reward as rewards
-from perfbox.inference.toolcall import PARSERS, parse_call
+from perfbox.inference.toolcall import call_bodies, parse_call
 from perfbox.integrations.toolbox import CallOutcome, Problem, Toolbox
 
-HERMES = PARSERS["hermes"]
-_CALLS = re.compile(re.escape(HERMES.start_tag) + r"(.*?)" + re.escape(HERMES.end_tag), re.S)
 MAX_CALLS_PER_ACTION = 4  # more calls in one action come back as BAD_CALL, unrun
 
 
@@ -51,7 +48,7 @@ class TextEpisode:
     def step(self, action: str) -> StepOutcome:
         self.turns += 1
         self.written = rewards.last_model_block(action) or self.written
-        bodies = _CALLS.findall(action)
+        bodies = call_bodies(action)
         if not bodies or self.turns >= self.max_turns:
             return self._end()
         outcomes = [self._run(body) if k < MAX_CALLS_PER_ACTION else CallOutcome(
@@ -67,10 +64,11 @@ class TextEpisode:
             outcome = CallOutcome('BAD_CALL: a tool call is a JSON object {"name": ..., '
                                   '"arguments": {...}} between <tool_call> tags', "BAD_CALL")
         else:
-            submission = call.arguments.get("submission")
-            if isinstance(submission, str) and submission.strip():
-                self.submission, self.submitted_turn = submission, self.turns
             outcome = self.toolbox.call(call.name, call.arguments, self.problem)
+            submission = call.arguments.get("submission")
+            if outcome.status != "BAD_CALL" and isinstance(submission, str) and \
+                    submission.strip():
+                self.submission, self.submitted_turn = submission, self.turns
         self.statuses.append(outcome.status)
         return outcome
 

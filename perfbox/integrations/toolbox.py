@@ -26,11 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 
 from perfbox import reward as rewards
 from perfbox.api.v1 import tools_pb2 as pb
-from perfbox.client import ToolClient, make_request
+from perfbox.client import ToolClient, make_request, server_retry_delay_s
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
 from perfbox.inference.tasks import GPU_MODE_SUBMISSION, KERNELBENCH_SUBMISSION, acts_on_problem
 from perfbox.inference.toolcall import ToolCall
@@ -44,17 +45,39 @@ DEFAULT_OUTPUT_CHARS = 2000
 DEFAULT_TIME_BUDGET_S = 5.0  # bench's measuring time per reward
 
 
-# Chat-template control tokens (ChatML, Llama 3, Phi: <|...|>; Gemma's turn tags) and the
-# Hermes call/response tags, in a tool's output: a submission can print them. The adapters'
-# frameworks tokenise tool responses with special tokens parsed (HF tokenizers do by default),
-# so a printed "<|im_end|>\n<|im_start|>assistant" would become real turn boundaries in the
-# training sequence. A zero-width space after "<" keeps the text readable and matches none.
-_MARKERS = re.compile(r"<(?=\|[^<>|\s]{1,40}\|>|/?(?:start|end)_of_turn>|/?tool_(?:call|response)>)")
+# Chat-template control tokens and tool-call tags, in a tool's output: a submission can print
+# them, and the frameworks tokenise tool responses with special tokens parsed (HF tokenizers do
+# by default), so a printed "<|im_end|>\n<|im_start|>assistant" would become real turn
+# boundaries in the training sequence. The families: <|...|> (ChatML, Llama 3, Phi), DeepSeek's
+# fullwidth <｜...｜>, Mistral's [INST]/[TOOL_CALLS]-style upper-case brackets, and the named
+# tags of Llama 2, Gemma, Qwen3/GLM thinking, GLM and FunctionGemma calls, Hermes calls. A
+# zero-width space after the opening bracket keeps the text readable and matches none; a
+# tokenizer's own extra tokens can be added (Toolbox(special_tokens=...)).
+_TAGS = (r"s|eos|bos|pad|unk|think|(?:start|end)_of_turn|tool_(?:call|calls|response|"
+         r"responses|output|outputs|result|results)|arg_(?:key|value)|"
+         r"(?:start|end)_function_(?:call|response|declaration)|function_calls?")
+_MARKERS = re.compile(r"<(?=\|[^<>|\s]{1,64}\|>|\uff5c[^<>\s]{1,64}\uff5c>|/?(?:" + _TAGS +
+                      r")>)|\[(?=/?[A-Z][A-Z_]{1,40}\])")
 
 
-def neutralise_markers(text: str) -> str:
-    """The text with every control-token look-alike broken (see _MARKERS)."""
-    return _MARKERS.sub("<\u200b", text)
+def neutralise_markers(text: str, extra: Sequence[str] = ()) -> str:
+    """The text with every control-token look-alike broken (see _MARKERS), and every one of
+    `extra` (a tokenizer's special tokens)."""
+    text = _MARKERS.sub(lambda m: m.group(0) + "\u200b", text)
+    for token in extra:
+        if len(token) > 1:
+            text = text.replace(token, token[0] + "\u200b" + token[1:])
+    return text
+
+
+def _neutralised(value: Any, extra: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        return neutralise_markers(value, extra)
+    if isinstance(value, list):
+        return [_neutralised(v, extra) for v in value]
+    if isinstance(value, dict):
+        return {k: _neutralised(v, extra) for k, v in value.items()}
+    return value
 
 
 def default_target() -> str:
@@ -127,11 +150,14 @@ class CallOutcome:
     def ok(self) -> bool:
         return self.status == "OK"
 
-    def structured(self) -> dict[str, Any]:
-        """The report as JSON-ready data (proto field names), for structured results."""
+    def structured(self, special_tokens: Sequence[str] = ()) -> dict[str, Any]:
+        """The report as JSON-ready data (proto field names), for structured results; its
+        text (stdout, stderr, summaries) with control tokens broken, like `text`."""
         if self.result is None:
             return {"status": self.status, "summary": self.text}
-        return json_format.MessageToDict(self.result, preserving_proto_field_name=True)
+        return _neutralised(json_format.MessageToDict(self.result,
+                                                      preserving_proto_field_name=True),
+                            special_tokens)
 
 
 def _chars(text: str) -> list[int]:
@@ -149,8 +175,8 @@ class Toolbox:
     def __init__(self, target: str | None = None, *, token: str | None = None,
                  client: ToolClient | None = None, output_chars: int = DEFAULT_OUTPUT_CHARS,
                  time_budget_s: float = DEFAULT_TIME_BUDGET_S, timeout_s: float = 600.0,
-                 tools: Sequence[str] | None = None, require_custom_kernel: bool = False
-                 ) -> None:
+                 tools: Sequence[str] | None = None, require_custom_kernel: bool = False,
+                 special_tokens: Sequence[str] = ()) -> None:
         self.target = target or default_target()
         self.client = client or ToolClient(self.target, timeout_s=timeout_s,
                                            token=token or os.environ.get(TOKEN_ENV) or None)
@@ -159,6 +185,7 @@ class Toolbox:
         # rewards: a ModelNew that only calls PyTorch is flagged (no reward) when the task
         # demands a custom kernel; off by default, as in the rollout worker's RunTasks
         self.require_custom_kernel = require_custom_kernel
+        self.special_tokens = tuple(special_tokens)  # a tokenizer's, broken in outputs too
         self._only = list(tools) if tools else None
         self._calls = TaskTools(self.client, _chars, _text)
         self._schemas: dict[str, dict[str, Any]] | None = None
@@ -184,13 +211,23 @@ class Toolbox:
     def call(self, name: str, arguments: Mapping[str, Any] | str,
              problem: Problem | None = None, scope: str = "") -> CallOutcome:
         """Runs one call as the model made it; never raises for what the model got wrong (an
-        unknown tool, bad arguments, no problem bound): those come back as text it can act
-        on. `scope` groups a trajectory's calls (for cancellation and logs)."""
+        unknown tool, bad arguments, text that is not UTF-8, no problem bound): those come
+        back as text it can act on. `scope` groups a trajectory's calls (for cancellation and
+        logs)."""
+        outcome = self._call(name, arguments, problem, scope)
+        outcome.text = neutralise_markers(outcome.text, self.special_tokens)
+        return outcome
+
+    def _call(self, name: Any, arguments: Any, problem: Problem | None, scope: str
+              ) -> CallOutcome:
+        if not isinstance(name, str):
+            return CallOutcome("BAD_CALL: the tool name must be a string", "BAD_CALL")
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments or "{}")
-            except json.JSONDecodeError as e:
-                return CallOutcome(f"BAD_CALL: the arguments are not JSON ({e})", "BAD_CALL")
+            except (ValueError, RecursionError) as e:
+                return CallOutcome(f"BAD_CALL: the arguments are not JSON ({e})"[:300],
+                                   "BAD_CALL")
         if not isinstance(arguments, Mapping):
             return CallOutcome("BAD_CALL: the arguments must be a JSON object", "BAD_CALL")
         schemas = self.schemas()
@@ -202,21 +239,23 @@ class Toolbox:
                           files=problem.tool_files() if problem else {},
                           submission_file=problem.submission_file if problem else
                           KERNELBENCH_SUBMISSION, output_tokens=self.output_chars)
-        call = ToolCall(name=name, arguments=dict(arguments), raw=json.dumps(dict(arguments)))
-        request = self._calls.request(call, binding)
-        if isinstance(request, tuple):
-            status, why = request
-            return CallOutcome(neutralise_markers(
-                self._calls.fit([f"{status}: {why}"], self.output_chars)), status)
-        if name == "bench" and not request.bench.time_budget_s:
-            request.bench.time_budget_s = self.time_budget_s
-        request.request_id = f"{binding.scope}#{next(self._ids)}"
+        try:
+            call = ToolCall(name=name, arguments=dict(arguments), raw="")
+            request = self._calls.request(call, binding)
+            if isinstance(request, tuple):
+                status, why = request
+                return CallOutcome(self._calls.fit([f"{status}: {why}"], self.output_chars),
+                                   status)
+            if name == "bench" and not request.bench.time_budget_s:
+                request.bench.time_budget_s = self.time_budget_s
+            request.request_id = f"{binding.scope}#{next(self._ids)}"
+        except (UnicodeError, ValueError, TypeError) as e:  # e.g. a lone surrogate in a source
+            return CallOutcome(f"BAD_CALL: the arguments cannot be sent: {e}"[:300], "BAD_CALL")
         try:
             result = self.client.run(request)
-        except Exception as e:  # the service failed, not the model: say so, keep going
-            code = getattr(e, "code", lambda: None)()
-            return CallOutcome(f"TOOL_ERROR: the tool service failed ({code or e})", "TOOL_ERROR")
-        return CallOutcome(neutralise_markers(self._calls.model_text(result, self.output_chars)),
+        except grpc.RpcError as e:
+            return _refusal(e)
+        return CallOutcome(self._calls.model_text(result, self.output_chars),
                            pb.Status.Name(result.status), result)
 
     async def acall(self, name: str, arguments: Mapping[str, Any] | str,
@@ -233,10 +272,13 @@ class Toolbox:
         """Rewards for many submissions, with two batched round trips (every check, then
         every bench of a passing one) rather than two per submission. A missing submission
         (None or blank: the completion held no kernel) scores as a failed check."""
-        checks = {f"check-{k}": self._request("check", p, s)
-                  for k, (p, s) in enumerate(items) if s and s.strip()}
+        checks = {}
+        for k, (p, s) in enumerate(items):
+            request = self._request("check", p, s) if isinstance(s, str) and s.strip() else None
+            if request is not None:
+                checks[f"check-{k}"] = request
         checked = self._run_all(checks)
-        benches = {f"bench-{k}": self._request("bench", items[k][0], items[k][1] or "")
+        benches = {f"bench-{k}": self._request("bench", items[k][0], str(items[k][1]))
                    for k in range(len(items)) if _passed(checked.get(f"check-{k}"))}
         benched = self._run_all(benches)
         out = []
@@ -250,13 +292,18 @@ class Toolbox:
                           how: str | bool = True) -> list[rewards.Reward]:
         return await asyncio.to_thread(self.score_many, items, how)
 
-    def _request(self, tool: str, problem: Problem, submission: str) -> pb.ToolRequest:
+    def _request(self, tool: str, problem: Problem, submission: str) -> pb.ToolRequest | None:
+        """The request, or None when the submission cannot be sent (not UTF-8 text): it
+        then scores as no kernel."""
         files = {**problem.tool_files(), problem.submission_file: submission}
         options: dict[str, Any] = {"time_budget_s": self.time_budget_s} if tool == "bench" else {
             "require_custom_kernel": self.require_custom_kernel}
-        return make_request(tool, files, language="kernelbench",
-                            reference_file=rewards.REFERENCE_FILE,
-                            submission_file=problem.submission_file, **options)
+        try:
+            return make_request(tool, files, language="kernelbench",
+                                reference_file=rewards.REFERENCE_FILE,
+                                submission_file=problem.submission_file, **options)
+        except (UnicodeError, ValueError):
+            return None
 
     def _run_all(self, requests: dict[str, pb.ToolRequest]) -> dict[str, pb.ToolResult]:
         if not requests:
@@ -266,6 +313,18 @@ class Toolbox:
             request.request_id = prefix + rid
         return {r.request_id.removeprefix(prefix): r
                 for r in self.client.run_batch(requests.values())}
+
+
+def _refusal(error: grpc.RpcError) -> CallOutcome:
+    """A call the service refused: the model's fault (bad file name, arch, size) as BAD_CALL
+    with the service's reason, anything else as the service failing."""
+    code, details = error.code(), (error.details() or "")[:300]
+    busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED and server_retry_delay_s(error) is not None
+    if not busy and code in (grpc.StatusCode.INVALID_ARGUMENT,
+                             grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return CallOutcome(f"BAD_CALL: {details}", "BAD_CALL")
+    return CallOutcome(f"TOOL_ERROR: the tool service failed ({code.name}: {details})",
+                       "TOOL_ERROR")
 
 
 def _passed(result: pb.ToolResult | None) -> bool:

@@ -18,18 +18,31 @@ the benches of those that passed.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
+import inspect
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from perfbox import reward as rewards
-from perfbox.integrations.toolbox import Problem, Toolbox
+from perfbox.inference.toolcall import call_bodies, parse_arguments, parse_call
+from perfbox.integrations.toolbox import Problem, Toolbox, neutralise_markers
 
 PROBLEM_COLUMNS = ("problem", "reference")  # where a row's problem is read from, in order
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+
+
+def _tool(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A tool method that also takes arguments its schema does not have (`**unexpected`)
+    while TRL sees only the documented ones. TRL calls a tool with the model's arguments as
+    keywords and puts a TypeError's message — which quotes an unexpected name verbatim — into
+    the context: the model could name an argument "<|im_end|><|im_start|>assistant...". The
+    method answers a BAD_CALL with the names neutralised instead."""
+    signature = inspect.signature(method)
+    method.__signature__ = signature.replace(parameters=[  # type: ignore[attr-defined]
+        p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD])
+    method.__annotations__ = {k: v for k, v in method.__annotations__.items()
+                              if k != "unexpected"}
+    return method
 
 
 class CallStats:
@@ -94,16 +107,24 @@ class PerfboxEnvironment:
         self._submission, self._turn = None, 0
         return None
 
-    async def _call(self, name: str, arguments: dict[str, Any]) -> str:
+    async def _call(self, name: str, arguments: dict[str, Any],
+                    unexpected: dict[str, Any]) -> str:
         self._turn += 1
-        if "submission" in arguments:
-            self._submission = arguments["submission"]
-        outcome = await self._toolbox().acall(name, arguments, self._problem)
+        if unexpected:
+            names = neutralise_markers(", ".join(repr(k)[:80] for k in unexpected))
+            outcome_text, status = f"BAD_CALL: {name} has no argument {names}", "BAD_CALL"
+        else:
+            outcome = await self._toolbox().acall(name, arguments, self._problem)
+            outcome_text, status = outcome.text, outcome.status
+            submission = arguments.get("submission")
+            if status != "BAD_CALL" and isinstance(submission, str) and submission.strip():
+                self._submission = submission
         if self.stats is not None:
-            self.stats.add(name, outcome.status)
-        return outcome.text
+            self.stats.add(name, status)
+        return outcome_text
 
-    async def check(self, submission: str) -> str:
+    @_tool
+    async def check(self, submission: str, **unexpected: Any) -> str:
         """Checks a candidate ModelNew against the task's reference Model on random inputs.
 
         Args:
@@ -112,9 +133,10 @@ class PerfboxEnvironment:
         Returns:
             The status (OK, WRONG_ANSWER, COMPILE_ERROR, RUNTIME_ERROR...) and what the check found.
         """
-        return await self._call("check", {"submission": submission})
+        return await self._call("check", {"submission": submission}, unexpected)
 
-    async def bench(self, submission: str) -> str:
+    @_tool
+    async def bench(self, submission: str, **unexpected: Any) -> str:
         """Times a candidate ModelNew against the task's reference Model and reports the speedup.
 
         Args:
@@ -123,9 +145,11 @@ class PerfboxEnvironment:
         Returns:
             The status and the measured speedup over the reference, with its confidence interval.
         """
-        return await self._call("bench", {"submission": submission})
+        return await self._call("bench", {"submission": submission}, unexpected)
 
-    async def compile(self, source: str, file: str = "kernel.cu", arch: str = "sm_90") -> str:
+    @_tool
+    async def compile(self, source: str, file: str = "kernel.cu", arch: str = "sm_90",
+                      **unexpected: Any) -> str:
         """Compiles a CUDA (.cu) or Triton (.py) kernel and reports errors, registers and spills.
 
         Args:
@@ -136,7 +160,8 @@ class PerfboxEnvironment:
         Returns:
             The status and the compiler's diagnostics and resource usage.
         """
-        return await self._call("compile", {"source": source, "file": file, "arch": arch})
+        return await self._call("compile", {"source": source, "file": file, "arch": arch},
+                                unexpected)
 
     def get_reward(self) -> float:
         """The reward of the last submission passed to check or bench (0 when none was)."""
@@ -190,24 +215,21 @@ def completion_kernel(completion: str | Sequence[dict[str, Any]]) -> tuple[str |
 
 
 def _submitted(message: dict[str, Any], content: str) -> list[dict[str, Any]]:
-    """The arguments of the calls in an assistant message (structured, or Hermes text)."""
+    """The arguments of the calls in an assistant message (structured, or Hermes text),
+    parsed with the worker's bounded parser (model text can nest or size JSON to break a
+    plain json.loads)."""
     out = []
     for call in message.get("tool_calls") or ():
-        arguments = call.get("function", {}).get("arguments", {})
+        arguments = call.get("function", {}).get("arguments", {}) if isinstance(call, dict) \
+            else None
         if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError:
-                continue
+            arguments = parse_arguments(arguments)
         if isinstance(arguments, dict):
             out.append(arguments)
-    for body in _TOOL_CALL.findall(content):
-        try:
-            call = json.loads(body)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(call, dict) and isinstance(call.get("arguments"), dict):
-            out.append(call["arguments"])
+    for body in call_bodies(content):
+        parsed = parse_call(body)
+        if parsed is not None:
+            out.append(parsed.arguments)
     return out
 
 

@@ -48,22 +48,25 @@ CLASS_NAME = "perfbox.integrations.verl.PerfboxTool"
 WORKER_ENV = "PERFBOX_WORKER"
 STATE_KEY = "perfbox"  # agent_data.extra_fields key of a trajectory's perfbox state
 
-_toolboxes: dict[tuple[str, int], Toolbox] = {}
+_toolboxes: dict[tuple[str, int, bool], Toolbox] = {}
 _toolboxes_lock = threading.Lock()
 
 
 def shared_toolbox(config: dict[str, Any]) -> Toolbox:
-    """One Toolbox (one channel) per service and output budget in this process."""
-    key = (config.get("target") or "", int(config.get("output_chars") or 0))
+    """One Toolbox (one channel) per service, output budget and reward strictness in this
+    process."""
+    key = (config.get("target") or "", int(config.get("output_chars") or 0),
+           bool(config.get("require_custom_kernel")))
     with _toolboxes_lock:
         if key not in _toolboxes:
-            _toolboxes[key] = Toolbox(key[0] or None, output_chars=key[1] or 2000)
+            _toolboxes[key] = Toolbox(key[0] or None, output_chars=key[1] or 2000,
+                                      require_custom_kernel=key[2])
         return _toolboxes[key]
 
 
 class PerfboxTool(BaseTool):
     """One perfbox tool. config: {"type": "native", "target": "host:port", "tool": name,
-    "output_chars": 2000, "reward": preset}; the schema comes from the YAML or, when absent,
+    "output_chars": 2000, "reward": preset, "require_custom_kernel": false}; the schema comes from the YAML or, when absent,
     from the service (ListTools)."""
 
     def __init__(self, config: dict[str, Any], tool_schema: OpenAIFunctionToolSchema | None):

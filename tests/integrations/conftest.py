@@ -18,4 +18,5 @@ def framework(module: str, require_env: str) -> ModuleType:
     except ImportError as e:
         if os.environ.get(require_env):
             pytest.fail(f"{require_env} is set but {module} does not import: {e}")
-        pytest.skip(f"{module} is not installed ({e}); set {require_env} to make this a failure")
+        pytest.skip(f"{module} is not installed ({e}); set {require_env} to make this a failure",
+                    allow_module_level=True)

@@ -35,9 +35,15 @@ def test_grpo_trainer_takes_the_environment_and_routes_its_tool_calls(server, tm
                               processing_class=tokenizer,
                               environment_factory=perfbox_environment(f"127.0.0.1:{port}",
                                                                       stats=stats))
-    # TRL read the tools from the environment's signatures and docstrings
+    # TRL read the tools from the environment's signatures and docstrings; the methods'
+    # catch-all for unexpected arguments is not part of what the model is shown
+    from transformers.utils import get_json_schema
+
     names = {t.__name__ for t in trainer.tools}
     assert {"check", "bench", "compile"} <= names
+    check_schema = get_json_schema(trainer.tools[[t.__name__ for t in trainer.tools]
+                                                 .index("check")])
+    assert list(check_schema["function"]["parameters"]["properties"]) == ["submission"]
     # and scores rollouts with the environment's reward
     assert "PerfboxEnvironment" in trainer.reward_func_names
     # a tool call as TRL's loop makes it (a pooled instance, reset with the row, then the

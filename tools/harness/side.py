@@ -16,6 +16,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -56,6 +57,20 @@ class Side:
 
     def usage(self) -> proctree.Usage:
         return proctree.usage(self.tree.pids())
+
+    def await_exit(self, timeout_s: float) -> bool:
+        """Waits (without reaping) up to timeout_s for the side to exit by itself after
+        "done": it flushes its stdout and stderr on the way out, and killing it first loses
+        what it printed. Bounded: a side that does not exit is killed by stop() anyway."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return True
+            except ChildProcessError:
+                return True
+            time.sleep(0.005)
+        return False
 
     def stop(self) -> None:
         self.tree.kill_all()  # first: a side must not see its pipe close
