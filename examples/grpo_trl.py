@@ -175,10 +175,11 @@ def make_callback(model: Any, stats: Any, log: StepLog) -> Any:
                 return  # the end-of-training summary
             now = flat()
             calls, statuses = stats.take()
+            texts = stats.take_texts()
             log.write({"step": state.global_step, "reward": metrics["reward"],
                        "reward_std": metrics.get("reward_std", float("nan")),
                        "tool_calls": sum(calls.values()), "calls_by_tool": dict(calls),
-                       "statuses": dict(statuses),
+                       "statuses": dict(statuses), "tool_outputs": texts,
                        "weight_delta_l2": float(torch.linalg.vector_norm(now - self.before)),
                        "loss": metrics.get("loss", float("nan")),
                        "completion_tokens_mean": metrics.get("completions/mean_length"),

@@ -35,8 +35,10 @@ def _toolbox() -> Toolbox:
 class PerfboxAgent(AgentInstanceBase):
     """One trajectory: the label is its problem."""
 
-    # the tool responses as a user turn, then the assistant's next turn opened
-    feedback_format = "<|im_end|>\n<|im_start|>user\n{responses}<|im_end|>\n<|im_start|>assistant\n"
+    # the tool responses as a user turn, then the assistant's next turn opened. The action's
+    # tokens already end with <|im_end|> (vLLM keeps the EOS it stopped at in token_ids,
+    # though not in the text), so the feedback starts after it.
+    feedback_format = "\n<|im_start|>user\n{responses}<|im_end|>\n<|im_start|>assistant\n"
     toolbox: Toolbox | None = None
     max_turns = 4
 

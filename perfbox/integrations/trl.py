@@ -49,21 +49,31 @@ class CallStats:
     """Counts of the calls environments made and the statuses they saw, shared by a
     factory's environments (a trainer callback reads and resets them per step)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_texts: int = 2) -> None:
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()  # by tool name
         self.statuses: Counter[str] = Counter()  # by result status
+        self.keep_texts = keep_texts
+        self.texts: dict[str, list[str]] = {}  # by status: the first outputs' first lines
 
-    def add(self, tool: str, status: str) -> None:
+    def add(self, tool: str, status: str, text: str = "") -> None:
         with self._lock:
             self.calls[tool] += 1
             self.statuses[status] += 1
+            kept = self.texts.setdefault(status, [])
+            if text and len(kept) < self.keep_texts:
+                kept.append(text[:300])
 
     def take(self) -> tuple[Counter[str], Counter[str]]:
-        """The counts so far, and zero them."""
+        """The counts so far, and zero them (and the kept texts: `take_texts`)."""
         with self._lock:
             out = (self.calls, self.statuses)
             self.calls, self.statuses = Counter(), Counter()
+            return out
+
+    def take_texts(self) -> dict[str, list[str]]:
+        with self._lock:
+            out, self.texts = self.texts, {}
             return out
 
 
@@ -120,7 +130,7 @@ class PerfboxEnvironment:
             if status != "BAD_CALL" and isinstance(submission, str) and submission.strip():
                 self._submission = submission
         if self.stats is not None:
-            self.stats.add(name, status)
+            self.stats.add(name, status, outcome_text)
         return outcome_text
 
     @_tool

@@ -33,7 +33,8 @@ def _load_executor():
 
 
 class ScriptedEngine:
-    """vLLM's generate() shape, replaying the model turns given."""
+    """vLLM's generate() shape, replaying the model turns given: like vLLM, the EOS the turn
+    stopped at is in token_ids and not in the text."""
 
     def __init__(self, tokenizer, turns: list[str]) -> None:
         self.tokenizer, self.turns, self.prompts = tokenizer, list(turns), []
@@ -41,7 +42,8 @@ class ScriptedEngine:
     async def generate(self, prompt_ids, sampling_params, multi_modal_data=None):
         self.prompts.append(self.tokenizer.decode(prompt_ids))
         text = self.turns.pop(0)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [
+            self.tokenizer.eos_token_id]
         output = SimpleNamespace(token_ids=ids, text=text, finish_reason="stop", logprobs=None)
         return SimpleNamespace(outputs=[output])
 
@@ -65,4 +67,5 @@ def test_agent_runs_calls_through_openrlhfs_executor_and_rewards_at_the_end(serv
     # the second turn saw the tool's real answer, in a ChatML user turn
     assert "<|im_start|>user\n<tool_response>\nOK: " in engine.prompts[1]
     assert engine.prompts[1].rstrip().endswith("<|im_start|>assistant")
+    assert "</tool_call><|im_end|>\n<|im_start|>user\n" in engine.prompts[1]  # one end marker
     assert len(out["action_ranges"]) == 2 and out["reward"] > 0
