@@ -71,6 +71,17 @@ def test_raising_submission_is_a_runtime_error(tmp_path: Path) -> None:
     assert out.status == Status.RUNTIME_ERROR and "boom" in out.summary
 
 
+def test_a_submission_that_is_not_python_is_a_compile_error_with_its_line(tmp_path: Path
+                                                                         ) -> None:
+    """The tool compiles the module itself: the status and line are its verdict, not a
+    message the submission raised (a raised SyntaxError stays a runtime error)."""
+    out = check(tmp_path, "return x +* 2")
+    assert out.status == Status.COMPILE_ERROR, out.summary
+    assert "does not compile" in out.summary and "new.py, line 11" in out.summary
+    raised = check(tmp_path, "raise SyntaxError('forged')")
+    assert raised.status == Status.RUNTIME_ERROR
+
+
 def test_missing_reference_names_the_option(tmp_path: Path) -> None:
     with pytest.raises(ToolInputError, match="reference_file"):
         tools.validate("check", "kernelbench", ["new.py"], {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 from perfbox.tools.harness import confine, problems, side, wire
@@ -64,6 +65,19 @@ def reference_failure(e: BaseException, report: dict[str, Any]) -> ToolOutcome:
     raise ToolInputError(f"the reference raised {text[:500]}") from e
 
 
+def syntax_error(path: Path) -> str:
+    """Why the submission's module is not valid Python ("" when it is), found by the tool
+    compiling it (never executing it) before any process of the submission's exists: the
+    verdict and its line number are the tool's, not a message the submission could raise."""
+    try:
+        compile(path.read_bytes(), path.name, "exec", dont_inherit=True)
+    except SyntaxError as e:  # IndentationError and TabError too
+        return f"{e.msg} ({path.name}, line {e.lineno})"
+    except (ValueError, RecursionError, MemoryError, OSError):
+        return ""  # not for this check to judge: importing it will say
+    return ""
+
+
 @contextlib.contextmanager
 def start(problem: problems.Problem, placement: confine.Placement, mode: str,
           with_reference: bool, report: dict[str, Any]) -> Iterator[Sides]:
@@ -74,6 +88,12 @@ def start(problem: problems.Problem, placement: confine.Placement, mode: str,
         raise Refused(outcome(Status.UNAVAILABLE_HERE, why, report))
     side.protect_tool()
     module_file = None if problem.options.get("launch") else problem.submission_file
+    if module_file:
+        why = syntax_error(problem.workdir / module_file)
+        if why:
+            what = "custom_kernel" if problem.format == problems.GPUMODE else "ModelNew"
+            raise Refused(outcome(Status.COMPILE_ERROR, f"{what} does not compile: {why}",
+                                  report))
     sub = side.fork_side(side.SUBMISSION, side.submission_body(
         problem.workdir, placement, problems.build_submission, module_file))
     ref: side.Side | None = None
