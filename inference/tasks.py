@@ -69,15 +69,19 @@ class TaskSpec:
         return [{"role": r, "content": c} for r, c in self.messages]
 
     def problem(self) -> tuple[dict[str, str], str]:
-        """(the problem's files, the name the submission takes beside them): a KernelBench
-        reference and new.py, or a GPU MODE task's files and submission.py."""
-        if self.problem_files:
-            return dict(self.problem_files), GPU_MODE_SUBMISSION
-        return {REFERENCE_FILE: self.reference}, KERNELBENCH_SUBMISSION
+        return problem_layout(self.reference, dict(self.problem_files))
 
     @property
     def has_problem(self) -> bool:
         return bool(self.reference.strip() or self.problem_files)
+
+
+def problem_layout(reference: str, files: dict[str, str]) -> tuple[dict[str, str], str]:
+    """(the problem's files, the name the submission takes beside them): a KernelBench
+    reference and new.py, or a GPU MODE task's files and submission.py."""
+    if files:
+        return dict(files), GPU_MODE_SUBMISSION
+    return {REFERENCE_FILE: reference}, KERNELBENCH_SUBMISSION
 
 
 def from_proto(task: rpb.Task) -> TaskSpec:

@@ -182,6 +182,18 @@ def _finish(reward: Reward) -> Reward:
     return reward
 
 
+def judge_request(tool: str, problem_files: dict[str, str], candidate: str,
+                  submission_file: str = SUBMISSION_FILE, **options: Any) -> pb.ToolRequest:
+    """The check or bench request that judges a candidate against a problem's files (a
+    KernelBench reference.py, or a GPU MODE task's files) — the one form every reward path
+    uses. Raises ValueError (UnicodeError included) for text protobuf cannot carry."""
+    from perfbox.client import make_request
+
+    return make_request(tool, {**problem_files, submission_file: candidate},
+                        language="kernelbench", reference_file=REFERENCE_FILE,
+                        submission_file=submission_file, **options)
+
+
 def evaluate(client: Any, reference: str, candidate: str, how: str | Preset | bool = True,
              turn: int = 1, time_budget_s: float = 5.0,
              problem_files: dict[str, str] | None = None,
@@ -191,13 +203,10 @@ def evaluate(client: Any, reference: str, candidate: str, how: str | Preset | bo
     then scores them. Returns (reward, check result, bench result or None). The problem is a
     KernelBench `reference`, or `problem_files` (a GPU MODE task: reference.py, task.yml,
     task.py, utils.py) with the candidate as `submission_file` (submission.py)."""
-    from perfbox.client import make_request
-
-    files = {**(problem_files or {REFERENCE_FILE: reference}), submission_file: candidate}
-    names = {"reference_file": REFERENCE_FILE, "submission_file": submission_file}
-    check = client.run(make_request("check", files, language="kernelbench", **names))
+    files = problem_files or {REFERENCE_FILE: reference}
+    check = client.run(judge_request("check", files, candidate, submission_file))
     bench = None
     if check.status == pb.OK and check.check.passed:
-        bench = client.run(make_request("bench", files, language="kernelbench",
-                                        time_budget_s=time_budget_s, **names))
+        bench = client.run(judge_request("bench", files, candidate, submission_file,
+                                         time_budget_s=time_budget_s))
     return score(check, bench, how, turn), check, bench

@@ -20,18 +20,9 @@ import torch
 from openrlhf.utils.agent import AgentInstanceBase, MultiTurnAgentExecutor
 
 from perfbox.integrations.text_episode import TextEpisode
-from perfbox.integrations.toolbox import Problem, Toolbox
+from perfbox.integrations.toolbox import Problem, Toolbox, shared_toolbox
 
 MAX_TURNS_ENV = "PERFBOX_MAX_TURNS"
-_shared: dict[str, Toolbox] = {}
-
-
-def _toolbox() -> Toolbox:
-    if "default" not in _shared:
-        _shared["default"] = Toolbox()
-    return _shared["default"]
-
-
 class PerfboxAgent(AgentInstanceBase):
     """One trajectory: the label is its problem."""
 
@@ -51,7 +42,7 @@ class PerfboxAgent(AgentInstanceBase):
             raise ValueError("PerfboxAgent: the row's label must be its problem (JSON "
                              "{'reference': ...} or the reference source); set --label_key")
         turns = int(os.environ.get(MAX_TURNS_ENV) or self.max_turns)
-        self.episode = TextEpisode(self.toolbox or _toolbox(), Problem.of(label), turns)
+        self.episode = TextEpisode(self.toolbox or shared_toolbox(), Problem.of(label), turns)
         return {"observation": states["observation"]}
 
     async def step(self, state_dict: dict, **kwargs: Any) -> dict:

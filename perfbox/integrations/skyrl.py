@@ -17,17 +17,7 @@ from typing import Any
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
 from perfbox.integrations.text_episode import TextEpisode
-from perfbox.integrations.toolbox import Problem, Toolbox
-
-_toolboxes: dict[tuple[str, bool], Toolbox] = {}
-
-
-def _toolbox(target: str | None, require_custom_kernel: bool) -> Toolbox:
-    key = (target or "", require_custom_kernel)
-    if key not in _toolboxes:
-        _toolboxes[key] = Toolbox(target, require_custom_kernel=require_custom_kernel)
-    return _toolboxes[key]
-
+from perfbox.integrations.toolbox import Problem, shared_toolbox
 
 class PerfboxTextEnv(BaseTextEnv):
     """One trajectory. extras: `problem` (or `reference`), optional `max_turns`, `reward`;
@@ -43,7 +33,8 @@ class PerfboxTextEnv(BaseTextEnv):
                              "source} or {'files': {...}}) the episode's tools act on")
         config = env_config or {}  # a dict or an OmegaConf DictConfig: both have .get
         self.max_turns = int(extras.get("max_turns") or config.get("max_turns") or 4)
-        toolbox = _toolbox(config.get("target"), bool(config.get("require_custom_kernel")))
+        toolbox = shared_toolbox(config.get("target"),
+                                 require_custom_kernel=bool(config.get("require_custom_kernel")))
         self.episode = TextEpisode(toolbox, Problem.of(data),
                                    self.max_turns, extras.get("reward") or True)
 

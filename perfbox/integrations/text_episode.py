@@ -65,9 +65,8 @@ class TextEpisode:
                                   '"arguments": {...}} between <tool_call> tags', "BAD_CALL")
         else:
             outcome = self.toolbox.call(call.name, call.arguments, self.problem)
-            submission = call.arguments.get("submission")
-            if outcome.status != "BAD_CALL" and isinstance(submission, str) and \
-                    submission.strip():
+            submission = outcome.judged(call.arguments)
+            if submission is not None:
                 self.submission, self.submitted_turn = submission, self.turns
         self.statuses.append(outcome.status)
         return outcome

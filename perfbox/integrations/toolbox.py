@@ -31,9 +31,9 @@ from google.protobuf import json_format
 
 from perfbox import reward as rewards
 from perfbox.api.v1 import tools_pb2 as pb
-from perfbox.client import ToolClient, make_request, server_retry_delay_s
+from perfbox.client import ToolClient, server_retry_delay_s
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
-from perfbox.inference.tasks import GPU_MODE_SUBMISSION, KERNELBENCH_SUBMISSION, acts_on_problem
+from perfbox.inference.tasks import KERNELBENCH_SUBMISSION, acts_on_problem, problem_layout
 from perfbox.inference.toolcall import ToolCall
 
 TARGET_ENV = "PERFBOX_TARGET"  # the tool service's host:port when an adapter is built bare
@@ -124,12 +124,13 @@ class Problem:
                              "reference source) or 'files' (a GPU MODE task's files)")
         return cls(reference=reference, files=dict(files), name=str(data.get("name") or ""))
 
+    def layout(self) -> tuple[dict[str, str], str]:
+        """(the files the tools run against, the name the submission takes beside them)."""
+        return problem_layout(self.reference, dict(self.files))
+
     @property
     def submission_file(self) -> str:
-        return GPU_MODE_SUBMISSION if self.files else KERNELBENCH_SUBMISSION
-
-    def tool_files(self) -> dict[str, str]:
-        return dict(self.files) if self.files else {rewards.REFERENCE_FILE: self.reference}
+        return self.layout()[1]
 
     def to_json(self) -> dict[str, Any]:
         """The row form `Problem.of` reads back (dataset columns, tools_kwargs)."""
@@ -149,6 +150,14 @@ class CallOutcome:
     @property
     def ok(self) -> bool:
         return self.status == "OK"
+
+    def judged(self, arguments: Mapping[str, Any]) -> str | None:
+        """The submission this call put up for judging: a non-blank `submission` of a call
+        that was not refused (a refused call's arguments are not the model's kernel)."""
+        submission = arguments.get("submission")
+        if self.status == "BAD_CALL" or not isinstance(submission, str) or not submission.strip():
+            return None
+        return submission
 
     def structured(self, special_tokens: Sequence[str] = ()) -> dict[str, Any]:
         """The report as JSON-ready data (proto field names), for structured results; its
@@ -235,10 +244,10 @@ class Toolbox:
         if schema is not None and problem is None and acts_on_problem(schema):
             return CallOutcome(f"BAD_CALL: {name} runs against the task's problem, and this "
                                "trajectory has none bound (give the row a reference)", "BAD_CALL")
+        files, submission_file = problem.layout() if problem else ({}, KERNELBENCH_SUBMISSION)
         binding = Binding(scope=scope or f"call-{next(self._ids)}", schemas=schemas,
-                          files=problem.tool_files() if problem else {},
-                          submission_file=problem.submission_file if problem else
-                          KERNELBENCH_SUBMISSION, output_tokens=self.output_chars)
+                          files=files, submission_file=submission_file,
+                          output_tokens=self.output_chars)
         try:
             call = ToolCall(name=name, arguments=dict(arguments), raw="")
             request = self._calls.request(call, binding)
@@ -295,13 +304,11 @@ class Toolbox:
     def _request(self, tool: str, problem: Problem, submission: str) -> pb.ToolRequest | None:
         """The request, or None when the submission cannot be sent (not UTF-8 text): it
         then scores as no kernel."""
-        files = {**problem.tool_files(), problem.submission_file: submission}
+        files, submission_file = problem.layout()
         options: dict[str, Any] = {"time_budget_s": self.time_budget_s} if tool == "bench" else {
             "require_custom_kernel": self.require_custom_kernel}
         try:
-            return make_request(tool, files, language="kernelbench",
-                                reference_file=rewards.REFERENCE_FILE,
-                                submission_file=problem.submission_file, **options)
+            return rewards.judge_request(tool, files, submission, submission_file, **options)
         except (UnicodeError, ValueError):
             return None
 
@@ -325,6 +332,22 @@ def _refusal(error: grpc.RpcError) -> CallOutcome:
         return CallOutcome(f"BAD_CALL: {details}", "BAD_CALL")
     return CallOutcome(f"TOOL_ERROR: the tool service failed ({code.name}: {details})",
                        "TOOL_ERROR")
+
+
+_shared: dict[tuple[str, int, bool], Toolbox] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_toolbox(target: str | None = None, output_chars: int = DEFAULT_OUTPUT_CHARS,
+                   require_custom_kernel: bool = False) -> Toolbox:
+    """One Toolbox (one channel) per service, output budget and reward strictness in this
+    process: for adapters their framework constructs with no arguments or a plain config."""
+    key = (target or default_target(), output_chars, require_custom_kernel)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Toolbox(key[0], output_chars=output_chars,
+                                   require_custom_kernel=require_custom_kernel)
+        return _shared[key]
 
 
 def _passed(result: pb.ToolResult | None) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 
 from perfbox import reward as rewards
 from perfbox.inference.toolcall import call_bodies, parse_arguments, parse_call
-from perfbox.integrations.toolbox import Problem, Toolbox, neutralise_markers
+from perfbox.integrations.toolbox import Problem, Toolbox, neutralise_markers, shared_toolbox
 
 PROBLEM_COLUMNS = ("problem", "reference")  # where a row's problem is read from, in order
 
@@ -94,8 +94,6 @@ class PerfboxEnvironment:
     toolbox: Toolbox | None = None  # set on the subclass perfbox_environment() makes
     stats: CallStats | None = None
     how: str | bool = True  # the reward preset
-    _shared: Toolbox | None = None
-    _shared_lock = threading.Lock()
 
     def __init__(self) -> None:
         self._problem: Problem | None = None
@@ -103,12 +101,7 @@ class PerfboxEnvironment:
         self._turn = 0
 
     def _toolbox(self) -> Toolbox:
-        if self.toolbox is not None:
-            return self.toolbox
-        with PerfboxEnvironment._shared_lock:
-            if PerfboxEnvironment._shared is None:
-                PerfboxEnvironment._shared = Toolbox()
-            return PerfboxEnvironment._shared
+        return self.toolbox if self.toolbox is not None else shared_toolbox()
 
     def reset(self, **row: Any) -> str | None:
         """Binds the row's problem (its `problem` or `reference` column) and forgets the last
@@ -126,9 +119,7 @@ class PerfboxEnvironment:
         else:
             outcome = await self._toolbox().acall(name, arguments, self._problem)
             outcome_text, status = outcome.text, outcome.status
-            submission = arguments.get("submission")
-            if status != "BAD_CALL" and isinstance(submission, str) and submission.strip():
-                self._submission = submission
+            self._submission = outcome.judged(arguments) or self._submission
         if self.stats is not None:
             self.stats.add(name, status, outcome_text)
         return outcome_text

@@ -42,27 +42,11 @@ from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
-from perfbox.integrations.toolbox import Problem, Toolbox
+from perfbox.integrations.toolbox import DEFAULT_OUTPUT_CHARS, Problem, Toolbox, shared_toolbox
 
 CLASS_NAME = "perfbox.integrations.verl.PerfboxTool"
 WORKER_ENV = "PERFBOX_WORKER"
 STATE_KEY = "perfbox"  # agent_data.extra_fields key of a trajectory's perfbox state
-
-_toolboxes: dict[tuple[str, int, bool], Toolbox] = {}
-_toolboxes_lock = threading.Lock()
-
-
-def shared_toolbox(config: dict[str, Any]) -> Toolbox:
-    """One Toolbox (one channel) per service, output budget and reward strictness in this
-    process."""
-    key = (config.get("target") or "", int(config.get("output_chars") or 0),
-           bool(config.get("require_custom_kernel")))
-    with _toolboxes_lock:
-        if key not in _toolboxes:
-            _toolboxes[key] = Toolbox(key[0] or None, output_chars=key[1] or 2000,
-                                      require_custom_kernel=key[2])
-        return _toolboxes[key]
-
 
 class PerfboxTool(BaseTool):
     """One perfbox tool. config: {"type": "native", "target": "host:port", "tool": name,
@@ -70,7 +54,9 @@ class PerfboxTool(BaseTool):
     from the service (ListTools)."""
 
     def __init__(self, config: dict[str, Any], tool_schema: OpenAIFunctionToolSchema | None):
-        self.toolbox = shared_toolbox(config)
+        self.toolbox = shared_toolbox(config.get("target") or None,
+                                      int(config.get("output_chars") or DEFAULT_OUTPUT_CHARS),
+                                      bool(config.get("require_custom_kernel")))
         if tool_schema is None:
             name = config.get("tool")
             schemas = self.toolbox.schemas()
