@@ -82,6 +82,23 @@ def test_a_submission_that_is_not_python_is_a_compile_error_with_its_line(tmp_pa
     assert raised.status == Status.RUNTIME_ERROR
 
 
+def test_a_submission_that_will_not_exit_after_done_costs_at_most_the_grace(tmp_path: Path
+                                                                            ) -> None:
+    """The tool waits for the submission's process to exit by itself after "done" (so its
+    prints are flushed), but only briefly: one whose exit hangs is killed."""
+    import time
+
+    shutil.copy(REFERENCE, tmp_path / "reference.py")
+    stall = ("import sys, time\n\n\nclass _Stall:\n    def write(self, text):\n"
+             "        return len(text)\n\n    def flush(self):\n        time.sleep(60)\n\n\n"
+             "sys.stdout = _Stall()\n")
+    (tmp_path / "new.py").write_text(stall + submission("return torch.relu(self.linear(x))"))
+    started = time.monotonic()
+    out = run_tool_isolated(tmp_path, ["new.py", "reference.py"], {})
+    assert out.status == Status.OK, out.summary
+    assert time.monotonic() - started < 30
+
+
 def test_missing_reference_names_the_option(tmp_path: Path) -> None:
     with pytest.raises(ToolInputError, match="reference_file"):
         tools.validate("check", "kernelbench", ["new.py"], {})
