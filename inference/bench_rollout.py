@@ -1,54 +1,113 @@
-"""The rollout benchmark: every mode on the same workload, side by side, at several
-concurrencies, on the embedded engine and a real tool service.
+"""The rollout benchmark: every mode on the same workload, side by side, under one KV budget in
+tokens at several pressures, repeated with the mode order rotated, on the embedded engine and a
+real tool service.
 
-Steps, per concurrency C:
-  1. C trajectories replicated from the workload, KV slots for `kv_fraction` of them (RL
-     rollouts oversubscribe the KV cache; 1.0 means memory for all).
-  2. Each mode runs the same trajectories on a fresh engine (replay: forced decoding, so the
-     same tokens are decoded and the same tools are called in every mode).
-  3. Measured: wall time, generated tokens/s, prefill and re-prefill tokens, engine idle time,
-     speculation hits/misses and wasted tool time; and the analytic model's parameters: G (turn
-     generation time), T (tool time), o (per re-submission overhead), phi (prefill seconds per
-     token), delta (decode seconds per token), alpha (hit rate).
-  4. The analytic model's predicted speedup of resident+speculate over resubmit next to the
-     measured one (see predicted_speedup).
-A short greedy free-generation run in every mode checks that outputs are identical.
+Steps, per number of trajectories C:
+  1. Size the work: each distinct trajectory's tool calls run once (this also warms the tool
+     service), and every replica's final context is counted in the engine's tokens; the sum is
+     the *live context* (what every trajectory would hold at its end).
+  2. Per KV pressure p (budget = p x live context; 1.0 means room for everything): each
+     variant runs the same trajectories on a fresh engine with that budget (replay: forced
+     decoding, so the same tokens are decoded and the same tools called in every mode);
+     `resubmit` gets the token-level prefix cache with LRU eviction over the same budget.
+  3. Steps 2 is repeated `reps` times, the variants' order rotated each time (no mode always
+     runs first on a cold machine); ratios are paired within a repetition and reported as their
+     median and range over the repetitions.
+  4. Measured per run: wall time, generated tokens/s, prefill, re-prefill, preemptions, engine
+     idle time, speculation hits/misses and wasted tool time, and the decomposition of the
+     resubmit/speculate wall-time difference into its parts (decomposition()).
+Every results file carries `conditions`: commit, package versions, model hash, CPUs, engine
+threads, and the load average before and after.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from perfbox.inference import workload as W
 from perfbox.inference.rollout import Mode, Rollout, RolloutConfig, RolloutStats
+from perfbox.inference.toolcall import ToolCallParser
 
 ProgressFn = Callable[[str], None]
+CTX_MARGIN_TOKENS = 512  # a stream's context beyond the longest sized trajectory
 
 
-def _engine(slots: int, threads: int, model: str | None) -> Any:
+@dataclass(frozen=True)
+class Variant:
+    """One column of the comparison: a mode, and for a draft run the emulated hit rate."""
+
+    name: str
+    mode: Mode
+    draft_alpha: float | None = None  # emulated draft model's hit rate (None: no draft)
+
+
+BASE_VARIANTS = (Variant("resubmit", Mode.RESUBMIT), Variant("resident", Mode.RESIDENT),
+                 Variant("resident+speculate", Mode.SPECULATE))
+DRAFT = "resident+speculate+draft"
+
+
+def variants(draft_alpha: float | None) -> list[Variant]:
+    extra = [Variant(DRAFT, Mode.SPECULATE, draft_alpha)] if draft_alpha is not None else []
+    return [*BASE_VARIANTS, *extra]
+
+
+def _engine(streams: int, threads: int, model: str | None, ctx_per_seq: int = 4096) -> Any:
     from perfbox.inference.engines.llama_cpp import LlamaCppEngine
 
-    return LlamaCppEngine(model, num_slots=slots, ctx_per_seq=4096, threads=threads)
+    return LlamaCppEngine(model, num_slots=streams, ctx_per_seq=ctx_per_seq, threads=threads)
 
 
 def run_mode(run_tool: Callable[..., Any], mode: Mode, trajectories: list[W.Trajectory],
-             slots: int, threads: int, model: str | None, **config: Any) -> RolloutStats:
-    engine = _engine(slots, threads, model)
+             slots: int, threads: int, model: str | None, ctx_per_seq: int = 4096,
+             **config: Any) -> RolloutStats:
+    """One mode on a fresh engine with `slots` streams (config: RolloutConfig fields, e.g.
+    kv_budget_tokens)."""
+    engine = _engine(slots, threads, model, ctx_per_seq)
     try:
         return Rollout(engine, run_tool, RolloutConfig(mode=mode, **config)).run(trajectories)
     finally:
         engine.close()
 
 
+def live_contexts(trajectories: list[W.Trajectory], run_tool: Callable[..., Any],
+                  tokenize: Callable[[str], list[int]],
+                  template: W.ChatTemplate = W.ChatTemplate()) -> list[int]:
+    """Every trajectory's final context in tokens: its prompt, turns and tool outputs, the
+    outputs from running each distinct source trajectory's calls once (replicas differ from
+    their source only by a comment line in the submitted code, so their outputs are the same
+    length to within a token or two)."""
+    outputs: dict[str, list[str]] = {}
+    for traj in trajectories:
+        source = traj.id.rsplit("-", 1)[0]
+        if source not in outputs:
+            outputs[source] = [run_tool(call).text for turn in traj.turns[:-1]
+                               for call in ToolCallParser().feed(turn).closed[:1]]
+    sizes = []
+    for traj in trajectories:
+        outs = outputs[traj.id.rsplit("-", 1)[0]]
+        n = len(tokenize(traj.prompt)) + sum(len(tokenize(t)) for t in traj.turns)
+        sizes.append(n + sum(len(tokenize(template.tool_response(o))) for o in outs))
+    return sizes
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median and range over repetitions (values kept: a reader can see each)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": values}
+
+
 def parameters(stats: RolloutStats) -> dict[str, float | None]:
-    """The analytic model's inputs as measured in one run."""
+    """The figures one run measured: G (turn generation time), T (tool time), o (per
+    re-submission overhead), phi (prefill seconds per token), delta (decode seconds per token),
+    the claim hit rate, and the emulated draft's alpha (the chance that a call is launched at
+    the *start* of its turn: what the cluster simulator's alpha means; early launches a few
+    tokens before the end tag and follow-ons are hits too, but hide almost nothing)."""
     turns = [g for r in stats.results for g in r.turn_generation_s]
     tools = [c.tool_s for r in stats.results for c in r.calls]
     claims = stats.spec_hits + stats.spec_misses
@@ -57,45 +116,30 @@ def parameters(stats: RolloutStats) -> dict[str, float | None]:
     return {
         "G_s": statistics.fmean(turns) if turns else None,
         "T_s": statistics.fmean(tools) if tools else None,
-        "g_s": 0.0,  # early launch and follow-on need no draft generation
         "o_s": stats.request_overhead_s / resubmissions if resubmissions else 0.0,
         "phi_s_per_token": stats.prefill_s / stats.prefill_tokens if stats.prefill_tokens
         else None,
         "delta_s_per_token": stats.decode_s / decode_tokens,
-        "alpha": stats.spec_hits / claims if claims else None,
+        "hit_rate": stats.spec_hits / claims if claims else None,
+        "draft_alpha": stats.draft_alpha,
         "turns_per_trajectory": statistics.fmean(len(r.calls) for r in stats.results),
     }
 
 
-def predicted_speedup(base: dict[str, Any], spec: dict[str, Any], concurrency: int
-                      ) -> dict[str, float | None]:
-    """The analytic model's speedup of resident+speculate over resubmit, from the measured
-    parameters of the two runs (summary rows):
-
-    - client side (the paper's): per trajectory of N turns, T_std = N(G+T) plus its share of
-      re-prefill and N*o; T_spec = alpha*N*max(G, g+T) + (1-alpha)*N*(G+T) plus its re-prefill;
-    - engine side: one engine serves every trajectory, so its time is the run's:
-      wall_spec = wall_resubmit - phi * (re-prefilled tokens saved) - K*o - alpha * idle_resubmit
-      (re-prefill and re-submission overhead removed, tool waits the engine idled through hidden
-      at the hit rate).
-    On a batch the engine side is the one that applies: re-prefilling one trajectory delays all."""
-    p, s = base["parameters"], spec["parameters"]
-    out: dict[str, float | None] = {"client_side": None, "engine_side": None}
-    if not p["G_s"] or p["T_s"] is None:
-        return out
-    n = float(p["turns_per_trajectory"] or 0)
-    G, T, o = float(p["G_s"]), float(p["T_s"]), float(p["o_s"] or 0.0)
+def decomposition(base: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
+    """Where the wall-time difference between two runs of the same work went, from the two
+    runs' own measurements (an account of the difference, not a prediction of it): re-prefill
+    saved (phi x tokens), re-submission overhead saved, engine idle time saved, and what these
+    leave unexplained."""
+    p = base["parameters"]
     phi = float(p["phi_s_per_token"] or 0.0)
-    alpha = float(s["alpha"] or 0.0)
-    standard = n * (G + T) + phi * base["reprefill_tokens"] / concurrency + n * o
-    speculative = alpha * n * max(G, T) + (1 - alpha) * n * (G + T) + \
-        phi * spec["reprefill_tokens"] / concurrency
-    out["client_side"] = standard / speculative if speculative else None
-    calls = n * concurrency
-    predicted_wall = base["wall_s"] - phi * (base["reprefill_tokens"] - spec["reprefill_tokens"]) \
-        - calls * o - alpha * base["idle_s"]
-    out["engine_side"] = base["wall_s"] / predicted_wall if predicted_wall > 0 else None
-    return out
+    calls = len(base.get("tool_calls", []))  # each a re-submission in resubmit
+    parts = {"reprefill_s": phi * (base["reprefill_tokens"] - other["reprefill_tokens"]),
+             "overhead_s": calls * float(p["o_s"] or 0.0),
+             "idle_s": base["idle_s"] - other["idle_s"]}
+    parts["unexplained_s"] = base["wall_s"] - other["wall_s"] - sum(parts.values())
+    parts["wall_difference_s"] = base["wall_s"] - other["wall_s"]
+    return parts
 
 
 def identical_outputs(run_tool: Callable[..., Any], threads: int, model: str | None) -> bool:
@@ -110,6 +154,7 @@ def identical_outputs(run_tool: Callable[..., Any], threads: int, model: str | N
 
 
 def summary_row(stats: RolloutStats) -> dict[str, Any]:
+    contexts = sum(r.context_tokens for r in stats.results)
     return {"wall_s": stats.wall_s, "tokens_per_s": stats.tokens_per_s,
             "generated_tokens": stats.generated_tokens,
             "prefill_tokens": stats.prefill_tokens,
@@ -117,7 +162,11 @@ def summary_row(stats: RolloutStats) -> dict[str, Any]:
             "idle_s": stats.idle_s,
             "spec_hits": stats.spec_hits, "spec_misses": stats.spec_misses,
             "spec_launched": stats.spec_launched, "wasted_tool_s": stats.wasted_tool_s,
-            "evictions": stats.evictions, "steps": stats.steps,
+            "evictions": stats.evictions, "cache_evictions": stats.cache_evictions,
+            "preemptions": stats.preemptions, "steps": stats.steps,
+            "kv_budget_tokens": stats.kv_budget_tokens, "peak_kv_tokens": stats.peak_kv_tokens,
+            "context_tokens": contexts,  # the trajectories' final contexts, summed
+            "kv_pressure_actual": stats.kv_budget_tokens / contexts if contexts else None,
             "mean_trajectory_s": statistics.fmean(r.wall_s for r in stats.results),
             "parameters": parameters(stats),
             # per call: the cluster simulator draws tool times from these rather than from a
@@ -142,62 +191,113 @@ def workload_tokens(workload: W.Workload, model: str | None) -> dict[str, Any]:
         engine.close()
 
 
-def run(run_tool: Callable[..., Any], concurrencies: list[int], kv_fraction: float,
-        threads: int, model: str | None, progress: ProgressFn,
+def conditions(threads: int, model: str | None) -> dict[str, Any]:
+    """The run conditions (perfbox.run_conditions) plus the engine's: model file and hash,
+    threads."""
+    from perfbox.inference.engines.llama_cpp import default_model_path
+    from perfbox.run_conditions import conditions as common, file_sha256
+
+    path = Path(model) if model else default_model_path()
+    return {**common(("perfbox", "llama_cpp_python", "torch")),
+            "engine": "llama.cpp (llama-cpp-python), CPU", "engine_threads": threads,
+            "model": path.name, "model_sha256": file_sha256(path)}
+
+
+def _ratios(rep: dict[str, Any]) -> dict[str, float]:
+    """Per repetition: tokens/s of each mode over the baseline it is meant to beat."""
+    tps = {name: row["tokens_per_s"] for name, row in rep["modes"].items()}
+    pairs = [("resident", "resubmit"), ("resident+speculate", "resubmit"),
+             ("resident+speculate", "resident"), (DRAFT, "resubmit"), (DRAFT, "resident")]
+    return {f"{a} / {b}": tps[a] / tps[b] for a, b in pairs if a in tps and b in tps}
+
+
+def _summarise(row: dict[str, Any]) -> None:
+    """Spread over repetitions per mode and per ratio; the median repetition's rows as the
+    row's `modes` (real runs, not averages: what the cluster simulator is fitted to)."""
+    names = list(row["reps"][0]["modes"])
+    row["tokens_per_s"] = {n: spread([r["modes"][n]["tokens_per_s"] for r in row["reps"]])
+                           for n in names}
+    ratios = [_ratios(r) for r in row["reps"]]
+    row["ratios"] = {k: spread([r[k] for r in ratios]) for k in ratios[0]}
+    row["modes"] = {}
+    for n in names:
+        runs = sorted(row["reps"], key=lambda r: r["modes"][n]["tokens_per_s"])
+        row["modes"][n] = runs[len(runs) // 2]["modes"][n]
+    base, spec = row["modes"]["resubmit"], row["modes"]["resident+speculate"]
+    row["decomposition"] = decomposition(base, spec)
+
+
+def run(run_tool: Callable[..., Any], trajectories: list[int], pressures: list[float],
+        reps: int, threads: int, model: str | None, progress: ProgressFn,
         checkpoint: Callable[[dict[str, Any]], None] = lambda result: None,
+        workload_path: Path = W.DEFAULT_WORKLOAD, draft_alpha: float | None = None,
         check_identity: bool = True, group_size: int = 1,
         shared_turns: int = 0) -> dict[str, Any]:
-    """Every mode at every concurrency; `checkpoint` gets the result so far after each
-    concurrency (long runs are not lost to an interruption). group_size > 1 runs GRPO groups
-    (samples of a prompt fork its KV; `shared_turns` leading turns identical in a group)."""
-    workload = W.load()
+    """Every variant at every (trajectories, pressure), `reps` times with the order rotated;
+    `checkpoint` gets the result so far after each run (long runs are not lost to an
+    interruption). group_size > 1 runs GRPO groups (samples of a prompt fork its KV;
+    `shared_turns` leading turns identical in a group)."""
+    if reps < 1 or any(not 0 < p <= 1.0 for p in pressures):
+        raise ValueError("reps must be at least 1 and every pressure in (0, 1]")
+    workload = W.load(workload_path)
+    chosen = variants(draft_alpha)
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                           "machine": {"cpus": os.cpu_count(), "host": platform.node(),
-                                       "python": platform.python_version(),
-                                       "engine": "llama.cpp (llama-cpp-python), CPU",
-                                       "threads": threads},
-                           "workload": str(W.DEFAULT_WORKLOAD.name), "kv_fraction": kv_fraction,
-                           "draft": "none: early launch + follow-on only (alpha measured)",
+                           "conditions": conditions(threads, model),
+                           "workload": workload_path.name, "reps": reps,
+                           "variants": [v.name for v in chosen],
+                           "draft": (f"emulated: a draft launches each turn's call at its start "
+                                     f"with hit rate alpha={draft_alpha} (variant {DRAFT})"
+                                     if draft_alpha is not None else "none"),
                            "group_size": group_size, "shared_turns": shared_turns,
                            "tokens": workload_tokens(workload, model), "runs": []}
-    for c in concurrencies:
-        trajectories = W.replicate(workload, c, group_size, shared_turns)
-        slots = max(1, round(c * kv_fraction))
-        row: dict[str, Any] = {"concurrency": c, "kv_slots": slots, "modes": {}}
-        stats = {}
-        for mode in Mode:
-            progress(f"concurrency {c}, {slots} KV slots: {mode.value} ...")
-            stats[mode] = run_mode(run_tool, mode, trajectories, slots, threads, model)
-            row["modes"][mode.value] = summary_row(stats[mode])
-            progress(f"  {mode.value}: {stats[mode].wall_s:.1f} s, "
-                     f"{stats[mode].tokens_per_s:.1f} tokens/s, re-prefilled "
-                     f"{stats[mode].reprefill_tokens}, idle {stats[mode].idle_s:.1f} s, "
-                     f"hits {stats[mode].spec_hits}")
-        base, spec = stats[Mode.RESUBMIT], stats[Mode.SPECULATE]
-        row["speedup_tokens_per_s"] = spec.tokens_per_s / base.tokens_per_s
-        row["measured_speedup_wall"] = base.wall_s / spec.wall_s
-        row["predicted_speedup"] = predicted_speedup(row["modes"][Mode.RESUBMIT.value],
-                                                     row["modes"][Mode.SPECULATE.value], c)
-        engine_side = row["predicted_speedup"]["engine_side"]
-        row["prediction_error"] = (row["measured_speedup_wall"] / engine_side - 1
-                                   if engine_side else None)
-        row["reprefill_cut"] = (1 - spec.reprefill_tokens / base.reprefill_tokens
-                                if base.reprefill_tokens else None)
-        out["runs"].append(row)
-        checkpoint(out)
+    for c in trajectories:
+        trajs = W.replicate(workload, c, group_size, shared_turns)
+        sizer = _engine(1, 1, model)
+        try:
+            progress(f"{c} trajectories: sizing their contexts (each distinct trajectory's "
+                     "tool calls run once) ...")
+            sizes = live_contexts(trajs, run_tool, sizer.tokenize)
+        finally:
+            sizer.close()
+        live = sum(sizes)
+        ctx = -(-(max(sizes) + CTX_MARGIN_TOKENS) // 256) * 256
+        for pressure in pressures:
+            budget = max(round(pressure * live), max(sizes) + 64)
+            row: dict[str, Any] = {"trajectories": c, "kv_pressure": pressure,
+                                   "kv_budget_tokens": budget, "live_context_tokens": live,
+                                   "reps": []}
+            out["runs"].append(row)
+            for rep in range(reps):
+                order = chosen[rep % len(chosen):] + chosen[:rep % len(chosen)]
+                done: dict[str, Any] = {"order": [v.name for v in order], "modes": {},
+                                        "load_avg_before": list(os.getloadavg())}
+                row["reps"].append(done)
+                for v in order:
+                    progress(f"{c} trajectories, KV pressure {pressure:.0%} ({budget} tokens), "
+                             f"rep {rep + 1}/{reps}: {v.name} ...")
+                    stats = run_mode(run_tool, v.mode, trajs, c, threads, model, ctx,
+                                     kv_budget_tokens=budget, draft_alpha=v.draft_alpha)
+                    done["modes"][v.name] = summary_row(stats)
+                    progress(f"  {v.name}: {stats.wall_s:.1f} s, {stats.tokens_per_s:.1f} "
+                             f"tokens/s, re-prefilled {stats.reprefill_tokens}, preempted "
+                             f"{stats.preemptions}, idle {stats.idle_s:.1f} s, hits "
+                             f"{stats.spec_hits}")
+                    checkpoint(out)
+                done["load_avg_after"] = list(os.getloadavg())
+            _summarise(row)
+            progress("  " + ", ".join(f"{k} {v['median']:.2f}x [{v['min']:.2f}, {v['max']:.2f}]"
+                                      for k, v in row["ratios"].items()))
+            checkpoint(out)
     if check_identity:
         progress("greedy free generation in every mode (identity check) ...")
         out["outputs_identical"] = identical_outputs(run_tool, threads, model)
-    # the issue's flat layout: per mode figures of the largest concurrency
-    last = out["runs"][-1]["modes"]
-    out.update({mode: {k: last[mode][k] for k in ("wall_s", "tokens_per_s", "prefill_tokens",
-                                                  "idle_s", "spec_hits", "spec_misses")}
-                for mode in last})
+    out["conditions"]["load_avg_after"] = list(os.getloadavg())
     return out
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    """A PNG of tokens/s and re-prefilled tokens per mode and concurrency (needs matplotlib)."""
+    """A PNG of each mode's tokens/s against KV pressure, per number of trajectories (median
+    and range over repetitions; needs matplotlib)."""
     try:
         import matplotlib
 
@@ -205,17 +305,20 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in [m.value for m in Mode]:
-        xs = [r["concurrency"] for r in result["runs"]]
-        axes[0].plot(xs, [r["modes"][mode]["tokens_per_s"] for r in result["runs"]], "o-",
-                     label=mode)
-        axes[1].plot(xs, [r["modes"][mode]["reprefill_tokens"] for r in result["runs"]], "o-",
-                     label=mode)
-    axes[0].set(xlabel="concurrent trajectories", ylabel="generated tokens/s")
-    axes[1].set(xlabel="concurrent trajectories", ylabel="re-prefilled tokens")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
+    counts = sorted({r["trajectories"] for r in result["runs"]})
+    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 4), squeeze=False)
+    for ax, c in zip(axes[0], counts):
+        rows = sorted((r for r in result["runs"] if r["trajectories"] == c and
+                       "tokens_per_s" in r), key=lambda r: r["kv_pressure"])
+        for name in result["variants"]:
+            xs = [r["kv_pressure"] for r in rows]
+            mid = [r["tokens_per_s"][name]["median"] for r in rows]
+            err = [[m - r["tokens_per_s"][name]["min"] for m, r in zip(mid, rows)],
+                   [r["tokens_per_s"][name]["max"] - m for m, r in zip(mid, rows)]]
+            ax.errorbar(xs, mid, yerr=err, marker="o", capsize=3, label=name)
+        ax.set(xlabel="KV budget / live context", ylabel="generated tokens/s",
+               title=f"{c} trajectories")
+        ax.invert_xaxis()
         ax.legend()
     fig.tight_layout()
     fig.savefig(path)

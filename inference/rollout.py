@@ -6,11 +6,17 @@ trajectory's assistant turn streams through the tool-call parser; when a call cl
 goes to the tool service on a worker thread and the sequence waits. What happens then is the
 mode:
 
-- `resubmit` (today's practice): the request ends at the call; when the tool returns, the whole
-  conversation is re-tokenized and re-submitted, and the engine's prefix cache (the KV a slot
-  still holds from the ended request, until another request takes the slot) saves what it can.
-- `resident`: the sequence keeps its KV slot (perfbox.inference.residency decides under
-  pressure) and only the tool's output is prefilled (delta prefill).
+- `resubmit` (today's practice, with the strongest cache a user would turn on): the request
+  ends at the call; when the tool returns, the whole conversation is re-tokenized and
+  re-submitted, and the engine's token-level prefix cache (the ended request's KV kept as an
+  entry, evicted least recently used first when the KV budget needs room, as vLLM's automatic
+  prefix caching does) saves what it can.
+- `resident`: the sequence keeps its KV (perfbox.inference.residency decides under pressure)
+  and only the tool's output is prefilled (delta prefill).
+
+Every mode shares one KV budget in tokens (`kv_budget_tokens`): a sequence is admitted when
+its whole context fits, grows a token per decoded token, and when nothing else can give room a
+running sequence is preempted and recomputed later (vLLM's default).
 - `resident+speculate`: resident, plus speculative launches into the tool cache: a call is
   launched as soon as its arguments are complete in the stream (before the end tag), likely
   follow-on calls are launched when a call closes (after `compile`, a `disasm` of the same
@@ -118,6 +124,8 @@ class RolloutConfig:
     seed: int = 0
     temperature: float = 0.0  # free generation: 0 greedy; above, each sample draws its own
     share_prompt: bool = True  # samples of a group fork the first one's prompt KV
+    kv_budget_tokens: int = 0  # KV tokens the engine may hold in all (0: every stream full)
+    admit_headroom_tokens: int = 32  # free KV a newcomer must leave for the running to grow
 
 
 @dataclass
@@ -147,6 +155,7 @@ class TrajectoryResult:
     tokens: list[int]  # the assistant tokens, all turns
     text: str  # the assistant turns and tool outputs as the model saw them
     finish_reason: str = "stop"  # stop, length, max_turns, context
+    context_tokens: int = 0  # the context at the end (prompt, turns, tool outputs)
     prompt_ids: list[int] = field(default_factory=list)
     response_ids: list[int] = field(default_factory=list)  # after the prompt, in order
     response_mask: list[int] = field(default_factory=list)  # 1 sampled, 0 inserted
@@ -176,6 +185,10 @@ class RolloutStats:
     spec_misses: int
     wasted_tool_s: float
     draft_alpha: float | None
+    kv_budget_tokens: int = 0  # the KV budget the run had
+    preemptions: int = 0  # running sequences whose KV was taken (recomputed later)
+    cache_evictions: int = 0  # resubmit: prefix-cache entries dropped for room
+    peak_kv_tokens: int = 0  # the most KV tokens held at once (engine-wide)
     results: list[TrajectoryResult] = field(default_factory=list)
 
 
@@ -212,6 +225,8 @@ class _Seq:
     calls: list[CallRecord] = field(default_factory=list)
     batch: "_Batch | None" = None
     next_logprob: float = 0.0  # of next_token, from the pass that drew it
+    resume: bool = False  # preempted mid-turn: after its re-prefill, next_token still stands
+    admitted: int = 0  # admission order (preemption takes the latest admitted first)
     turn_text: str = ""  # what the model wrote this turn (stop strings)
     response_ids: list[int] = field(default_factory=list)
     response_mask: list[int] = field(default_factory=list)
@@ -274,9 +289,10 @@ class Rollout:
         self.call_format = call_format or ToolCallFormat()
         self.on_event = on_event or (lambda kind, data: None)
         self.tool_times = ToolTimes()
-        self.residency = Residency(engine.num_slots, self.tool_times)
+        budget = config.kv_budget_tokens or engine.num_slots * engine.max_tokens_per_seq
+        self.residency = Residency(engine.num_slots, self.tool_times, budget)
         self.cache = cache if cache is not None else ToolCache()
-        self._slot_cache: dict[int, tuple[str, list[int]]] = {}  # resubmit: slot -> KV held
+        self._admissions = self._preemptions = 0
         self._eos = engine.eos_tokens()
         self._rng = random.Random(config.seed)
         self._idle_s = self._decode_s = self._prefill_s = self._overhead_s = 0.0
@@ -342,7 +358,7 @@ class Rollout:
         return sum(1 for s in list(self._seqs) if s.state != State.DONE)
 
     def kv_slots_in_use(self) -> int:
-        return sum(1 for slot in self.residency.slots if slot.owner is not None)
+        return self.residency.live()
 
     def _poke(self) -> None:
         wake = self._wake
@@ -388,7 +404,6 @@ class Rollout:
         if seq.slot is not None:
             self.engine.drop(seq.slot)
             self.residency.release(seq.slot)
-            self._slot_cache.pop(seq.slot, None)
             seq.slot = None
 
     def _emit(self, seq: _Seq, kind: str, data: dict[str, Any]) -> None:
@@ -493,14 +508,18 @@ class Rollout:
             spec_hits=hits if speculating else 0,
             spec_misses=len(calls) - hits if speculating else 0,
             wasted_tool_s=batch.wasted_tool_s, draft_alpha=self.config.draft_alpha,
-            results=results)
+            kv_budget_tokens=self.residency.budget_tokens,
+            preemptions=int(delta["preemptions"]),
+            cache_evictions=int(delta["cache_evictions"]),
+            peak_kv_tokens=self.residency.peak_tokens, results=results)
 
     def _counters(self) -> dict[str, float]:
         """The driver's cumulative figures (engine-wide: a batch reports its differences,
         which while other batches run include their share of the same forward passes)."""
         return {"idle_s": self._idle_s, "steps": self._steps, "decode_s": self._decode_s,
                 "prefill_s": self._prefill_s, "overhead_s": self._overhead_s,
-                "evictions": self.residency.evictions}
+                "evictions": self.residency.evictions, "preemptions": self._preemptions,
+                "cache_evictions": self.residency.cache_evictions}
 
     def _join(self, batch: _Batch) -> None:
         batch.base = self._counters()
@@ -552,37 +571,68 @@ class Rollout:
                 continue
             if self._sibling_prefilling(seq, seqs):
                 continue  # fork its prompt once it is in KV instead of prefilling it twice
-            prefer = self._cached_slot(seq)
-            got = self.residency.acquire(seq.traj.id, prefer)
-            if got is None:
-                return  # every slot decodes: wait (FIFO)
-            slot, evicted = got
-            if evicted is not None:
-                victim = next(s for s in seqs if s.traj.id == evicted)
-                victim.slot, victim.computed = None, 0
-                self.engine.drop(slot)
-                self._emit(victim, "evicted", {"slot": slot})
-            reuse = self._fill_slot(seq, seqs, slot)
-            seq.slot, seq.computed = slot, reuse
+            if len(seq.context) + self.config.admit_headroom_tokens > \
+                    self.residency.budget_tokens:
+                self._finish(seq, "context")  # it can never be admitted: say so, not spin
+                continue
+            grant = self.residency.acquire(seq.traj.id, len(seq.context),
+                                           self.config.admit_headroom_tokens)
+            if grant is None:
+                return  # no room without taking a running sequence's: wait (FIFO)
+            self._evicted(grant.evicted_owners, grant.dropped_streams, seqs)
+            reuse = self._fill_slot(seq, seqs, grant.stream, grant.reuse)
+            seq.slot, seq.computed = grant.stream, reuse
+            self._admissions += 1
+            seq.admitted = self._admissions
             seq.state = State.PREFILL if seq.computed < len(seq.context) else State.DECODE
 
-    def _fill_slot(self, seq: _Seq, seqs: list[_Seq], slot: int) -> int:
-        """Starts seq's KV in slot: forked from a group sibling's prompt, reused from the
-        prefix cache (resubmit), or empty. Returns the tokens of seq.context already in KV."""
-        cached = self._slot_cache.pop(slot, None)  # only resubmit fills the slot cache
+    def _evicted(self, owners: list[str], streams: list[int], seqs: list[_Seq]) -> None:
+        """Waiters whose KV the residency policy took, and the streams to clear."""
+        for stream in streams:
+            self.engine.drop(stream)
+        for owner in owners:
+            victim = next(s for s in seqs if s.traj.id == owner)
+            self._emit(victim, "evicted", {"slot": victim.slot})
+            victim.slot, victim.computed = None, 0
+
+    def _grow(self, seq: _Seq, tokens: int, force: bool) -> bool:
+        """Charge seq's KV `tokens` more, evicting what the policy allows."""
+        assert seq.slot is not None
+        got = self.residency.grow(seq.slot, tokens, force)
+        if got is None:
+            return False
+        self._evicted(*got, self._seqs)
+        return True
+
+    def _preempt(self, seq: _Seq) -> None:
+        """Takes a running sequence's KV (recompute preemption): it re-queues with its whole
+        context and, if it was mid-turn, resumes with the token it had drawn."""
+        assert seq.slot is not None
+        self._emit(seq, "preempted", {"slot": seq.slot})
+        self.engine.drop(seq.slot)
+        self.residency.release(seq.slot)
+        seq.resume = seq.state == State.DECODE and seq.next_token is not None
+        seq.slot, seq.computed, seq.state = None, 0, State.NEEDS_SLOT
+        self._preemptions += 1
+
+    def _fill_slot(self, seq: _Seq, seqs: list[_Seq], slot: int, cached: list[int]) -> int:
+        """Starts seq's KV in slot: forked from a group sibling's prompt, reused from its own
+        prefix-cache entry (resubmit), or empty. Returns the tokens of seq.context already in
+        KV."""
         donor = self._prompt_donor(seq, seqs)
         if donor is not None:
             # all but the prompt's last token: prefilling that one gives the first logits
             reuse = seq.prompt_len - 1
+            if cached:
+                self.engine.drop(slot)
             self.engine.fork(donor.slot, slot)  # type: ignore[arg-type]
             self.engine.truncate(slot, reuse)
             seq.forked_tokens += reuse
             seq.ever_computed = max(seq.ever_computed, reuse)
             return reuse
-        if cached is not None and cached[0] == seq.traj.id:
-            held = cached[1]
-            reuse = _common_prefix(held, seq.context)
-            self.engine.adopt(slot, len(held))
+        if cached:
+            reuse = _common_prefix(cached, seq.context)
+            self.engine.adopt(slot, len(cached))
             self.engine.truncate(slot, reuse)
             return reuse
         self.engine.start(slot)
@@ -610,12 +660,6 @@ class Rollout:
         return next((s for s in self._siblings(seq, seqs)
                      if s.slot is not None and s.computed >= seq.prompt_len), None)
 
-    def _cached_slot(self, seq: _Seq) -> int | None:
-        if self._mode(seq) != Mode.RESUBMIT:
-            return None
-        return next((slot for slot, (owner, _) in self._slot_cache.items()
-                     if owner == seq.traj.id), None)
-
     # -- one step ----------------------------------------------------------------------------
 
     def _compose(self, seqs: list[_Seq]) -> tuple[list[StepInput], list[tuple[_Seq, str]]]:
@@ -623,18 +667,30 @@ class Rollout:
         inputs: list[StepInput] = []
         kinds: list[tuple[_Seq, str]] = []
         ordered = self._order(seqs)
+        composed: set[int] = set()  # id() of sequences with an input in this step
         for seq in ordered:  # decode first: never stalled by prefill
             if seq.state == State.DECODE and budget > 0:
                 if seq.next_token is None:
                     self._begin_turn(seq)
                     if seq.next_token is None:  # free generation: needs logits first
                         continue
+                if not self._room_to_decode(seq, ordered, composed):
+                    continue  # preempted itself
                 inputs.append(StepInput(seq.slot, [seq.next_token],  # type: ignore[arg-type]
                                         want_next=True, **self._sampling(seq)))
                 kinds.append((seq, "decode"))
+                composed.add(id(seq))
                 budget -= 1
-        for seq in ordered:
-            if seq.state == State.PREFILL and budget > 0:
+        for seq in ordered:  # a returning sequence's tool output: room for it first
+            if seq.state == State.PREFILL and seq.slot is not None and not self._charged(seq):
+                self._grow(seq, len(seq.context) - self.residency.streams[seq.slot].tokens,
+                           force=False)
+        ready = [s for s in ordered if s.state == State.PREFILL and self._charged(s)]
+        if not inputs and not ready and not any(s.state == State.WAITING for s in ordered):
+            self._unstall(ordered)
+            ready = [s for s in ordered if s.state == State.PREFILL and self._charged(s)]
+        for seq in ready:
+            if budget > 0:
                 take = min(self.config.prefill_chunk, budget, self._prefill_end(seq)
                            - seq.computed)
                 chunk = seq.context[seq.computed:seq.computed + take]
@@ -645,6 +701,39 @@ class Rollout:
                 kinds.append((seq, "prefill"))
                 budget -= take
         return inputs, kinds
+
+    def _room_to_decode(self, seq: _Seq, ordered: list[_Seq], composed: set[int]) -> bool:
+        """A KV token for seq's next decode step: evicting cache entries and waiters (pinned
+        ones too), else preempting the latest admitted running sequence not yet in this step
+        (seq itself when there is none: False)."""
+        while not self._grow(seq, 1, force=True):
+            running = [s for s in ordered if s.slot is not None and s is not seq
+                       and id(s) not in composed and s.state in (State.PREFILL, State.DECODE)]
+            victim = max(running, key=lambda s: s.admitted) if running else seq
+            if victim is seq and len(seq.context) + 1 > self.residency.budget_tokens:
+                self._finish(seq, "context")  # it alone outgrew the KV budget
+                return False
+            self._preempt(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def _charged(self, seq: _Seq) -> bool:
+        """seq holds KV charged for its whole context (what it is about to prefill too)."""
+        return seq.slot is not None and \
+            self.residency.streams[seq.slot].tokens >= len(seq.context)
+
+    def _unstall(self, ordered: list[_Seq]) -> None:
+        """Nothing decodes and nobody waits for a tool, yet sequences hold KV needing room for
+        their tool output: take it by force (pinned waiters, then the latest admitted)."""
+        stalled = [s for s in ordered if s.state == State.PREFILL and s.slot is not None
+                   and self.residency.streams[s.slot].tokens < len(s.context)]
+        if not stalled:
+            return
+        seq = min(stalled, key=lambda s: s.admitted)
+        uncharged = len(seq.context) - self.residency.streams[seq.slot].tokens  # type: ignore
+        if not self._grow(seq, uncharged, force=True):
+            self._preempt(max(stalled, key=lambda s: s.admitted))
 
     @staticmethod
     def _prefill_end(seq: _Seq) -> int:
@@ -683,6 +772,9 @@ class Rollout:
         seq.ever_computed = max(seq.ever_computed, seq.computed)
         if seq.computed == len(seq.context):
             seq.state = State.DECODE
+            if seq.resume:  # preempted mid-turn: it goes on with the token it had drawn
+                seq.resume = False
+                return
             forced = self._forced(seq)
             seq.next_token = None if forced else next_token
             seq.next_logprob = logprob
@@ -824,11 +916,10 @@ class Rollout:
             follow = ToolCall("disasm", dict(call.arguments), call.raw)
             if seq.task is None or "disasm" in seq.task.binding.schemas:
                 self._launch(follow, seq)
-        if self._mode(seq) == Mode.RESUBMIT:  # the request ends here
+        if self._mode(seq) == Mode.RESUBMIT:  # the request ends: its KV a prefix-cache entry
             assert seq.slot is not None
-            self._slot_cache[seq.slot] = (seq.traj.id, list(seq.context[:seq.computed]))
+            self.residency.keep_as_cache(seq.slot, seq.traj.id, seq.context[:seq.computed])
             self.engine.drop(seq.slot, keep_kv=True)
-            self.residency.release(seq.slot)
             seq.slot = None
         elif seq.slot is not None:
             self.residency.waiting(seq.slot, call.name)
@@ -899,7 +990,7 @@ class Rollout:
         if seq.slot is None:  # evicted while the tool ran: re-prefill everything
             seq.computed, seq.state = 0, State.NEEDS_SLOT
             return
-        self.residency.decoding(seq.slot)
+        self.residency.running(seq.slot)  # its output is charged when room is made (_compose)
         seq.state = State.PREFILL
 
     def _insertion(self, seq: _Seq, output: str) -> tuple[str, list[int]]:
@@ -932,6 +1023,7 @@ class Rollout:
             group=seq.traj.group,
             turn_generation_s=seq.turn_generation_s,
             calls=seq.calls, tokens=seq.tokens_out, text=seq.text, finish_reason=reason,
+            context_tokens=len(seq.context),
             prompt_ids=seq.context[:seq.prompt_len], response_ids=seq.response_ids,
             response_mask=seq.response_mask, logprobs=seq.logprobs, task=seq.task)
         self._emit(seq, "done", {"result": seq.result})

@@ -1,7 +1,7 @@
 """Tool calls from a trajectory to the tool service, through perfbox.client only.
 
-Maps the agent's call syntax (`compile`/`disasm` with file, source and arch; `check` with a
-problem name and a submission) to ToolRequests, and the ToolResult back to the text the model
+Maps the agent's call syntax (`compile`/`disasm` with file, source and arch; `check` and
+`bench` with a problem name and a submission) to ToolRequests, and the ToolResult back to the text the model
 reads. The text holds the status and the model-facing summary, never timings, so it is the
 same in every rollout mode.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient, make_request
 from perfbox.inference.toolcall import ToolCall
+from perfbox.reward import REFERENCE_FILE, judge_request
 
 MAX_OUTPUT_CHARS = 600
 
@@ -30,8 +31,9 @@ class ToolOutput:
 
 class ToolBridge:
     def __init__(self, client: ToolClient, problems: dict[str, dict[str, Any]],
-                 no_cache: bool = True) -> None:
+                 no_cache: bool = True, bench_budget_s: float = 2.0) -> None:
         self.client = client
+        self.bench_budget_s = bench_budget_s  # a bench call's timing budget (seconds)
         self.problems = problems
         # each trajectory stands for a different kernel: the service's result cache would
         # make replicated trajectories' calls free, which is not what T should measure
@@ -46,16 +48,17 @@ class ToolBridge:
                 return f"{call.name} needs a non-empty 'source'"
             arch = str(args.get("arch") or "sm_90")
             return make_request(call.name, {name: source}, archs=[arch], no_cache=self.no_cache)
-        if call.name == "check":
+        if call.name in ("check", "bench"):
             problem = self.problems.get(str(args.get("problem")))
             if problem is None:
                 return f"unknown problem {args.get('problem')!r}; known: {', '.join(self.problems)}"
             submission = args.get("submission")
             if not isinstance(submission, str):
-                return "check needs the ModelNew source in 'submission'"
-            return make_request("check", {"reference.py": problem["reference"],
-                                          "new.py": submission}, language="kernelbench")
-        return f"unknown tool {call.name!r}; tools: compile, disasm, check"
+                return f"{call.name} needs the ModelNew source in 'submission'"
+            options = {"time_budget_s": self.bench_budget_s} if call.name == "bench" else {}
+            return judge_request(call.name, {REFERENCE_FILE: problem["reference"]}, submission,
+                                 no_cache=self.no_cache, **options)
+        return f"unknown tool {call.name!r}; tools: compile, disasm, check, bench"
 
     def run(self, call: ToolCall) -> ToolOutput:
         started = time.monotonic()

@@ -4,6 +4,7 @@ service of its own (embedded) or a running one (--server)."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,18 @@ def _check_group_flags(args: argparse.Namespace) -> None:
         raise ValueError("--temperature must be 0 or more")
 
 
+def _workload_path(name: str) -> Path:
+    """--workload: a bundled workload's short name or a JSON file."""
+    from perfbox.inference import workload
+
+    bundled = {"kernel-agent": workload.DEFAULT_WORKLOAD,
+               "tools": workload.WORKLOADS / "kernel_agent_tools.json"}
+    path = bundled.get(name, Path(name))
+    if not path.is_file():
+        raise ValueError(f"--workload {name}: no such file; bundled: {', '.join(bundled)}")
+    return path
+
+
 def cmd_bench_rollout(args: argparse.Namespace) -> int:
     from perfbox.cli import client_options, service_target
     from perfbox.client import ToolClient
@@ -174,37 +187,50 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
 
     _engine_check()
     _check_group_flags(args)
-    concurrencies = args.concurrency or ([1, 4] if args.quick else [1, 8, 32])
+    trajectories = args.trajectories or ([2, 4] if args.quick else [8, 32])
+    pressures = args.pressure or ([1.0, 0.5] if args.quick else [1.0, 0.75, 0.5, 0.25])
+    reps = args.reps or (1 if args.quick else 3)
+    path = _workload_path(args.workload)
     out = Path(args.out)
-    with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target, \
+    log_path = Path(args.log) if args.log else out.with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log, \
+            service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target, \
             ToolClient(target, timeout_s=600, **client_options(args)) as client:
         from perfbox.inference.tools_bridge import ToolBridge
 
-        bridge = ToolBridge(client, workload.load().problems)
-        result = bench_rollout.run(bridge.run, concurrencies, args.kv_fraction, _threads(args),
-                                   args.model, lambda line: err_console.print(line),
+        def progress(line: str) -> None:  # the terminal and the log file alike
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+            log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+            log.flush()
+
+        bridge = ToolBridge(client, workload.load(path).problems)
+        result = bench_rollout.run(bridge.run, trajectories, pressures, reps, _threads(args),
+                                   args.model, progress,
                                    checkpoint=lambda partial: bench_rollout.save(partial, out),
+                                   workload_path=path, draft_alpha=args.draft_alpha,
                                    check_identity=not args.no_identity_check,
                                    group_size=args.group_size, shared_turns=args.shared_turns)
     result["command"] = "perfbox bench rollout " + " ".join(
-        (["--quick"] if args.quick else []) + [f"--concurrency {c}" for c in
-                                               args.concurrency or []]
-        + [f"--kv-fraction {args.kv_fraction}", f"--threads {_threads(args)}",
-           f"--tool-nice {args.tool_nice}", f"--group-size {args.group_size}",
-           f"--shared-turns {args.shared_turns}"]
+        [f"--workload {args.workload}"] + [f"--trajectories {c}" for c in trajectories]
+        + [f"--pressure {p}" for p in pressures]
+        + [f"--reps {reps}", f"--threads {_threads(args)}", f"--tool-nice {args.tool_nice}",
+           f"--group-size {args.group_size}", f"--shared-turns {args.shared_turns}"]
+        + ([f"--draft-alpha {args.draft_alpha}"] if args.draft_alpha is not None else [])
         + (["--no-identity-check"] if args.no_identity_check else []))
     result["tool_nice"] = args.tool_nice
     bench_rollout.save(result, out)
     plotted = bench_rollout.plot(result, out.with_suffix(".png"))
     for row in result["runs"]:
-        predicted = row["predicted_speedup"]
-        console.print(f"concurrency {row['concurrency']} ({row['kv_slots']} KV slots): "
-                      f"resident+speculate / resubmit: tokens/s "
-                      f"{row['speedup_tokens_per_s']:.2f}x, wall {row['measured_speedup_wall']:.2f}x;"
-                      f" analytic model: engine side {predicted['engine_side'] or 0:.2f}x, "
-                      f"client side {predicted['client_side'] or 0:.2f}x")
+        if "ratios" not in row:
+            continue
+        console.print(f"{row['trajectories']} trajectories, KV pressure "
+                      f"{row['kv_pressure']:.0%}: " + ", ".join(
+                          f"{k} {v['median']:.2f}x [{v['min']:.2f}-{v['max']:.2f}]"
+                          for k, v in row["ratios"].items()))
     console.print(f"outputs identical across modes: {result.get('outputs_identical')}; written to "
-                  f"{out}" + (f" and {out.with_suffix('.png')}" if plotted else ""))
+                  f"{out}" + (f" and {out.with_suffix('.png')}" if plotted else "")
+                  + f"; log {log_path}")
     return 0
 
 
@@ -361,16 +387,26 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
 
     bench = sub.add_parser("bench", help="benchmarks (rollout)")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
-    br = bench_sub.add_parser("rollout", help="all rollout modes side by side at 1, 8 and 32 "
-                                               "concurrent trajectories")
-    br.add_argument("--quick", action="store_true", help="1 and 4 trajectories only")
-    br.add_argument("--concurrency", type=int, action="append",
-                    help="trajectories at once, repeatable (default 1, 8, 32)")
+    br = bench_sub.add_parser("rollout", help="all rollout modes side by side under one KV "
+                                               "token budget at several pressures")
+    br.add_argument("--quick", action="store_true",
+                    help="2 and 4 trajectories, pressures 1.0 and 0.5, one repetition")
+    br.add_argument("--trajectories", "--concurrency", type=int, action="append",
+                    help="trajectories at once, repeatable (default 8, 32)")
+    br.add_argument("--pressure", type=float, action="append",
+                    help="KV budget / the trajectories' live context, in (0, 1], repeatable "
+                         "(default 1.0, 0.75, 0.5, 0.25)")
+    br.add_argument("--reps", type=int, help="repetitions, the mode order rotated each "
+                                            "(default 3)")
+    br.add_argument("--workload", default="kernel-agent",
+                    help="kernel-agent (compile/disasm/check; default), tools (check and bench "
+                         "calls of seconds each), or a workload JSON file")
+    br.add_argument("--draft-alpha", type=float,
+                    help="add a resident+speculate+draft run: an emulated draft model that "
+                         "launches each turn's call at its start with this hit rate")
     br.add_argument("--no-identity-check", action="store_true",
                     help="skip the greedy free-generation identity check")
-    br.add_argument("--kv-fraction", type=float, default=0.5,
-                    help="KV slots per trajectory (default 0.5: the cache is oversubscribed, "
-                         "as in RL rollouts)")
+    br.add_argument("--log", help="progress log file (default: next to --out, .log)")
     br.add_argument("--out", default="rollout.json", help="JSON results (and a .png beside it)")
     _group_flags(br)
     _engine_flags(br)

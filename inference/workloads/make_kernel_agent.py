@@ -2,7 +2,15 @@
 
 Each trajectory is a system prompt, a task, and assistant turns of reasoning that end in one
 tool call (Hermes-style `<tool_call>{json}</tool_call>`) or in the final answer. The kernels are
-real: the tools really compile, disassemble and check them. Re-run after editing the texts:
+real: the tools really compile, disassemble and check them. Two workloads:
+
+- `kernel_agent.json`: compile, disasm, compile, check, answer (tools of a fraction of a second:
+  T is small next to generation).
+- `kernel_agent_tools.json`: check, bench, check, bench, answer with short reasoning (the check
+  and bench run the module for seconds: T comparable to G, as on a GPU node where decode is fast
+  and tools are slow).
+
+Re-run after editing the texts:
 
     python inference/workloads/make_kernel_agent.py
 """
@@ -147,17 +155,60 @@ def trajectory(name: str, problem: dict) -> dict:
     return {"id": name, "system": SYSTEM, "task": problem["task"], "turns": turns}
 
 
-def main() -> None:
+# a second ModelNew per problem: the tool-heavy agent checks and times two candidates
+MODEL_NEW_V2 = {
+    "scale_shift": "return x * 2.5 + 0.5",
+    "relu": "return torch.relu(x)",
+    "row_sum": "return torch.einsum('ij->i', x)",
+    "softplus": "return torch.nn.functional.softplus(x)",
+}
+
+TOOLS_REASONING = {
+    "check_v1": "First the candidate ModelNew: does it match the reference?",
+    "bench_v1": "It passes. Now time it against the reference.",
+    "check_v2": "Let me try a second form and check it too.",
+    "bench_v2": "Correct again; time this one as well.",
+    "final": "Both forms are correct; I keep the faster one as my answer.",
+}
+
+
+def model_new_v2(name: str) -> str:
+    return ("import torch\nimport torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n"
+            f"    def forward(self, x):\n        {MODEL_NEW_V2[name]}\n")
+
+
+def tools_trajectory(name: str, problem: dict) -> dict:
+    """check and bench twice: every call runs the submission for seconds."""
+    v1, v2 = problem["model_new"], model_new_v2(name)
+    turns = [
+        TOOLS_REASONING["check_v1"] + "\n" + _call("check", {"problem": name, "submission": v1}),
+        TOOLS_REASONING["bench_v1"] + "\n" + _call("bench", {"problem": name, "submission": v1}),
+        TOOLS_REASONING["check_v2"] + "\n" + _call("check", {"problem": name, "submission": v2}),
+        TOOLS_REASONING["bench_v2"] + "\n" + _call("bench", {"problem": name, "submission": v2}),
+        TOOLS_REASONING["final"],
+    ]
+    return {"id": name, "system": SYSTEM, "task": problem["task"], "turns": turns}
+
+
+def write(name: str, description: str, make: object) -> None:
     data = {
-        "description": "Kernel-optimisation agent trajectories (compile, disasm, compile, "
-                       "check, answer) over real kernels; replayed with forced decoding.",
+        "description": description,
         "tool_call_format": {"start_tag": "<tool_call>", "end_tag": "</tool_call>"},
-        "problems": {name: {"reference": p["reference"]} for name, p in PROBLEMS.items()},
-        "trajectories": [trajectory(name, p) for name, p in PROBLEMS.items()],
+        "problems": {n: {"reference": p["reference"]} for n, p in PROBLEMS.items()},
+        "trajectories": [make(n, p) for n, p in PROBLEMS.items()],  # type: ignore[operator]
     }
-    out = Path(__file__).with_name("kernel_agent.json")
+    out = Path(__file__).with_name(name)
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {out} ({len(data['trajectories'])} trajectories)")
+
+
+def main() -> None:
+    write("kernel_agent.json", "Kernel-optimisation agent trajectories (compile, disasm, "
+          "compile, check, answer) over real kernels; replayed with forced decoding.",
+          trajectory)
+    write("kernel_agent_tools.json", "Tool-heavy kernel-agent trajectories (check, bench, "
+          "check, bench, answer; short reasoning) over real problems; replayed with forced "
+          "decoding.", tools_trajectory)
 
 
 if __name__ == "__main__":
