@@ -1,15 +1,18 @@
-"""Cluster-scale predictions from the measured per-node rollout figures.
+"""Predictions of rollout runs that were not measured, and at cluster scale, from calibration
+runs that were.
 
 Steps:
-  1. Fit the node model (step overhead, per-sequence decode cost, prefill cost per token, KV
-     slots, re-submission overhead) and the workload model (turns, tokens per turn, tool
-     time, measured alpha) to a `perfbox bench rollout` result.
-  2. Simulate every mode for a grid of nodes x concurrent trajectories
-     (perfbox.inference.simulate; its docstring lists the assumptions, copied into the output).
-  3. Write the predictions with the fitted models next to them.
+  1. Fit the node model (step cost from the calibration runs' forward passes, re-submission
+     overhead) and the workload model (turns, turn lengths, tool times) to the runs of a
+     `perfbox bench rollout` result at the calibration KV pressure (default 1.0, the control).
+  2. Predict every other run — the same file's other pressures, and the hold-out files (other
+     trajectory counts) — by simulating each variant with the node's KV policy
+     (perfbox.inference.simulate, whose docstring lists the assumptions, copied into the
+     output), SEEDS draws each; compare with the measured medians.
+  3. Simulate every mode for a grid of nodes x concurrent trajectories at --grid-pressure.
 
-    python benchmarks/simulate_cluster.py [--rollout benchmarks/results/rollout_calls.json]
-        [--out benchmarks/results/cluster_sim.json]
+    python benchmarks/simulate_cluster.py [--rollout benchmarks/results/rollout_pressure.json]
+        [--holdout benchmarks/results/rollout_32_pressure.json] [--out FILE]
 """
 
 from __future__ import annotations
@@ -26,66 +29,91 @@ sys.path.insert(0, str(REPO))
 
 from perfbox.inference import simulate  # noqa: E402
 
-GRID = [(1, 32), (8, 256), (64, 2048), (256, 8192)]  # (nodes, concurrent trajectories)
+GRID = [(1, 32), (8, 256), (64, 2048)]  # (nodes, concurrent trajectories)
 SEEDS = 8
+DRAFT = "resident+speculate+draft"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # rollout_calls.json: a 1-and-8 run that recorded per-call tool times and turn lengths
     parser.add_argument("--rollout",
-                        default=str(REPO / "benchmarks/results/rollout_calls.json"))
+                        default=str(REPO / "benchmarks/results/rollout_pressure.json"))
+    parser.add_argument("--calibrate-pressure", type=float, default=1.0,
+                        help="the KV pressure whose runs the models are fitted to")
     parser.add_argument("--holdout", nargs="*",
-                        default=[str(REPO / "benchmarks/results/rollout_32.json")],
-                        help="measured runs the fit did not use, to validate against")
+                        default=[str(REPO / "benchmarks/results/rollout_32_pressure.json")],
+                        help="measured results the fit did not use, to predict")
+    parser.add_argument("--grid-pressure", type=float, default=0.5)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/cluster_sim.json"))
     args = parser.parse_args()
     measured = json.loads(Path(args.rollout).read_text())
-    node, work = simulate.models_from_benchmark(measured)
-    out = {"source": args.rollout, "assumptions": simulate.__doc__,
-           **simulate.describe(node, work), "validation": [], "grid": []}
-    # the simulator against the measured runs it was fitted to (same concurrency and slots)
-    # the fitted run itself, then runs the fit never saw (other concurrency and KV size)
+    node, work = simulate.models_from_benchmark(measured, args.calibrate_pressure)
+    out = {"source": args.rollout, "calibrated_on_pressure": args.calibrate_pressure,
+           "assumptions": simulate.__doc__, **simulate.describe(node, work),
+           "predictions": [], "grid": []}
     for source in [args.rollout, *args.holdout]:
-        runs = json.loads(Path(source).read_text())["runs"]
-        out["validation"] += validate(node, work, runs, Path(source).name)
+        if not Path(source).is_file():
+            print(f"no {source}: not predicted")
+            continue
+        result = json.loads(Path(source).read_text())
+        rows = [r for r in result["runs"] if "ratios" in r and not (
+            source == args.rollout and r["kv_pressure"] == args.calibrate_pressure)]
+        out["predictions"] += [predict(node, work, row, result, Path(source).name)
+                               for row in rows]
+    errors = [abs(e) for p in out["predictions"] for e in p["ratio_error"].values()]
+    out["max_abs_ratio_error"] = max(errors) if errors else None
+    grid_node = dataclasses.replace(node, kv_pressure=args.grid_pressure)
     for nodes, trajectories in GRID:
-        row = simulate.simulate_cluster(node, work, nodes, trajectories)
+        row = simulate.simulate_cluster(grid_node, work, nodes, trajectories)
         out["grid"].append(row)
-        print(f"{nodes:4d} nodes, {trajectories:5d} trajectories: " + ", ".join(
-            f"{m} {v['tokens_per_s']:.0f} tok/s ({row['speedup_vs_resubmit'][m]:.2f}x)"
-            for m, v in row["modes"].items()))
+        print(f"{nodes:4d} nodes, {trajectories:5d} trajectories, KV pressure "
+              f"{args.grid_pressure:.0%}: " + ", ".join(
+                  f"{m} {v['tokens_per_s']:.0f} tok/s ({row['speedup_vs_resubmit'][m]:.2f}x)"
+                  for m, v in row["modes"].items()))
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"written to {args.out}")
     return 0
 
 
-def validate(node: simulate.NodeModel, work: simulate.WorkloadModel, runs: list[dict],
-             source: str) -> list[dict]:
-    """The simulator against measured runs at their concurrency and KV slots: the mean over
-    SEEDS random draws of tool times and turn lengths, with its range."""
-    checks = []
-    for row in runs:
-        local = dataclasses.replace(node, slots=row["kv_slots"])
-        sims = [simulate.simulate_cluster(local, work, 1, row["concurrency"], seed=seed)
+def _alpha(result: dict, name: str) -> float:
+    """The start-of-turn launch chance of a variant: the emulated draft's alpha, else 0."""
+    if name != DRAFT:
+        return 0.0
+    runs = [rep["modes"][name] for row in result["runs"] for rep in row["reps"]
+            if name in rep["modes"]]
+    return float(runs[0]["parameters"]["draft_alpha"] or 0.0) if runs else 0.0
+
+
+def predict(node: simulate.NodeModel, work: simulate.WorkloadModel, row: dict, result: dict,
+            source: str) -> dict:
+    """One measured (trajectories, pressure) row, simulated: tokens/s per variant and the
+    ratios the benchmark reports, each next to the measured median."""
+    local = dataclasses.replace(node, kv_pressure=row["kv_pressure"])
+    simulated: dict[str, float] = {}
+    for name in row["tokens_per_s"]:
+        mode = "resident+speculate" if name == DRAFT else name
+        w = dataclasses.replace(work, alpha=_alpha(result, name))
+        sims = [simulate.simulate_node(local, w, row["trajectories"], mode, seed)
                 for seed in range(SEEDS)]
-        gains = [s["speedup_vs_resubmit"]["resident+speculate"] for s in sims]
-        check = {"source": source, "concurrency": row["concurrency"],
-                 "kv_slots": row["kv_slots"], "measured_speedup": row["measured_speedup_wall"],
-                 "simulated_speedup": statistics.fmean(gains),
-                 "simulated_range": [min(gains), max(gains)],
-                 "measured_reprefill_resubmit": row["modes"]["resubmit"]["reprefill_tokens"],
-                 "simulated_reprefill_resubmit": statistics.fmean(
-                     s["modes"]["resubmit"]["reprefill_tokens"] for s in sims)}
-        check["error"] = check["simulated_speedup"] / check["measured_speedup"] - 1
-        checks.append(check)
-        print(f"validation ({source}), 1 node, {row['concurrency']} trajectories, "
-              f"{row['kv_slots']} slots: measured {check['measured_speedup']:.2f}x, simulated "
-              f"{check['simulated_speedup']:.2f}x ({min(gains):.2f}-{max(gains):.2f}, error "
-              f"{check['error']:+.1%}); resubmit re-prefilled: measured "
-              f"{check['measured_reprefill_resubmit']}, simulated "
-              f"{check['simulated_reprefill_resubmit']:.0f}")
-    return checks
+        simulated[name] = statistics.fmean(s["tokens_per_s"] for s in sims)
+    measured = {n: v["median"] for n, v in row["tokens_per_s"].items()}
+    ratios = {}
+    for key, spread in row["ratios"].items():
+        a, b = key.split(" / ")
+        ratios[key] = {"measured": spread["median"], "measured_range": [spread["min"],
+                                                                        spread["max"]],
+                       "predicted": simulated[a] / simulated[b]}
+    out = {"source": source, "trajectories": row["trajectories"],
+           "kv_pressure": row["kv_pressure"],
+           "tokens_per_s": {n: {"measured": measured[n], "predicted": simulated[n]}
+                            for n in measured},
+           "ratios": ratios,
+           "tokens_per_s_error": {n: simulated[n] / measured[n] - 1 for n in measured},
+           "ratio_error": {k: v["predicted"] / v["measured"] - 1 for k, v in ratios.items()}}
+    print(f"{source}: {row['trajectories']} trajectories, KV pressure {row['kv_pressure']:.0%}: "
+          + ", ".join(f"{k} measured {v['measured']:.2f}x predicted {v['predicted']:.2f}x"
+                      for k, v in ratios.items()))
+    return out
 
 
 if __name__ == "__main__":

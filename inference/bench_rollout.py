@@ -126,6 +126,21 @@ def parameters(stats: RolloutStats) -> dict[str, float | None]:
     }
 
 
+def step_model(log: list[tuple[int, int, float]]) -> dict[str, float] | None:
+    """The engine's step cost fitted to one run's forward passes by least squares:
+    seconds = overhead + per decoding sequence x decode seqs + per token x prefill tokens (the
+    cluster simulator's cost model; fitted on calibration runs, used to predict others)."""
+    import numpy as np
+
+    if len(log) < 10:
+        return None
+    x = np.array([[1.0, d, p] for d, p, _ in log])
+    y = np.array([t for _, _, t in log])
+    (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+    return {"step_overhead_s": float(max(a, 0.0)), "decode_s_per_seq": float(max(b, 1e-6)),
+            "prefill_s_per_token": float(max(c, 0.0)), "steps": len(log)}
+
+
 def decomposition(base: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:
     """Where the wall-time difference between two runs of the same work went, from the two
     runs' own measurements (an account of the difference, not a prediction of it): re-prefill
@@ -168,7 +183,7 @@ def summary_row(stats: RolloutStats) -> dict[str, Any]:
             "context_tokens": contexts,  # the trajectories' final contexts, summed
             "kv_pressure_actual": stats.kv_budget_tokens / contexts if contexts else None,
             "mean_trajectory_s": statistics.fmean(r.wall_s for r in stats.results),
-            "parameters": parameters(stats),
+            "parameters": parameters(stats), "step_model": step_model(stats.step_log),
             # per call: the cluster simulator draws tool times from these rather than from a
             # fitted distribution
             "tool_calls": [{"tool": c.name, "tool_s": round(c.tool_s, 4)}
@@ -276,7 +291,8 @@ def run(run_tool: Callable[..., Any], trajectories: list[int], pressures: list[f
                     progress(f"{c} trajectories, KV pressure {pressure:.0%} ({budget} tokens), "
                              f"rep {rep + 1}/{reps}: {v.name} ...")
                     stats = run_mode(run_tool, v.mode, trajs, c, threads, model, ctx,
-                                     kv_budget_tokens=budget, draft_alpha=v.draft_alpha)
+                                     kv_budget_tokens=budget, draft_alpha=v.draft_alpha,
+                                     record_steps=True)
                     done["modes"][v.name] = summary_row(stats)
                     progress(f"  {v.name}: {stats.wall_s:.1f} s, {stats.tokens_per_s:.1f} "
                              f"tokens/s, re-prefilled {stats.reprefill_tokens}, preempted "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 DEFAULT_TOOL_S = 2.0  # expected duration of a tool never seen before
 EWMA_WEIGHT = 0.3
@@ -53,7 +53,7 @@ class Stream:
     owner: str | None = None  # the live trajectory's id; None: free or a cache entry
     tokens: int = 0  # KV tokens charged to the budget
     cached_for: str | None = None  # a prefix-cache entry: the trajectory whose request ended
-    cached: list[int] = field(default_factory=list)  # the entry's tokens, in order
+    cached: Sequence[int] = ()  # the entry's tokens, in order (kept, not copied)
     waiting_tool: str = ""  # the tool the owner waits for ("" while it runs)
     tool_started_at: float = 0.0
     last_used_at: float = 0.0
@@ -70,7 +70,7 @@ class Grant:
     stream: int
     evicted_owners: list[str]  # live waiters whose KV is gone (they re-prefill on return)
     dropped_streams: list[int]  # streams whose KV the engine must drop (entries and waiters)
-    reuse: list[int] = field(default_factory=list)  # the owner's own cache entry's tokens
+    reuse: Sequence[int] = ()  # the owner's own cache entry's tokens
 
 
 class Residency:
@@ -89,11 +89,12 @@ class Residency:
         self.evictions = 0  # waiters whose KV was taken
         self.cache_evictions = 0  # prefix-cache entries dropped for room
         self.peak_tokens = 0
+        self._used = 0  # the sum of every stream's tokens, kept as streams change
 
     # -- reading -----------------------------------------------------------------------------
 
     def used_tokens(self) -> int:
-        return sum(s.tokens for s in self.streams)
+        return self._used
 
     def free_tokens(self) -> int:
         return self.budget_tokens - self.used_tokens()
@@ -123,11 +124,11 @@ class Residency:
         if victims is None:
             return None
         stream = self.streams[index]
-        reuse = list(stream.cached) if stream.cached_for == owner else []
-        taken = [] if stream.is_free or reuse else [index]  # another's entry or a waiter
+        own = stream.cached_for == owner
+        reuse = stream.cached if own else ()
+        taken = [] if stream.is_free or own else [index]  # another's entry or a waiter
         evicted, dropped = self._evict(taken + victims)
-        self.streams[index] = Stream(owner=owner, tokens=need_tokens,
-                                     last_used_at=self._clock())
+        self._set(index, Stream(owner=owner, tokens=need_tokens, last_used_at=self._clock()))
         self._note_peak()
         return Grant(index, evicted, dropped, reuse)
 
@@ -141,6 +142,7 @@ class Residency:
             return None
         evicted = self._evict(victims)
         self.streams[index].tokens += tokens
+        self._used += tokens
         self._note_peak()
         return evicted
 
@@ -191,15 +193,19 @@ class Residency:
                 self.evictions += 1
             else:
                 self.cache_evictions += 1
-            self.streams[i] = Stream(last_used_at=self._clock())
+            self._set(i, Stream(last_used_at=self._clock()))
         return owners, list(victims)
 
     def _expected_remaining_s(self, index: int) -> float:
         s = self.streams[index]
         return self.tool_times.expected(s.waiting_tool) - (self._clock() - s.tool_started_at)
 
+    def _set(self, index: int, stream: Stream) -> None:
+        self._used += stream.tokens - self.streams[index].tokens
+        self.streams[index] = stream
+
     def _note_peak(self) -> None:
-        self.peak_tokens = max(self.peak_tokens, self.used_tokens())
+        self.peak_tokens = max(self.peak_tokens, self._used)
 
     # -- a holder's life ---------------------------------------------------------------------
 
@@ -213,10 +219,10 @@ class Residency:
 
     def release(self, index: int) -> None:
         """The owner is done with the stream: its KV and its charge go."""
-        self.streams[index] = Stream(last_used_at=self._clock())
+        self._set(index, Stream(last_used_at=self._clock()))
 
-    def keep_as_cache(self, index: int, owner: str, tokens: list[int]) -> None:
+    def keep_as_cache(self, index: int, owner: str, tokens: Sequence[int]) -> None:
         """An ended request's KV stays as a prefix-cache entry, charged its tokens, until the
         room or the stream is needed."""
-        self.streams[index] = Stream(tokens=len(tokens), cached_for=owner, cached=list(tokens),
-                                     last_used_at=self._clock())
+        self._set(index, Stream(tokens=len(tokens), cached_for=owner, cached=tokens,
+                                last_used_at=self._clock()))

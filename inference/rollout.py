@@ -51,7 +51,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, zip_longest
 from typing import TYPE_CHECKING, Any
@@ -126,6 +126,7 @@ class RolloutConfig:
     share_prompt: bool = True  # samples of a group fork the first one's prompt KV
     kv_budget_tokens: int = 0  # KV tokens the engine may hold in all (0: every stream full)
     admit_headroom_tokens: int = 32  # free KV a newcomer must leave for the running to grow
+    record_steps: bool = False  # keep every step's (decode seqs, prefill tokens, seconds)
 
 
 @dataclass
@@ -189,6 +190,9 @@ class RolloutStats:
     preemptions: int = 0  # running sequences whose KV was taken (recomputed later)
     cache_evictions: int = 0  # resubmit: prefix-cache entries dropped for room
     peak_kv_tokens: int = 0  # the most KV tokens held at once (engine-wide)
+    # with record_steps: per forward pass (decoding sequences, prefill tokens, seconds), the
+    # data a step-cost model is fitted to
+    step_log: list[tuple[int, int, float]] = field(default_factory=list)
     results: list[TrajectoryResult] = field(default_factory=list)
 
 
@@ -293,6 +297,7 @@ class Rollout:
         self.residency = Residency(engine.num_slots, self.tool_times, budget)
         self.cache = cache if cache is not None else ToolCache()
         self._admissions = self._preemptions = 0
+        self._step_log: list[tuple[int, int, float]] = []
         self._eos = engine.eos_tokens()
         self._rng = random.Random(config.seed)
         self._idle_s = self._decode_s = self._prefill_s = self._overhead_s = 0.0
@@ -511,7 +516,8 @@ class Rollout:
             kv_budget_tokens=self.residency.budget_tokens,
             preemptions=int(delta["preemptions"]),
             cache_evictions=int(delta["cache_evictions"]),
-            peak_kv_tokens=self.residency.peak_tokens, results=results)
+            peak_kv_tokens=self.residency.peak_tokens,
+            step_log=self._step_log[int(batch.base.get("steps", 0)):], results=results)
 
     def _counters(self) -> dict[str, float]:
         """The driver's cumulative figures (engine-wide: a batch reports its differences,
@@ -615,7 +621,8 @@ class Rollout:
         seq.slot, seq.computed, seq.state = None, 0, State.NEEDS_SLOT
         self._preemptions += 1
 
-    def _fill_slot(self, seq: _Seq, seqs: list[_Seq], slot: int, cached: list[int]) -> int:
+    def _fill_slot(self, seq: _Seq, seqs: list[_Seq], slot: int, cached: Sequence[int]
+                   ) -> int:
         """Starts seq's KV in slot: forked from a group sibling's prompt, reused from its own
         prefix-cache entry (resubmit), or empty. Returns the tokens of seq.context already in
         KV."""
@@ -753,6 +760,8 @@ class Rollout:
         n_prefill = sum(len(i.tokens) for i, (_, k) in zip(inputs, kinds) if k == "prefill")
         self._prefill_s += out.elapsed_s * n_prefill / total
         self._decode_s += out.elapsed_s * (total - n_prefill) / total
+        if self.config.record_steps:
+            self._step_log.append((total - n_prefill, n_prefill, out.elapsed_s))
         for item, (seq, kind) in zip(inputs, kinds):
             slot = seq.slot
             logprob = out.logprobs.get(slot, 0.0)  # type: ignore[arg-type]

@@ -1,26 +1,28 @@
-"""A discrete-event simulator that extends the measured per-node behaviour to many nodes and
-thousands of concurrent trajectories, for planning beyond one machine.
+"""A discrete-event simulator of one node's rollout (and of many nodes), for predicting runs
+that were not measured: other KV pressures, more trajectories, more nodes.
 
-Assumptions (stated with every result):
+It runs the rollout worker's own KV policy (perfbox.inference.residency: one budget in tokens,
+prefix-cache entries evicted least recently used first, waiters evicted by expected return,
+recompute preemption of the latest admitted) on a virtual clock, with the engine replaced by a
+step-cost model. Assumptions (stated with every result):
+- An engine step costs `step_overhead_s + decode_s_per_seq * decoding sequences +
+  prefill_s_per_token * prefill tokens`, fitted by least squares to the forward passes of
+  calibration runs (not the runs it is compared with); prefill goes in chunks of
+  `prefill_chunk` tokens within `max_batch_tokens` a step, after the decode tokens.
+- The KV budget is `kv_pressure` x the trajectories' final contexts (the benchmark's
+  definition), at least one context and a little.
 - Each node runs one engine and its own tool service with `tool_workers` concurrent jobs;
-  trajectories are spread evenly over nodes and never move; nodes share nothing, so the
-  cluster finishes when its slowest node does (imbalance comes from random tool times).
-- An engine step costs `step_overhead_s + decode_s_per_seq * batch + prefill_s_per_token *
-  prefill tokens` (fitted to the benchmark's measured steps); prefill chunks share the step.
-- KV holds `slots` sequences per node. `resubmit` frees a slot at every tool call and keeps
-  its KV as a prefix cache until another request takes the slot (LRU); a miss re-prefills the
-  whole context and every re-submission costs `request_overhead_s`. `resident` keeps the slot
-  unless a queued trajectory needs it and the waiter is expected back after `pin_s`.
-  `resident+speculate` is resident plus, with probability alpha, the call launched at the start
-  of the turn (its wait shrinks to max(0, T - G)); a miss costs one wasted tool job.
-- Tool times are drawn from the benchmark's measured per-call times where it recorded them,
-  otherwise lognormal with the measured mean. Each turn's length is drawn from the workload's
-  turn lengths (the engine's tokens) where the benchmark recorded them: with one fixed length
-  every sequence of a batch reaches its tool call in the same step, so under `resubmit` all
-  their slots are handed to queued requests at once and nearly every prefix is lost — the
-  lockstep artefact that made earlier versions over-predict the gain at 8 trajectories (2.25x
-  simulated vs 1.59x measured). Prompt and answer lengths are the workload's; the
-  tool-response length is the measured first-time prefill less the prompt, per call.
+  trajectories are spread evenly over nodes and never move; the cluster finishes when its
+  slowest node does.
+- `resubmit` keeps each ended request's KV as a prefix-cache entry and pays
+  `request_overhead_s` per re-submission; `resident` keeps a waiter's KV until the policy
+  takes it; `resident+speculate` is resident plus, with probability alpha, the call launched at
+  the *start* of its turn by a draft model (its wait shrinks to max(0, T - G)); a miss costs
+  one wasted tool job. alpha is that draft's hit rate: early launches a few tokens before the
+  end tag hide almost nothing and are not modelled.
+- Tool times are drawn from measured per-call times where given, else lognormal with the
+  measured mean; turn lengths from the workload's turn lengths in the engine's tokens (one
+  fixed length would put every sequence in lockstep, which no real workload does).
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from perfbox.inference.residency import Residency, ToolTimes
+
 MODES = ("resubmit", "resident", "resident+speculate")
+TOOL = "tool"  # one tool kind: its expected time is the EWMA of every call
 
 
 @dataclass
@@ -39,10 +44,13 @@ class NodeModel:
     step_overhead_s: float  # per forward pass
     decode_s_per_seq: float  # per sequence in a decode step
     prefill_s_per_token: float  # per prefilled token
-    slots: int  # sequences the KV cache holds
+    kv_pressure: float = 1.0  # KV budget / the trajectories' final contexts
     tool_workers: int = 2  # concurrent tool jobs per node
     request_overhead_s: float = 0.0  # resubmit: per re-submission
     pin_s: float = 1.0  # resident: keep a waiter expected back within this
+    prefill_chunk: int = 256  # tokens of one sequence's prefill per step
+    max_batch_tokens: int = 512  # tokens of one step in all
+    admit_headroom_tokens: int = 32  # as RolloutConfig
 
 
 @dataclass
@@ -54,30 +62,29 @@ class WorkloadModel:
     tool_s_mean: float
     tool_s_sigma: float = 0.5  # lognormal shape
     final_tokens: int = 60  # the answer after the last call
-    alpha: float = 0.0  # resident+speculate: fraction of calls launched at turn start
+    alpha: float = 0.0  # resident+speculate: chance a draft launches the call at turn start
     tool_s_samples: tuple[float, ...] = ()  # measured per-call times: drawn from when given
     turn_tokens_samples: tuple[int, ...] = ()  # the workload's turn lengths: drawn per turn
 
 
 @dataclass
 class _Traj:
+    name: str
+    turn_tokens: list[int]  # every turn's length, the answer last (drawn up front)
+    context: int  # tokens that belong in KV
     turn: int = 0
-    context: int = 0  # tokens that belong in KV
-    computed: int = 0  # tokens in its slot's KV
+    computed: int = 0  # tokens in its KV
+    ever: int = 0  # most tokens it ever had in KV (re-prefill accounting)
     decode_left: int = 0
-    prefill_left: int = 0
     slot: int | None = None
-    waiting_until: float | None = None  # tool returns at
-    expected_back: float = 0.0
+    waiting_until: float | None = None  # its tool returns at
     turn_started: float = 0.0
+    admitted: int = 0
     done_at: float | None = None
-    cached_slot: int | None = None  # resubmit: where its prefix may still be
+    uncharged: int = 0  # resident: tool output not yet charged to the budget
 
 
 def _turn_tokens(rng: random.Random, w: WorkloadModel) -> int:
-    """Turns of different lengths keep trajectories out of lockstep: with one fixed length,
-    every sequence in a batch reaches its tool call in the same step and frees its slot at the
-    same moment, which no real workload does."""
     return rng.choice(w.turn_tokens_samples) if w.turn_tokens_samples else w.tokens_per_turn
 
 
@@ -89,135 +96,217 @@ def _tool_time(rng: random.Random, w: WorkloadModel) -> float:
     return rng.lognormvariate(mu, sigma)
 
 
+@dataclass
+class _Node:
+    """One simulated engine and tool service."""
+
+    node: NodeModel
+    work: WorkloadModel
+    mode: str
+    rng: random.Random
+    trajs: list[_Traj]
+    now: float = 0.0
+    idle: float = 0.0
+    generated: int = 0
+    prefilled: int = 0
+    reprefilled: int = 0
+    preemptions: int = 0
+    admissions: int = 0
+    res: Residency = field(init=False)
+    tool_free_at: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        finals = [t.context + sum(t.turn_tokens) + self.work.turns * self.work.response_tokens
+                  for t in self.trajs]
+        budget = max(round(self.node.kv_pressure * sum(finals)),
+                     max(finals) + self.node.admit_headroom_tokens + 32)
+        self.res = Residency(len(self.trajs), ToolTimes(), budget, lambda: self.now,
+                             self.node.pin_s)
+        self.tool_free_at = [0.0] * self.node.tool_workers
+
+    def run_tool(self, at: float, seconds: float) -> float:
+        start = max(at, heapq.heappop(self.tool_free_at))
+        heapq.heappush(self.tool_free_at, start + seconds)
+        return start + seconds
+
+    def by_name(self, name: str) -> _Traj:
+        return self.trajs[int(name)]
+
+    # -- KV ----------------------------------------------------------------------------------
+
+    def evicted(self, owners: list[str]) -> None:
+        for owner in owners:
+            victim = self.by_name(owner)
+            victim.slot, victim.computed = None, 0
+
+    def admit(self) -> None:
+        for t in self.trajs:
+            if t.done_at is not None or t.slot is not None or t.waiting_until is not None:
+                continue
+            grant = self.res.acquire(t.name, t.context, self.node.admit_headroom_tokens)
+            if grant is None:
+                return  # FIFO
+            self.evicted(grant.evicted_owners)
+            t.slot, t.computed = grant.stream, min(len(grant.reuse), t.context)
+            self.admissions += 1
+            t.admitted = self.admissions
+            t.uncharged = 0
+
+    def preempt(self, t: _Traj) -> None:
+        assert t.slot is not None
+        self.res.release(t.slot)
+        t.slot, t.computed = None, 0
+        self.preemptions += 1
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """One forward pass; False when nothing could run (every live sequence waits)."""
+        live = [t for t in self.trajs if t.slot is not None and t.waiting_until is None
+                and t.done_at is None]
+        decoding: list[_Traj] = []
+        for t in live:
+            if t.computed < t.context or t.slot is None or t.decode_left == 0:
+                continue
+            while not self._grow(t, 1, force=True):
+                others = [o for o in live if o.slot is not None and o is not t
+                          and o not in decoding]
+                victim = max(others, key=lambda o: o.admitted) if others else t
+                self.preempt(victim)
+                if victim is t:
+                    break
+            if t.slot is not None:
+                decoding.append(t)
+        for t in live:
+            if t.slot is not None and t.uncharged:
+                if self._grow(t, t.uncharged, force=False):
+                    t.uncharged = 0
+        prefilling = [t for t in live if t.slot is not None and t.computed < t.context
+                      and not t.uncharged]
+        if not decoding and not prefilling and not any(
+                t.waiting_until is not None for t in self.trajs):
+            stalled = [t for t in live if t.slot is not None and t.uncharged]
+            if stalled:
+                first = min(stalled, key=lambda t: t.admitted)
+                if self._grow(first, first.uncharged, force=True):
+                    first.uncharged = 0
+                else:
+                    self.preempt(max(stalled, key=lambda t: t.admitted))
+                return True
+        if not decoding and not prefilling:
+            return False
+        room = self.node.max_batch_tokens - len(decoding)
+        chunks = []
+        for t in prefilling:
+            take = min(self.node.prefill_chunk, room, t.context - t.computed)
+            if take <= 0:
+                break
+            chunks.append((t, take))
+            room -= take
+        tokens = sum(take for _, take in chunks)
+        self.now += self.node.step_overhead_s + self.node.decode_s_per_seq * len(decoding) \
+            + self.node.prefill_s_per_token * tokens
+        self.prefilled += tokens
+        for t, take in chunks:
+            self.reprefilled += max(0, min(t.computed + take, t.ever) - t.computed)
+            t.computed += take
+            t.ever = max(t.ever, t.computed)
+            if t.computed == t.context and t.decode_left == 0:
+                self._begin_turn(t)
+        for t in decoding:
+            self._decoded(t)
+        return True
+
+    def _grow(self, t: _Traj, tokens: int, force: bool) -> bool:
+        assert t.slot is not None
+        got = self.res.grow(t.slot, tokens, force)
+        if got is None:
+            return False
+        self.evicted(got[0])
+        return True
+
+    def _begin_turn(self, t: _Traj) -> None:
+        t.decode_left = t.turn_tokens[t.turn]
+        t.turn_started = self.now
+
+    def _decoded(self, t: _Traj) -> None:
+        t.context += 1
+        t.computed += 1
+        t.ever = max(t.ever, t.computed)
+        t.decode_left -= 1
+        self.generated += 1
+        if t.decode_left > 0:
+            return
+        if t.turn >= self.work.turns:  # the answer is written
+            t.done_at = self.now
+            self.res.release(t.slot)  # type: ignore[arg-type]
+            t.slot = None
+            return
+        self._call(t)
+
+    def _call(self, t: _Traj) -> None:
+        tool_s = _tool_time(self.rng, self.work)
+        if self.mode == "resident+speculate" and self.rng.random() < self.work.alpha:
+            t.waiting_until = max(self.now, self.run_tool(t.turn_started, tool_s))
+        else:
+            if self.mode == "resident+speculate" and self.work.alpha > 0:
+                self.run_tool(t.turn_started, _tool_time(self.rng, self.work))  # wasted
+            t.waiting_until = self.run_tool(self.now, tool_s)
+        self.res.tool_times.observe(TOOL, tool_s)
+        assert t.slot is not None
+        if self.mode == "resubmit":  # the request ends: its KV a prefix-cache entry
+            self.res.keep_as_cache(t.slot, t.name, range(t.computed))
+            t.slot = None
+        else:
+            self.res.waiting(t.slot, TOOL)
+
+    def returns(self) -> None:
+        for t in self.trajs:
+            if t.waiting_until is None or t.waiting_until > self.now:
+                continue
+            t.waiting_until = None
+            t.context += self.work.response_tokens
+            t.turn += 1
+            t.decode_left = 0
+            if self.mode == "resubmit":
+                self.now += self.node.request_overhead_s
+            elif t.slot is not None:
+                self.res.running(t.slot)
+                t.uncharged = self.work.response_tokens
+            # no slot: admitted again with its whole context (admit)
+
+    def run(self) -> dict[str, float]:
+        while any(t.done_at is None for t in self.trajs):
+            self.returns()
+            self.admit()
+            for t in self.trajs:  # admitted with everything in KV: its turn starts now
+                if t.slot is not None and t.computed == t.context and t.decode_left == 0 \
+                        and t.waiting_until is None and t.done_at is None and not t.uncharged:
+                    self._begin_turn(t)
+            if self.step():
+                continue
+            pending = [t.waiting_until for t in self.trajs if t.waiting_until is not None]
+            if not pending:
+                break
+            self.idle += max(0.0, min(pending) - self.now)
+            self.now = max(self.now, min(pending))
+        makespan = max((t.done_at or self.now) for t in self.trajs)
+        return {"makespan_s": makespan, "generated_tokens": self.generated,
+                "prefill_tokens": self.prefilled, "reprefill_tokens": self.reprefilled,
+                "idle_s": self.idle, "preemptions": self.preemptions,
+                "kv_budget_tokens": self.res.budget_tokens,
+                "peak_kv_tokens": self.res.peak_tokens,
+                "tokens_per_s": self.generated / makespan if makespan else 0.0}
+
+
 def simulate_node(node: NodeModel, work: WorkloadModel, trajectories: int, mode: str,
                   seed: int = 0) -> dict[str, float]:
     """One node to completion: makespan, tokens, re-prefilled tokens, engine idle time."""
     rng = random.Random(seed)
-    trajs = [_Traj(context=work.prompt_tokens, prefill_left=work.prompt_tokens,
-                   decode_left=_turn_tokens(rng, work)) for _ in range(trajectories)]
-    slot_owner: list[int | None] = [None] * node.slots
-    slot_cache: dict[int, int] = {}  # resubmit: slot -> trajectory whose prefix it holds
-    released: dict[int, float] = {}  # slot -> when it was last freed
-    tool_free_at = [0.0] * node.tool_workers
-    heapq.heapify(tool_free_at)
-    now = idle = 0.0
-    generated = prefilled = reprefilled = 0
-
-    def run_tool(at: float, seconds: float) -> float:
-        start = max(at, heapq.heappop(tool_free_at))
-        heapq.heappush(tool_free_at, start + seconds)
-        return start + seconds
-
-    while any(t.done_at is None for t in trajs):
-        # tools that returned: the next turn's prefill
-        for t in trajs:
-            if t.waiting_until is not None and t.waiting_until <= now:
-                t.waiting_until = None
-                t.context += work.response_tokens
-                t.turn += 1
-                t.decode_left = _turn_tokens(rng, work) if t.turn < work.turns \
-                    else work.final_tokens
-                if mode == "resubmit":  # the prefix cache decides at admission (_acquire)
-                    now += node.request_overhead_s
-                    t.prefill_left = t.context - t.computed
-                elif t.slot is None:  # evicted: everything again
-                    reprefilled += t.computed
-                    t.computed, t.prefill_left = 0, t.context
-                else:
-                    t.prefill_left = work.response_tokens
-        # slots for those that need one (FIFO)
-        for i, t in enumerate(trajs):
-            if t.done_at is not None or t.slot is not None or t.waiting_until is not None:
-                continue
-            lost = _acquire(i, t, slot_owner, slot_cache, trajs, node, mode, now, released)
-            if lost is None:
-                break
-            reprefilled += lost
-        active = [t for t in trajs if t.slot is not None and t.waiting_until is None
-                  and t.done_at is None]
-        if not active:
-            pending = [t.waiting_until for t in trajs if t.waiting_until is not None]
-            if not pending:
-                break
-            idle += min(pending) - now
-            now = min(pending)
-            continue
-        decoding = [t for t in active if t.prefill_left == 0]
-        prefill_tokens = sum(min(t.prefill_left, 256) for t in active if t.prefill_left)
-        now += node.step_overhead_s + node.decode_s_per_seq * len(decoding) + \
-            node.prefill_s_per_token * prefill_tokens
-        prefilled += prefill_tokens
-        for t in active:
-            if t.prefill_left:
-                take = min(t.prefill_left, 256)
-                t.prefill_left -= take
-                t.computed += take
-                if t.prefill_left == 0:
-                    t.turn_started = now
-                continue
-            t.decode_left -= 1
-            t.context += 1
-            t.computed += 1
-            generated += 1
-            if t.decode_left > 0:
-                continue
-            if t.turn >= work.turns:  # the answer is written
-                t.done_at = now
-                released[t.slot] = now  # type: ignore[index]
-                slot_owner[t.slot] = None  # type: ignore[index]
-                t.slot = None
-                continue
-            tool_s = _tool_time(rng, work)
-            if mode == "resident+speculate" and rng.random() < work.alpha:
-                generation_s = now - t.turn_started
-                t.waiting_until = max(now, run_tool(now - generation_s, tool_s))
-            else:
-                if mode == "resident+speculate":
-                    run_tool(t.turn_started, _tool_time(rng, work))  # the wasted launch
-                t.waiting_until = run_tool(now, tool_s)
-            t.expected_back = now + work.tool_s_mean
-            if mode == "resubmit":
-                slot_cache[t.slot] = trajs.index(t)  # type: ignore[index]
-                t.cached_slot = t.slot
-                slot_owner[t.slot] = None  # type: ignore[index]
-                released[t.slot] = now  # type: ignore[index]
-                t.slot = None
-    makespan = max((t.done_at or now) for t in trajs)
-    return {"makespan_s": makespan, "generated_tokens": generated,
-            "prefill_tokens": prefilled, "reprefill_tokens": reprefilled, "idle_s": idle,
-            "tokens_per_s": generated / makespan if makespan else 0.0}
-
-
-def _acquire(i: int, t: _Traj, owners: list[int | None], cache: dict[int, int],
-             trajs: list[_Traj], node: NodeModel, mode: str, now: float,
-             released: dict[int, float]) -> int | None:
-    """Gives t a slot; returns the tokens it must prefill again (its prefix was lost), or
-    None when no slot can be had now."""
-    free = [s for s, o in enumerate(owners) if o is None]
-    own = t.cached_slot if mode == "resubmit" else None
-    if own is not None and own in free and cache.get(own) == i:
-        slot = own
-    elif free:  # the least recently released slot: recent prefixes survive longest (LRU)
-        slot = min(free, key=lambda s: released.get(s, -1.0))
-    else:
-        waiters = [s for s, o in enumerate(owners) if o is not None
-                   and trajs[o].waiting_until is not None
-                   and trajs[o].expected_back - now > node.pin_s]
-        if mode == "resubmit" or not waiters:
-            return None
-        slot = max(waiters, key=lambda s: trajs[owners[s] or 0].expected_back)
-        trajs[owners[slot] or 0].slot = None  # evicted: re-prefilled when its tool returns
-    owners[slot] = i
-    t.slot = slot
-    if mode != "resubmit":
-        return 0
-    hit = cache.get(slot) == i
-    cache.pop(slot, None)  # the slot's KV now belongs to this request
-    if hit:
-        return 0
-    lost = t.computed
-    t.computed, t.prefill_left = 0, t.context
-    return lost
+    trajs = [_Traj(str(i), [_turn_tokens(rng, work) for _ in range(work.turns)]
+                   + [work.final_tokens], context=work.prompt_tokens)
+             for i in range(trajectories)]
+    return _Node(node, work, mode, rng, trajs).run()
 
 
 def simulate_cluster(node: NodeModel, work: WorkloadModel, nodes: int,
@@ -238,47 +327,42 @@ def simulate_cluster(node: NodeModel, work: WorkloadModel, nodes: int,
     return out
 
 
-def models_from_benchmark(result: dict[str, Any]) -> tuple[NodeModel, WorkloadModel]:
-    """Per-node figures fitted to a `perfbox bench rollout` result (JSON)."""
-    points = []
-    for row in result["runs"]:
-        r = row["modes"]["resident"]
-        steps = max(1, r["steps"])
-        batch = r["generated_tokens"] / steps
-        p = r["parameters"]
-        decode_step_s = (p["delta_s_per_token"] or 0.0) * r["generated_tokens"] / steps
-        points.append((batch, decode_step_s))
-    n = len(points)
-    mean_b = sum(b for b, _ in points) / n
-    mean_t = sum(t for _, t in points) / n
-    var = sum((b - mean_b) ** 2 for b, _ in points)
-    slope = sum((b - mean_b) * (t - mean_t) for b, t in points) / var if var else 0.0
-    slope = max(slope, 1e-6)
-    intercept = max(mean_t - slope * mean_b, 0.0)
-    last = result["runs"][-1]
-    base = last["modes"]["resubmit"]["parameters"]
-    spec = last["modes"]["resident+speculate"]["parameters"]
-    resident = last["modes"]["resident"]
-    node = NodeModel(step_overhead_s=intercept, decode_s_per_seq=slope,
-                     prefill_s_per_token=resident["parameters"]["phi_s_per_token"] or 0.0,
-                     slots=last["kv_slots"], request_overhead_s=base["o_s"] or 0.0)
-    turns = round(resident["parameters"]["turns_per_trajectory"])
-    conc = last["concurrency"]
-    per_traj = resident["generated_tokens"] / conc
-    # older results lack the workload's token counts: SmolLM2's counts of the shipped workload
-    tokens = result.get("tokens") or {"prompt": 103.5, "answer": 45.0}
+def models_from_benchmark(result: dict[str, Any], pressure: float = 1.0,
+                          trajectories: int | None = None) -> tuple[NodeModel, WorkloadModel]:
+    """The node and workload models fitted to the runs of a `perfbox bench rollout` result at
+    one KV pressure (the calibration runs: predictions are then checked on the others): the
+    step cost from every run's fitted forward passes, tool times from every call, the
+    re-submission overhead from the resubmit runs, the token counts from the workload."""
+    rows = [r for r in result["runs"] if r["kv_pressure"] == pressure and
+            (trajectories is None or r["trajectories"] == trajectories)]
+    if not rows:
+        raise ValueError(f"no runs at KV pressure {pressure} to calibrate on")
+    runs = [(name, run) for r in rows for rep in r["reps"] for name, run in rep["modes"].items()]
+    fits = [run["step_model"] for _, run in runs if run.get("step_model")]
+    if not fits:
+        raise ValueError("the result has no fitted step costs (recorded since the KV budget)")
+
+    def mean(key: str, values: list[dict[str, Any]]) -> float:
+        return sum(v[key] for v in values) / len(values)
+
+    resubmits = [run for name, run in runs if name == "resubmit"]
+    node = NodeModel(step_overhead_s=mean("step_overhead_s", fits),
+                     decode_s_per_seq=mean("decode_s_per_seq", fits),
+                     prefill_s_per_token=mean("prefill_s_per_token", fits),
+                     request_overhead_s=sum(r["parameters"]["o_s"] or 0.0 for r in resubmits)
+                     / max(1, len(resubmits)))
+    tokens = result["tokens"]
     prompt, answer = round(tokens["prompt"]), round(tokens["answer"])
-    first_prefill = (resident["prefill_tokens"] - resident["reprefill_tokens"]
-                     - resident.get("forked_tokens", 0)) / conc
-    calls = last["modes"]["resubmit"].get("tool_calls") or []
-    turn_lengths = tuple(int(n) for n in tokens.get("turns", ()))
-    work = WorkloadModel(turns=turns, tokens_per_turn=round((per_traj - answer) / turns),
-                         prompt_tokens=prompt,
-                         response_tokens=max(0, round((first_prefill - prompt) / turns)),
-                         tool_s_mean=base["T_s"] or 1.0, final_tokens=answer,
-                         alpha=spec["alpha"] or 0.0,
-                         tool_s_samples=tuple(c["tool_s"] for c in calls),
-                         turn_tokens_samples=turn_lengths)
+    turns = round(runs[0][1]["parameters"]["turns_per_trajectory"])
+    row = rows[0]
+    per_traj = row["live_context_tokens"] / row["trajectories"]
+    response = (per_traj - prompt - answer - turns * tokens["turn"]) / max(1, turns)
+    calls = [c["tool_s"] for _, run in runs for c in run["tool_calls"]]
+    work = WorkloadModel(turns=turns, tokens_per_turn=round(tokens["turn"]),
+                         prompt_tokens=prompt, response_tokens=max(0, round(response)),
+                         tool_s_mean=sum(calls) / len(calls) if calls else 1.0,
+                         final_tokens=answer, tool_s_samples=tuple(calls),
+                         turn_tokens_samples=tuple(int(n) for n in tokens.get("turns", ())))
     return node, work
 
 

@@ -27,9 +27,12 @@ def conditions(packages: tuple[str, ...] = ("perfbox", "torch")) -> dict[str, An
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True).stdout.strip()
+        # uncommitted changes: the figures are not exactly that commit's
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=REPO, capture_output=True, text=True).stdout.strip())
     except OSError:  # no git
-        commit = ""
-    return {"commit": commit, **{name: version(name) for name in packages},
+        commit, dirty = "", False
+    return {"commit": commit, "dirty": dirty, **{name: version(name) for name in packages},
             "python": platform.python_version(), "kernel": platform.release(),
             "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()), "host": platform.node()}
 

@@ -62,6 +62,7 @@ def test_eviction_order_entries_lru_then_waiter_expected_back_last() -> None:
     assert new is None and r.holder("b") is not None and r.holder("c") is not None
     evicted = r.grow(r.holder("e"), 400, force=True)  # a decoding sequence may take both
     assert evicted is not None and sorted(evicted[0]) == ["b", "c"]
+    assert r.used_tokens() == sum(s.tokens for s in r.streams) == 1000  # the kept total
 
 
 def test_own_entry_is_reused_and_its_tokens_recharged() -> None:

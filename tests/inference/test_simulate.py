@@ -3,12 +3,16 @@ their definitions say, and the cluster waits for its slowest node."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
-from perfbox.inference.simulate import NodeModel, WorkloadModel, simulate_cluster, simulate_node
+from perfbox.inference.simulate import (NodeModel, WorkloadModel, models_from_benchmark,
+                                        simulate_cluster, simulate_node)
 
 NODE = NodeModel(step_overhead_s=0.01, decode_s_per_seq=0.004, prefill_s_per_token=0.002,
-                 slots=8, request_overhead_s=0.002)
+                 kv_pressure=1.0, request_overhead_s=0.002)
 WORK = WorkloadModel(turns=4, tokens_per_turn=100, prompt_tokens=100, response_tokens=50,
                      tool_s_mean=2.0, tool_s_sigma=0.3, alpha=1.0)
 
@@ -20,8 +24,9 @@ def test_enough_kv_means_the_prefix_cache_always_hits() -> None:
 
 
 def test_oversubscribed_kv_resubmit_reprefills_and_residency_wins() -> None:
-    resubmit = simulate_node(NODE, WORK, trajectories=32, mode="resubmit")
-    resident = simulate_node(NODE, WORK, trajectories=32, mode="resident")
+    tight = dataclasses.replace(NODE, kv_pressure=0.3)
+    resubmit = simulate_node(tight, WORK, trajectories=32, mode="resubmit")
+    resident = simulate_node(tight, WORK, trajectories=32, mode="resident")
     assert resubmit["reprefill_tokens"] > 0
     assert resident["reprefill_tokens"] < resubmit["reprefill_tokens"]
     assert resident["tokens_per_s"] > resubmit["tokens_per_s"]
@@ -46,46 +51,47 @@ def test_cluster_splits_work_and_reports_every_mode() -> None:
 def test_measured_tool_times_are_drawn_from_when_given() -> None:
     """One trajectory, resident: the engine idles exactly while its tools run, so the idle time
     is the sum of the drawn tool times: every draw is the one measured value."""
-    import dataclasses
-
     work = dataclasses.replace(WORK, tool_s_samples=(3.0,))
     r = simulate_node(NODE, work, trajectories=1, mode="resident")
     assert abs(r["idle_s"] - work.turns * 3.0) < 1e-9
 
 
-def test_the_models_are_fitted_to_what_the_benchmark_recorded() -> None:
-    """Token counts and per-call tool times come from the benchmark's result, not constants."""
-    import json
-    from pathlib import Path
-
-    from perfbox.inference.simulate import models_from_benchmark
-
-    result = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-                         / "rollout.json").read_text())
-    result["tokens"] = {"prompt": 90.0, "turn": 200.0, "answer": 30.0}
-    last = result["runs"][-1]
-    last["modes"]["resubmit"]["tool_calls"] = [{"tool": "compile", "tool_s": 0.7},
-                                               {"tool": "disasm", "tool_s": 0.002}]
-    _, work = models_from_benchmark(result)
-    assert (work.prompt_tokens, work.final_tokens) == (90, 30)
-    assert work.tool_s_samples == (0.7, 0.002)
-    resident, conc = last["modes"]["resident"], last["concurrency"]
-    first_prefill = (resident["prefill_tokens"] - resident["reprefill_tokens"]) / conc
-    assert work.prompt_tokens + work.turns * work.response_tokens == \
-        pytest.approx(first_prefill, abs=work.turns)
+def _run(o_s: float, tools: list[float], fit: dict[str, float] | None) -> dict:
+    return {"parameters": {"o_s": o_s, "turns_per_trajectory": 2.0}, "step_model": fit,
+            "tool_calls": [{"tool": "check", "tool_s": t} for t in tools]}
 
 
-def test_turns_of_different_lengths_keep_resubmit_out_of_lockstep() -> None:
-    """With one fixed turn length the whole batch frees its slots in the same step and the
-    queued requests take them all; turns drawn from a spread of lengths (same mean) let more
-    re-submissions find their own slot, as in the measured runs."""
-    import dataclasses
+def test_the_models_are_fitted_to_the_calibration_runs_only() -> None:
+    """Step costs, tool times and re-submission overhead come from the runs at the
+    calibration pressure; the runs at other pressures (what is predicted) are not read."""
+    fit = {"step_overhead_s": 0.01, "decode_s_per_seq": 0.002, "prefill_s_per_token": 0.0005}
+    other = {"step_overhead_s": 9.0, "decode_s_per_seq": 9.0, "prefill_s_per_token": 9.0}
+    result = {"tokens": {"prompt": 90.0, "turn": 100.0, "answer": 30.0, "turns": [80, 120]},
+              "runs": [{"trajectories": 4, "kv_pressure": 1.0, "live_context_tokens": 4 * 500,
+                        "reps": [{"modes": {"resubmit": _run(0.004, [1.0, 2.0], fit),
+                                            "resident": _run(0.0, [3.0], fit)}}]},
+                       {"trajectories": 4, "kv_pressure": 0.5, "live_context_tokens": 4 * 500,
+                        "reps": [{"modes": {"resubmit": _run(5.0, [99.0], other)}}]}]}
+    node, work = models_from_benchmark(json.loads(json.dumps(result)))
+    assert (node.step_overhead_s, node.decode_s_per_seq, node.prefill_s_per_token) == \
+        pytest.approx((0.01, 0.002, 0.0005))
+    assert node.request_overhead_s == pytest.approx(0.004)
+    assert work.tool_s_samples == (1.0, 2.0, 3.0) and work.turn_tokens_samples == (80, 120)
+    assert (work.prompt_tokens, work.final_tokens, work.turns) == (90, 30, 2)
+    # 500 a trajectory = 90 prompt + 30 answer + 2 turns x (100 + response)
+    assert work.response_tokens == 90
+    with pytest.raises(ValueError, match="no runs at KV pressure 0.75"):
+        models_from_benchmark(result, pressure=0.75)
 
-    node = dataclasses.replace(NODE, slots=4)
-    work = dataclasses.replace(WORK, tool_s_mean=0.3)
-    varied = dataclasses.replace(work, turn_tokens_samples=(40, 70, 100, 130, 160))
-    lockstep = [simulate_node(node, work, 8, "resubmit", seed)["reprefill_tokens"]
-                for seed in range(4)]
-    spread = [simulate_node(node, varied, 8, "resubmit", seed)["reprefill_tokens"]
-              for seed in range(4)]
-    assert sum(spread) < 0.8 * sum(lockstep)
+
+def test_the_budget_holds_and_less_kv_means_more_reprefill() -> None:
+    """The simulator runs the worker's own KV policy: never over budget; resubmit re-prefills
+    nothing with room for everything and more as the budget shrinks."""
+    work = dataclasses.replace(WORK, turn_tokens_samples=(40, 70, 100, 130, 160))
+    reprefill = []
+    for pressure in (1.0, 0.5, 0.25):
+        node = dataclasses.replace(NODE, kv_pressure=pressure)
+        r = simulate_node(node, work, 8, "resubmit", seed=1)
+        assert r["peak_kv_tokens"] <= r["kv_budget_tokens"]
+        reprefill.append(r["reprefill_tokens"])
+    assert reprefill[0] == 0 < reprefill[1] <= reprefill[2]
