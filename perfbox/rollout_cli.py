@@ -43,12 +43,13 @@ def _threads(args: argparse.Namespace) -> int:
 def stats_table(rows: list[Any], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("mode", "wall s", "tokens/s", "prefilled", "re-prefilled", "idle s",
-                   "spec hits", "spec misses", "wasted tool s", "evictions"):
+                   "spec hits", "spec misses", "wasted tool s", "evictions", "preempted"):
         table.add_column(column, justify="left" if column == "mode" else "right")
     for s in rows:
         table.add_row(s.mode, f"{s.wall_s:.1f}", f"{s.tokens_per_s:.1f}", str(s.prefill_tokens),
                       str(s.reprefill_tokens), f"{s.idle_s:.1f}", str(s.spec_hits),
-                      str(s.spec_misses), f"{s.wasted_tool_s:.1f}", str(s.evictions))
+                      str(s.spec_misses), f"{s.wasted_tool_s:.1f}",
+                      str(s.evictions + s.cache_evictions), str(s.preemptions))
     return table
 
 
@@ -57,7 +58,7 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
                 draft_alpha: float | None, group_size: int = 1, shared_turns: int = 0,
                 temperature: float = 0.0, seed: int = 0, engine: str = "llama.cpp",
                 vllm_args: dict[str, Any] | None = None,
-                client_kwargs: dict[str, Any] | None = None) -> list[Any]:
+                client_kwargs: dict[str, Any] | None = None, kv_budget: int = 0) -> list[Any]:
     """Runs the modes one after another on the same trajectories; prints events live."""
     from perfbox.client import ToolClient
     from perfbox.inference import workload as W
@@ -76,12 +77,14 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
             out = _run_vllm(model, vllm_args or {}, bridge.run, configs, trajectories)
         else:
             slots = kv_slots or concurrency
+            budget = f", a KV budget of {kv_budget} tokens" if kv_budget else ""
             for mode in map(Mode, modes):
                 with console.status(f"{mode.value}: {concurrency} trajectories, {slots} KV "
-                                    "slots"):
+                                    f"streams{budget}"):
                     out.append(run_mode(bridge.run, mode, trajectories, slots, threads, model,
                                         forced=forced, draft_alpha=draft_alpha,
-                                        temperature=temperature, seed=seed))
+                                        temperature=temperature, seed=seed,
+                                        kv_budget_tokens=kv_budget))
         for stats in out:
             console.print(f"[bold]{stats.mode}[/]: {stats.generated_tokens} tokens in "
                           f"{stats.wall_s:.1f} s ({stats.tokens_per_s:.1f} tokens/s), "
@@ -146,6 +149,11 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.worker or args.out:
         raise ValueError("--worker and --out go with --tasks")
     _check_group_flags(args)
+    if args.kv_budget is not None and args.kv_budget < 1:
+        raise ValueError("--kv-budget must be at least 1 token")
+    if args.engine == "vllm" and args.kv_budget:
+        raise ValueError("--kv-budget is the embedded engine's; for vLLM give "
+                         "--vllm-arg num_gpu_blocks_override=N")
     if args.engine == "vllm" and args.draft_alpha is not None:
         raise ValueError("--engine vllm runs without --draft-alpha (the emulated draft model "
                          "is the embedded engine's)")
@@ -155,7 +163,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         run_rollout(target, modes, args.concurrency, args.kv_slots, not args.free,
                     _threads(args), args.model, args.draft_alpha, args.group_size,
                     args.shared_turns, args.temperature, args.seed, args.engine, vllm_args,
-                    client_options(args))
+                    client_options(args), args.kv_budget or 0)
     return 0
 
 
@@ -190,6 +198,10 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     trajectories = args.trajectories or ([2, 4] if args.quick else [8, 32])
     pressures = args.pressure or ([1.0, 0.5] if args.quick else [1.0, 0.75, 0.5, 0.25])
     reps = args.reps or (1 if args.quick else 3)
+    if reps < 1 or any(c < 1 for c in trajectories):
+        raise ValueError("--reps and --trajectories must be at least 1")
+    if any(not 0 < p <= 1.0 for p in pressures):
+        raise ValueError("--pressure is KV budget / live context: give a value in (0, 1]")
     path = _workload_path(args.workload)
     out = Path(args.out)
     log_path = Path(args.log) if args.log else out.with_suffix(".log")
@@ -361,6 +373,9 @@ def add_commands(sub: Any, add_service_flags: Any) -> None:
                          help="trajectories at once (default 4)")
     rollout.add_argument("--kv-slots", type=int,
                          help="sequences the KV cache holds (default: one per trajectory)")
+    rollout.add_argument("--kv-budget", type=int, metavar="TOKENS",
+                         help="KV tokens the engine may hold in all, every mode alike "
+                              "(default: every sequence's full context)")
     rollout.add_argument("--free", action="store_true",
                          help="greedy free generation instead of replaying the workload")
     rollout.add_argument("--draft-alpha", type=float,
