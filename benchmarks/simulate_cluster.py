@@ -10,6 +10,9 @@ Steps:
      (perfbox.inference.simulate, whose docstring lists the assumptions, copied into the
      output), SEEDS draws each; compare with the measured medians.
   3. Simulate every mode for a grid of nodes x concurrent trajectories at --grid-pressure.
+  4. What if decoding were faster (a GPU node: the same tools, the engine's step costs divided
+     by a factor)? Speculation's own gain (resident+speculate with an emulated draft over
+     resident) per factor: a model's answer, labelled as one, never a measurement.
 
     python benchmarks/simulate_cluster.py [--rollout benchmarks/results/rollout_pressure.json]
         [--holdout benchmarks/results/rollout_32_pressure.json] [--out FILE]
@@ -44,6 +47,8 @@ def main() -> int:
                         default=[str(REPO / "benchmarks/results/rollout_32_pressure.json")],
                         help="measured results the fit did not use, to predict")
     parser.add_argument("--grid-pressure", type=float, default=0.5)
+    parser.add_argument("--whatif-alpha", type=float, default=0.7,
+                        help="the emulated draft's hit rate in the faster-decode what-if")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/cluster_sim.json"))
     args = parser.parse_args()
     measured = json.loads(Path(args.rollout).read_text())
@@ -70,9 +75,40 @@ def main() -> int:
               f"{args.grid_pressure:.0%}: " + ", ".join(
                   f"{m} {v['tokens_per_s']:.0f} tok/s ({row['speedup_vs_resubmit'][m]:.2f}x)"
                   for m, v in row["modes"].items()))
+    out["what_if_faster_decode"] = what_if(node, work, args.grid_pressure, args.whatif_alpha)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"written to {args.out}")
     return 0
+
+
+def what_if(node: simulate.NodeModel, work: simulate.WorkloadModel, pressure: float,
+            alpha: float, trajectories: int = 8,
+            factors: tuple[float, ...] = (1.0, 4.0, 16.0)) -> list[dict]:
+    """Speculation's own gain (draft at `alpha` over resident) and residency's gain over
+    resubmit, if every engine step were `factor` times cheaper and the tools as measured."""
+    rows = []
+    for factor in factors:
+        fast = dataclasses.replace(
+            node, kv_pressure=pressure, step_overhead_s=node.step_overhead_s / factor,
+            decode_s_per_seq=node.decode_s_per_seq / factor,
+            prefill_s_per_token=node.prefill_s_per_token / factor)
+        tps = {}
+        for name, mode, a in (("resubmit", "resubmit", 0.0), ("resident", "resident", 0.0),
+                              (DRAFT, "resident+speculate", alpha)):
+            w = dataclasses.replace(work, alpha=a)
+            tps[name] = statistics.fmean(
+                simulate.simulate_node(fast, w, trajectories, mode, seed)["tokens_per_s"]
+                for seed in range(SEEDS))
+        rows.append({"decode_faster_by": factor, "trajectories": trajectories,
+                     "kv_pressure": pressure, "draft_alpha": alpha,
+                     "tokens_per_s": tps,
+                     f"{DRAFT} / resident": tps[DRAFT] / tps["resident"],
+                     "resident / resubmit": tps["resident"] / tps["resubmit"]})
+        print(f"what if decode were {factor:g}x faster ({trajectories} trajectories, KV "
+              f"pressure {pressure:.0%}): draft speculation / resident "
+              f"{rows[-1][f'{DRAFT} / resident']:.2f}x, resident / resubmit "
+              f"{rows[-1]['resident / resubmit']:.2f}x (simulated)")
+    return rows
 
 
 def _alpha(result: dict, name: str) -> float:

@@ -13,15 +13,15 @@ mode:
   prefix caching does) saves what it can.
 - `resident`: the sequence keeps its KV (perfbox.inference.residency decides under pressure)
   and only the tool's output is prefilled (delta prefill).
-
-Every mode shares one KV budget in tokens (`kv_budget_tokens`): a sequence is admitted when
-its whole context fits, grows a token per decoded token, and when nothing else can give room a
-running sequence is preempted and recomputed later (vLLM's default).
 - `resident+speculate`: resident, plus speculative launches into the tool cache: a call is
   launched as soon as its arguments are complete in the stream (before the end tag), likely
   follow-on calls are launched when a call closes (after `compile`, a `disasm` of the same
   source), and optionally an emulated draft model that predicts each turn's call with hit rate
   alpha. A claimed future is awaited; a miss runs the tool as in `resident`.
+
+Every mode shares one KV budget in tokens (`kv_budget_tokens`): a sequence is admitted when
+its whole context fits, grows a token per decoded token, and when nothing else can give room a
+running sequence is preempted and recomputed later (vLLM's default).
 
 Speculation changes when tools run, never what the model reads or writes: with greedy decoding
 the token streams of all modes are the same (tests/inference/test_rollout.py).
@@ -617,7 +617,8 @@ class Rollout:
         self._emit(seq, "preempted", {"slot": seq.slot})
         self.engine.drop(seq.slot)
         self.residency.release(seq.slot)
-        seq.resume = seq.state == State.DECODE and seq.next_token is not None
+        # mid-turn (or preempted again before its re-prefill ended): keep the drawn token
+        seq.resume = seq.resume or (seq.state == State.DECODE and seq.next_token is not None)
         seq.slot, seq.computed, seq.state = None, 0, State.NEEDS_SLOT
         self._preemptions += 1
 

@@ -37,6 +37,7 @@ from perfbox.inference.residency import Residency, ToolTimes
 
 MODES = ("resubmit", "resident", "resident+speculate")
 TOOL = "tool"  # one tool kind: its expected time is the EWMA of every call
+CLIENT_SIDE_TOOL_WORKERS = 1 << 10  # no queueing beyond what measured tool times hold
 
 
 @dataclass
@@ -246,10 +247,11 @@ class _Node:
 
     def _call(self, t: _Traj) -> None:
         tool_s = _tool_time(self.rng, self.work)
-        if self.mode == "resident+speculate" and self.rng.random() < self.work.alpha:
+        drafted = self.mode == "resident+speculate" and self.work.alpha > 0
+        if drafted and self.rng.random() < self.work.alpha:
             t.waiting_until = max(self.now, self.run_tool(t.turn_started, tool_s))
         else:
-            if self.mode == "resident+speculate" and self.work.alpha > 0:
+            if drafted:
                 self.run_tool(t.turn_started, _tool_time(self.rng, self.work))  # wasted
             t.waiting_until = self.run_tool(self.now, tool_s)
         self.res.tool_times.observe(TOOL, tool_s)
@@ -350,7 +352,10 @@ def models_from_benchmark(result: dict[str, Any], pressure: float = 1.0,
                      decode_s_per_seq=mean("decode_s_per_seq", fits),
                      prefill_s_per_token=mean("prefill_s_per_token", fits),
                      request_overhead_s=sum(r["parameters"]["o_s"] or 0.0 for r in resubmits)
-                     / max(1, len(resubmits)))
+                     / max(1, len(resubmits)),
+                     # the recorded tool times are the client's: the service's queueing is
+                     # in them already, so the simulated service must not queue them again
+                     tool_workers=CLIENT_SIDE_TOOL_WORKERS)
     tokens = result["tokens"]
     prompt, answer = round(tokens["prompt"]), round(tokens["answer"])
     turns = round(runs[0][1]["parameters"]["turns_per_trajectory"])

@@ -197,7 +197,7 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     _check_group_flags(args)
     trajectories = args.trajectories or ([2, 4] if args.quick else [8, 32])
     pressures = args.pressure or ([1.0, 0.5] if args.quick else [1.0, 0.75, 0.5, 0.25])
-    reps = args.reps or (1 if args.quick else 3)
+    reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     if reps < 1 or any(c < 1 for c in trajectories):
         raise ValueError("--reps and --trajectories must be at least 1")
     if any(not 0 < p <= 1.0 for p in pressures):

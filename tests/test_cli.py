@@ -130,6 +130,11 @@ def test_check_from_the_command_line(server, tmp_path: Path) -> None:
     (["rollout", "--engine", "vllm", "--model", "m", "--draft-alpha", "0.5"], "--draft-alpha"),
     (["rollout", "--group-size", "0"], "--group-size must be at least 1"),
     (["rollout", "--temperature", "-1"], "--temperature must be 0 or more"),
+    (["rollout", "--kv-budget", "0"], "--kv-budget must be at least 1 token"),
+    (["rollout", "--engine", "vllm", "--model", "m", "--kv-budget", "9"], "num_gpu_blocks"),
+    (["bench", "rollout", "--pressure", "1.5"], "give a value in (0, 1]"),
+    (["bench", "rollout", "--reps", "0"], "--reps and --trajectories must be at least 1"),
+    (["bench", "rollout", "--workload", "nope"], "bundled: kernel-agent, tools"),
     (["worker", "--engine", "vllm"], "--engine vllm needs --model"),
     (["worker", "--engine", "vllm", "--model", "m", "--vllm-arg", "=1"], "KEY=VALUE"),
 ])

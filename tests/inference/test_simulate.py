@@ -95,3 +95,26 @@ def test_the_budget_holds_and_less_kv_means_more_reprefill() -> None:
         assert r["peak_kv_tokens"] <= r["kv_budget_tokens"]
         reprefill.append(r["reprefill_tokens"])
     assert reprefill[0] == 0 < reprefill[1] <= reprefill[2]
+
+
+def test_predictions_pair_every_measured_ratio_and_the_draft_gets_its_alpha() -> None:
+    """benchmarks/simulate_cluster.py: each held-out row's ratios, predicted next to the
+    measured medians; only the draft variant is simulated with a start-of-turn launch."""
+    from benchmarks import simulate_cluster as sc
+
+    def spread(x: float) -> dict:
+        return {"median": x, "min": x, "max": x, "values": [x]}
+
+    draft = {"parameters": {"draft_alpha": 0.7}}
+    row = {"trajectories": 4, "kv_pressure": 0.5,
+           "tokens_per_s": {n: spread(10.0) for n in ("resubmit", "resident",
+                                                      "resident+speculate", sc.DRAFT)},
+           "ratios": {"resident / resubmit": spread(1.2),
+                      f"{sc.DRAFT} / resident": spread(1.1)}}
+    result = {"runs": [{"reps": [{"modes": {sc.DRAFT: draft, "resident": {}}}]}]}
+    assert sc._alpha(result, sc.DRAFT) == 0.7 and sc._alpha(result, "resident") == 0.0
+    out = sc.predict(NODE, WORK, row, result, "test")
+    assert set(out["ratio_error"]) == set(row["ratios"])
+    ratio = out["ratios"]["resident / resubmit"]
+    assert ratio["measured"] == 1.2 and ratio["predicted"] > 0
+    assert out["ratio_error"]["resident / resubmit"] == pytest.approx(ratio["predicted"] / 1.2 - 1)
