@@ -27,9 +27,11 @@ def conditions(packages: tuple[str, ...] = ("perfbox", "torch")) -> dict[str, An
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True).stdout.strip()
-        # uncommitted changes: the figures are not exactly that commit's
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=REPO, capture_output=True, text=True).stdout.strip())
+        # uncommitted changes to the code (results being written do not count): the
+        # figures are not exactly that commit's
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                     "--", ".", ":!benchmarks/results"], cwd=REPO,
+                                    capture_output=True, text=True).stdout.strip())
     except OSError:  # no git
         commit, dirty = "", False
     return {"commit": commit, "dirty": dirty, **{name: version(name) for name in packages},
