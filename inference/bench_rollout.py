@@ -199,11 +199,25 @@ def workload_tokens(workload: W.Workload, model: str | None) -> dict[str, Any]:
 
         trajs = workload.trajectories
         turns = [count(x) for t in trajs for x in t.turns[:-1]]
+        early = [early_launch_tokens(engine, x) for t in trajs for x in t.turns[:-1]]
         return {"prompt": statistics.fmean(count(t.prompt) for t in trajs),
                 "turn": statistics.fmean(turns), "turns": turns,
-                "answer": statistics.fmean(count(t.turns[-1]) for t in trajs)}
+                "answer": statistics.fmean(count(t.turns[-1]) for t in trajs),
+                "early_launch": statistics.fmean(early) if early else 0.0}
     finally:
         engine.close()
+
+
+def early_launch_tokens(engine: Any, turn: str) -> int:
+    """How many of a turn's tokens are decoded after its call could be launched (its JSON
+    object closed, before the end tag): the head start early launch gives a tool, in decode
+    steps, measured the way the rollout sees it (the engine's pieces through the parser)."""
+    tokens = engine.tokenize(turn)
+    parser = ToolCallParser()
+    for i, token in enumerate(tokens):
+        if parser.feed(engine.detokenize([token])).arguments_complete:
+            return len(tokens) - i - 1
+    return 0
 
 
 def conditions(threads: int, model: str | None) -> dict[str, Any]:

@@ -18,8 +18,9 @@ step-cost model. Assumptions (stated with every result):
   `request_overhead_s` per re-submission; `resident` keeps a waiter's KV until the policy
   takes it; `resident+speculate` is resident plus, with probability alpha, the call launched at
   the *start* of its turn by a draft model (its wait shrinks to max(0, T - G)); a miss costs
-  one wasted tool job. alpha is that draft's hit rate: early launches a few tokens before the
-  end tag hide almost nothing and are not modelled.
+  one wasted tool job. alpha is that draft's hit rate. Without a draft hit, the call is
+  launched early: `early_launch_tokens` decode steps before its turn ends (its JSON closes
+  before the end tag), measured on the workload's turns through the parser.
 - Tool times are drawn from measured per-call times where given, else lognormal with the
   measured mean; turn lengths from the workload's turn lengths in the engine's tokens (one
   fixed length would put every sequence in lockstep, which no real workload does).
@@ -66,6 +67,9 @@ class WorkloadModel:
     alpha: float = 0.0  # resident+speculate: chance a draft launches the call at turn start
     tool_s_samples: tuple[float, ...] = ()  # measured per-call times: drawn from when given
     turn_tokens_samples: tuple[int, ...] = ()  # the workload's turn lengths: drawn per turn
+    # resident+speculate: decode steps between a call's arguments closing and its end tag
+    # (early launch: the tool starts that much sooner)
+    early_launch_tokens: int = 0
 
 
 @dataclass
@@ -83,6 +87,7 @@ class _Traj:
     admitted: int = 0
     done_at: float | None = None
     uncharged: int = 0  # resident: tool output not yet charged to the budget
+    early_until: float | None = None  # speculate: its early-launched tool returns at
 
 
 def _turn_tokens(rng: random.Random, w: WorkloadModel) -> int:
@@ -237,6 +242,9 @@ class _Node:
         t.decode_left -= 1
         self.generated += 1
         if t.decode_left > 0:
+            if self.mode == "resident+speculate" and t.turn < self.work.turns and \
+                    t.early_until is None and t.decode_left <= self.work.early_launch_tokens:
+                t.early_until = self.run_tool(self.now, _tool_time(self.rng, self.work))
             return
         if t.turn >= self.work.turns:  # the answer is written
             t.done_at = self.now
@@ -248,12 +256,14 @@ class _Node:
     def _call(self, t: _Traj) -> None:
         tool_s = _tool_time(self.rng, self.work)
         drafted = self.mode == "resident+speculate" and self.work.alpha > 0
+        early, t.early_until = t.early_until, None
         if drafted and self.rng.random() < self.work.alpha:
             t.waiting_until = max(self.now, self.run_tool(t.turn_started, tool_s))
         else:
             if drafted:
                 self.run_tool(t.turn_started, _tool_time(self.rng, self.work))  # wasted
-            t.waiting_until = self.run_tool(self.now, tool_s)
+            t.waiting_until = max(self.now, early) if early is not None else \
+                self.run_tool(self.now, tool_s)
         self.res.tool_times.observe(TOOL, tool_s)
         assert t.slot is not None
         if self.mode == "resubmit":  # the request ends: its KV a prefix-cache entry
@@ -367,7 +377,8 @@ def models_from_benchmark(result: dict[str, Any], pressure: float = 1.0,
                          prompt_tokens=prompt, response_tokens=max(0, round(response)),
                          tool_s_mean=sum(calls) / len(calls) if calls else 1.0,
                          final_tokens=answer, tool_s_samples=tuple(calls),
-                         turn_tokens_samples=tuple(int(n) for n in tokens.get("turns", ())))
+                         turn_tokens_samples=tuple(int(n) for n in tokens.get("turns", ())),
+                         early_launch_tokens=round(tokens.get("early_launch", 0)))
     return node, work
 
 

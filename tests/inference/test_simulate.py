@@ -39,6 +39,19 @@ def test_speculation_hides_tool_time_when_the_engine_would_idle() -> None:
     assert speculate["makespan_s"] < resident["makespan_s"]
 
 
+def test_early_launch_gives_each_tool_its_head_start() -> None:
+    """One trajectory, no draft: launching 20 decode steps before the end tag shortens every
+    wait by those steps; resident (no speculation) gets no head start."""
+    work = dataclasses.replace(WORK, alpha=0.0, tool_s_samples=(3.0,), early_launch_tokens=20)
+    plain = simulate_node(NODE, dataclasses.replace(work, early_launch_tokens=0), 1,
+                          "resident+speculate")
+    early = simulate_node(NODE, work, 1, "resident+speculate")
+    resident = simulate_node(NODE, work, 1, "resident")
+    assert resident["idle_s"] == pytest.approx(plain["idle_s"])
+    step = NODE.step_overhead_s + NODE.decode_s_per_seq  # one sequence's decode step
+    assert plain["idle_s"] - early["idle_s"] == pytest.approx(WORK.turns * 20 * step, rel=0.05)
+
+
 def test_cluster_splits_work_and_reports_every_mode() -> None:
     out = simulate_cluster(NODE, WORK, nodes=4, trajectories=64)
     assert set(out["modes"]) == {"resubmit", "resident", "resident+speculate"}
