@@ -116,6 +116,10 @@ class Residency:
         policy allows so that headroom_tokens stay free besides (room for the running to
         grow: admitting into a full budget only forces a preemption a step later); None (and
         nothing changed) when the room cannot be made now: the caller queues and retries."""
+        if need_tokens < 0 or headroom_tokens < 0:
+            raise ValueError("need and headroom are token counts: 0 or more")
+        if self.holder(owner) is not None:
+            raise ValueError(f"{owner} already holds a stream")
         index = self._stream_for(owner)
         if index is None:
             return None
@@ -137,6 +141,8 @@ class Residency:
         """Charge a live stream `tokens` more (decoded tokens, a tool's output), evicting what
         the policy allows (`force`: pinned waiters too). Returns (evicted owners, streams to
         drop), or None with nothing changed when there is no room."""
+        if tokens < 0:
+            raise ValueError("grow takes 0 or more tokens (release gives KV back)")
         victims = self._victims(tokens, exclude={index}, force=force)
         if victims is None:
             return None
@@ -223,6 +229,9 @@ class Residency:
 
     def keep_as_cache(self, index: int, owner: str, tokens: Sequence[int]) -> None:
         """An ended request's KV stays as a prefix-cache entry, charged its tokens, until the
-        room or the stream is needed."""
+        room or the stream is needed. It holds at most what the request was charged."""
+        if len(tokens) > self.streams[index].tokens:
+            raise ValueError(f"an entry of {len(tokens)} tokens on a stream charged "
+                             f"{self.streams[index].tokens}")
         self._set(index, Stream(tokens=len(tokens), cached_for=owner, cached=tokens,
                                 last_used_at=self._clock()))

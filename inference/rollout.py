@@ -128,6 +128,11 @@ class RolloutConfig:
     admit_headroom_tokens: int = 32  # free KV a newcomer must leave for the running to grow
     record_steps: bool = False  # keep every step's (decode seqs, prefill tokens, seconds)
 
+    def __post_init__(self) -> None:
+        if self.kv_budget_tokens < 0 or self.admit_headroom_tokens < 0:
+            raise ValueError("kv_budget_tokens and admit_headroom_tokens are token counts: "
+                             "0 or more")
+
 
 @dataclass
 class CallRecord:
@@ -346,6 +351,7 @@ class Rollout:
                mode: Mode | None = None) -> BatchHandle:
         """Adds a batch to a serving driver (any thread), in its own mode (default: the
         config's); trajectory ids must be unique among live batches."""
+        _unique_ids(trajectories)
         batch = self._new_batch(trajectories, on_event, mode)
         with self._inbox_lock:
             self._inbox.append(("submit", batch))
@@ -376,6 +382,12 @@ class Rollout:
             self._wake = cf.Future()
         for kind, batch in items:
             if kind == "submit":
+                live = {s.traj.id for s in self._seqs}
+                taken = sorted(live & {s.traj.id for s in batch.seqs})
+                if taken:  # its KV bookkeeping is by id: refuse it, never fail the others
+                    batch.done.set_exception(ValueError(
+                        f"trajectory ids already running: {', '.join(taken[:5])}"))
+                    continue
                 self._join(batch)
             elif batch in self._batches:
                 self._drop_batch(batch, RolloutCancelled("cancelled by its caller"))
@@ -419,6 +431,7 @@ class Rollout:
 
     def run(self, trajectories: list[Trajectory]) -> RolloutStats:
         """Drives one batch to its end on this thread (the benchmark path)."""
+        _unique_ids(trajectories)
         batch = self._new_batch(trajectories, self.on_event)
         self._join(batch)
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
@@ -1088,6 +1101,14 @@ def put_output(output: Any, traj: Trajectory, fit: FitPut | None) -> ToolOutput:
     if traj.task is not None and fit is not None:
         text = fit(text, traj.task.binding.output_tokens)
     return ToolOutput(text, "PUT", 0.0)
+
+
+def _unique_ids(trajectories: list[Trajectory]) -> None:
+    """A batch's trajectory ids must differ: KV is held and evicted by id."""
+    ids = [t.id for t in trajectories]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"trajectory ids repeat in one batch: {', '.join(dup[:5])}")
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

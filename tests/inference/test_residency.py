@@ -93,3 +93,24 @@ def test_tool_times_are_an_ewma_with_a_default() -> None:
     times.observe("t", 1.0)
     times.observe("t", 2.0)
     assert abs(times.expected("t") - 1.3) < 1e-9 and times.expected("never") == 2.0
+
+
+def test_misuse_is_refused_not_absorbed() -> None:
+    """Found by a red-team pass: a negative headroom let a context over the budget in; an
+    owner could take a second stream; a cache entry or a negative grow could push the
+    accounting past the budget. Each is now an error, and the rollout refuses the config."""
+    from perfbox.inference.rollout import RolloutConfig
+
+    r = _residency(4, 100, Clock())
+    with pytest.raises(ValueError, match="0 or more"):
+        r.acquire("a", 130, headroom_tokens=-40)
+    grant = r.acquire("a", 50)
+    with pytest.raises(ValueError, match="already holds"):
+        r.acquire("a", 10)
+    with pytest.raises(ValueError, match="0 or more tokens"):
+        r.grow(grant.stream, -50)
+    with pytest.raises(ValueError, match="an entry of 150 tokens"):
+        r.keep_as_cache(grant.stream, "a", list(range(150)))
+    assert r.used_tokens() == 50 and r.peak_tokens == 50
+    with pytest.raises(ValueError, match="token counts"):
+        RolloutConfig(admit_headroom_tokens=-30)

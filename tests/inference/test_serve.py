@@ -63,6 +63,20 @@ def test_a_failing_trajectory_fails_its_own_batch_only(served: Rollout,
     assert served.live_sequences() == 0 and served.kv_slots_in_use() == 0
 
 
+def test_a_batch_reusing_running_ids_is_refused_alone(served: Rollout) -> None:
+    """KV is held and evicted by trajectory id: a batch repeating an id, or reusing one that
+    is running, is refused (the first at submit, the second by the driver), and the running
+    batch finishes untouched."""
+    with pytest.raises(ValueError, match="repeat in one batch"):
+        served.submit(trajectories(served, "twin", 1) * 2, lambda kind, data: None)
+    first = served.submit(trajectories(served, "same", 2), lambda kind, data: None)
+    second = served.submit(trajectories(served, "same", 2), lambda kind, data: None)
+    with pytest.raises(ValueError, match="already running: same/0"):
+        second.result(timeout=300)
+    assert len(first.result(timeout=300).results) == 2
+    assert served.live_sequences() == 0 and served.kv_slots_in_use() == 0
+
+
 def test_hostile_call_bodies_are_malformed_calls_not_errors() -> None:
     deep = '{"name": "check", "arguments": ' + '{"a": ' * 1000 + "1" + "}" * 1001
     huge_int = '{"name": "check", "arguments": {"n": ' + "9" * 5000 + "}}"
