@@ -51,6 +51,7 @@ import random
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, zip_longest
@@ -644,8 +645,6 @@ class Rollout:
         if donor is not None:
             # all but the prompt's last token: prefilling that one gives the first logits
             reuse = seq.prompt_len - 1
-            if cached:
-                self.engine.drop(slot)
             self.engine.fork(donor.slot, slot)  # type: ignore[arg-type]
             self.engine.truncate(slot, reuse)
             seq.forked_tokens += reuse
@@ -1105,9 +1104,8 @@ def put_output(output: Any, traj: Trajectory, fit: FitPut | None) -> ToolOutput:
 
 def _unique_ids(trajectories: list[Trajectory]) -> None:
     """A batch's trajectory ids must differ: KV is held and evicted by id."""
-    ids = [t.id for t in trajectories]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, n in Counter(t.id for t in trajectories).items() if n > 1)
+    if dup:
         raise ValueError(f"trajectory ids repeat in one batch: {', '.join(dup[:5])}")
 
 
