@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from perfbox.api import RETRY_DELAY_KEY
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1 import tools_pb2_grpc
+from perfbox.tool_messages import options_message, proto_tool_names
 
 DEFAULT_TIMEOUT_S = 600.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -128,8 +129,9 @@ def language_of(names: Iterable[str]) -> str:
 def make_request(tool: str, files: Mapping[str, str], *, language: str | None = None,
                  request_id: str = "", archs: Iterable[str] = (), limits: pb.Limits | None = None,
                  no_cache: bool = False, **options: Any) -> pb.ToolRequest:
-    """Builds a ToolRequest. `options` are the tool's option fields (CompileOptions for compile;
-    for disasm the compile fields plus include_sass / include_ptx)."""
+    """Builds a ToolRequest. `options` are the fields of the tool's options message, flat
+    (CompileOptions for compile; for disasm the compile fields plus include_sass / include_ptx);
+    empty values keep the defaults."""
     lang = language or language_of(files)
     if lang not in _LANGUAGES:
         raise ValueError(f"language {lang!r} is not one of {', '.join(_LANGUAGES)}")
@@ -139,25 +141,9 @@ def make_request(tool: str, files: Mapping[str, str], *, language: str | None = 
         request.files.add(name=name, content=content)
     if limits is not None:
         request.limits.CopyFrom(limits)
-    compile_fields = {k: v for k, v in options.items() if k in pb.CompileOptions.DESCRIPTOR.fields_by_name}
-    compile_options = pb.CompileOptions(archs=list(archs), **compile_fields)
-    if tool == "compile":
-        request.compile.CopyFrom(compile_options)
-    elif tool == "disasm":
-        request.disasm.CopyFrom(pb.DisasmOptions(
-            compile=compile_options, include_sass=bool(options.get("include_sass")),
-            include_ptx=bool(options.get("include_ptx"))))
-    elif tool in _OPTION_MESSAGES:
-        message = _OPTION_MESSAGES[tool]
-        fields = message.DESCRIPTOR.fields_by_name
-        getattr(request, tool).CopyFrom(message(
-            **{k: v for k, v in options.items() if k in fields and v not in (None, "", 0, {}, [], ())}))
+    if tool in proto_tool_names():  # an unknown tool is the service's to refuse, by name
+        getattr(request, tool).CopyFrom(options_message(tool, {**options, "archs": list(archs)}))
     return request
-
-
-_OPTION_MESSAGES: dict[str, Any] = {"check": pb.CheckOptions, "bench": pb.BenchOptions,
-                                    "profile": pb.ProfileOptions,
-                                    "sanitize": pb.SanitizeOptions}
 
 
 def read_files(paths: Iterable[str | Path]) -> dict[str, str]:

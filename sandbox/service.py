@@ -26,6 +26,7 @@ from perfbox.sandbox.metrics import Metrics
 from perfbox.sandbox.results import build_result, failed_result
 from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
 from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
+from perfbox.tool_messages import compile_report
 from perfbox.tools import TOOLS, function_schema
 from perfbox.tools.toolkit import identity as toolkit_identity
 
@@ -339,9 +340,7 @@ def _tighter(limits: JobLimits, defaults: JobLimits) -> bool:
 def _located_error(result: pb.ToolResult, files: list[tuple[str, str]]) -> bool:
     """Whether a compile (or a disasm's compile) reports an error in a submitted file: the
     compiler's verdict on the source, not a crashed or starved compiler."""
-    kind = result.WhichOneof("report")
-    report = result.compile if kind == "compile" else \
-        result.disasm.compile if kind == "disasm" else None
+    report = compile_report(result)
     if report is None:
         return False
     names = {posixpath.normpath(name) for name, _ in files}

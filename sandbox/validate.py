@@ -27,7 +27,6 @@ LANGUAGE_NAMES = {
     pb.LANGUAGE_TRITON: "triton",
     pb.LANGUAGE_KERNELBENCH: "kernelbench",
 }
-_OPTIONS_FIELDS = ("compile", "disasm")
 
 
 class RequestError(Exception):
@@ -199,10 +198,10 @@ def _limits(request: pb.ToolRequest, defaults: L.JobLimits) -> L.JobLimits:
 
 def _options(request: pb.ToolRequest, spec: tools.ToolSpec) -> dict[str, Any]:
     chosen = request.WhichOneof("options")
-    if chosen is not None and chosen != spec.options_field:
+    if chosen is not None and chosen != spec.name:  # the proto names each oneof field after its tool
         raise _invalid(f"the request carries {chosen} options but asks for tool {spec.name!r}; "
-                       f"send {spec.options_field} options or none")
-    message = getattr(request, spec.options_field)
+                       f"send {spec.name} options or none")
+    message = getattr(request, spec.name)
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 

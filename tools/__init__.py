@@ -46,7 +46,6 @@ class ToolSpec:
     languages: tuple[str, ...]  # "cuda", "triton", "kernelbench"
     needs_gpu: bool  # refused with UNAVAILABLE_HERE on a node without a GPU
     cacheable: bool  # deterministic: results may be served from the result cache
-    options_field: str  # name of the request's options message in the proto oneof
     arguments: tuple[Argument, ...] = ()  # what a model passes when it calls the tool
 
 
@@ -56,11 +55,11 @@ TOOLS: dict[str, ToolSpec] = {
         ToolSpec("compile", "CUDA C++ (nvcc/ptxas) or Triton (ahead of time) to PTX and cubin for "
                  "target archs; registers, spills, shared memory, located diagnostics.",
                  "compile", ("cuda", "triton"), needs_gpu=False, cacheable=True,
-                 options_field="compile", arguments=_SOURCE),
+                 arguments=_SOURCE),
         ToolSpec("disasm", "SASS and PTX of the compiled kernels with a per-kernel instruction "
                  "mix (memory, tensor-core, FP, integer, control ops).",
                  "disasm", ("cuda", "triton"), needs_gpu=False, cacheable=True,
-                 options_field="disasm", arguments=_SOURCE),
+                 arguments=_SOURCE),
         ToolSpec("check", "KernelBench ModelNew (or a GPU MODE custom_kernel) against the "
                  "reference on secret input sets from the problem's distribution and a "
                  "sign-varied, scaled one, in a confined process; tolerances scaled to the "
@@ -68,26 +67,26 @@ TOOLS: dict[str, ToolSpec] = {
                  "checks, trivial answers refused, both of two runs judged, static flags. "
                  "GPU when present, else CPU.",
                  "check", ("kernelbench",), needs_gpu=False, cacheable=False,
-                 options_field="check", arguments=(_CODE,)),
+                 arguments=(_CODE,)),
         ToolSpec("bench", "KernelBench ModelNew (or GPU MODE benchmark cases) timed against "
                  "the reference: the tool's clock around each call of a confined, otherwise "
                  "frozen process, fresh secret inputs per call, timed outputs verified at "
                  "random; speedup with a 95% interval, CPU time, measurement flags, "
                  "IMPLAUSIBLE for unphysical figures. GPU when present, else CPU.",
                  "bench", ("kernelbench",), needs_gpu=False, cacheable=False,
-                 options_field="bench", arguments=(_CODE,)),
+                 arguments=(_CODE,)),
         ToolSpec("profile", "Nsight Compute on the kernels of a KernelBench ModelNew or a CUDA "
                  "program: duration, % of peak, cache hit rates, occupancy, warp stalls, "
                  "roofline, ncu's advice, one condensed line per kernel. Needs a GPU and ncu.",
                  "profile", ("kernelbench", "cuda"), needs_gpu=True, cacheable=False,
-                 options_field="profile", arguments=(_CODE, Argument(
+                 arguments=(_CODE, Argument(
                      "kernel_filter", "string", "Profile only kernels whose name matches "
                      "this regular expression (default: all)."))),
         ToolSpec("sanitize", "compute-sanitizer memcheck/racecheck/initcheck/synccheck on a "
                  "KernelBench ModelNew or a CUDA program: errors with kernel, thread, block, "
                  "address and source line. Needs a GPU.",
                  "sanitize", ("kernelbench", "cuda"), needs_gpu=True, cacheable=False,
-                 options_field="sanitize", arguments=(_CODE, Argument(
+                 arguments=(_CODE, Argument(
                      "check", "string", "Which compute-sanitizer check (default memcheck).",
                      enum=("memcheck", "racecheck", "initcheck", "synccheck")))),
     )
