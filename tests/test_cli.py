@@ -124,6 +124,22 @@ def test_check_from_the_command_line(server, tmp_path: Path) -> None:
     assert missing.returncode == ExitCode.USAGE and "--reference" in missing.stderr
 
 
+def test_any_option_field_reaches_the_request_and_a_wrong_one_is_named() -> None:
+    from perfbox.cli import build_parser
+    from perfbox.cli.submit import build_submit_request
+
+    args = build_parser().parse_args(["submit", str(VECTOR_ADD_CU), "--tool", "disasm",
+                                      "--option", "include_ptx=true", "--option",
+                                      "archs=[\"sm_80\"]", "--option", "num_warps=8"])
+    request = build_submit_request(args)
+    assert request.disasm.include_ptx and list(request.disasm.compile.archs) == ["sm_80"]
+    assert request.disasm.compile.num_warps == 8
+    out = perfbox("submit", str(VECTOR_ADD_CU), "--tool", "compile", "--option", "colour=red",
+                  "--server", "127.0.0.1:1")
+    assert out.returncode == ExitCode.USAGE
+    assert "colour" in out.stderr and "archs" in out.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["rollout", "--engine", "vllm", "--server", "127.0.0.1:1"], "--engine vllm needs --model"),
     (["rollout", "--engine", "vllm", "--model", "m", "--vllm-arg", "no-equals"], "KEY=VALUE"),

@@ -110,7 +110,7 @@ def test_agent_loop_is_registered_and_returns_a_worker_trajectory(server, monkey
     from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
 
     from perfbox.integrations.verl import WORKER_ENV, PerfboxAgentLoop
-    from perfbox.tasks_cli import embedded_worker
+    from perfbox.cli.tasks import embedded_worker
 
     assert _agent_loop_registry["perfbox"]["_target_"] == \
         "perfbox.integrations.verl.PerfboxAgentLoop"

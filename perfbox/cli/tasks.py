@@ -130,8 +130,8 @@ def stream_tasks(worker: str, request: rpb.TasksRequest, out: TextIO,
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    from perfbox.cli import service_target
-    from perfbox.rollout_cli import _engine_check, _threads
+    from perfbox.cli.common import service_target
+    from perfbox.cli.rollout import engine_check, engine_threads
 
     tasks = read_tasks(Path(args.tasks))
     request = rpb.TasksRequest(tasks=tasks, mode=(args.mode or ["resident+speculate"])[-1],
@@ -140,12 +140,12 @@ def run_tasks(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         worker = args.worker
         if not worker:
-            _engine_check()
+            engine_check()
             target = stack.enter_context(service_target(args, ("torch",), workers=2,
                                                         nice=args.tool_nice))
             print("starting the embedded rollout worker...", file=sys.stderr, flush=True)
             worker = stack.enter_context(embedded_worker(
-                target, _threads(args), args.model, args.kv_slots or 8))
+                target, engine_threads(args), args.model, args.kv_slots or 8))
         print(f"{len(tasks)} tasks, {sum(max(1, t.group_size) for t in tasks)} trajectories "
               f"-> {out_path}", file=sys.stderr, flush=True)
         with out_path.open("w") as out:
