@@ -51,7 +51,8 @@ def run_service(stub: Any, request: Any) -> tuple[float, int, list[list[int]]]:
 
 
 def run_direct(engine: Any, runner: Any, request: Any) -> tuple[float, int, list[list[int]]]:
-    from perfbox.inference.rollout import Mode, Rollout, RolloutConfig
+    from perfbox.inference.rollout import Rollout
+    from perfbox.inference.rollout_types import Mode, RolloutConfig
 
     _, trajectories, _ = runner.prepare(request)  # the same prompts and sampling
     started = time.perf_counter()

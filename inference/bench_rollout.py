@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from perfbox.inference import workload as W
-from perfbox.inference.rollout import Mode, Rollout, RolloutConfig, RolloutStats
+from perfbox.inference.rollout import Rollout
+from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
 from perfbox.inference.toolcall import ToolCallParser
 
 ProgressFn = Callable[[str], None]

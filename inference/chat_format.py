@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 # the ChatML template, for models that ship none
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
@@ -166,3 +166,37 @@ def _with_hermes_tools(messages: list[dict[str, Any]], tools: list[dict[str, Any
         first["content"] = f"{first.get('content', '')}\n\n{block}"
         return [first, *messages[1:]]
     return [{"role": "system", "content": block}, *messages]
+
+
+class ToolTurnTemplate(Protocol):
+    """What a rollout inserts a tool's output through (ChatFormat from a model's own chat
+    template; the bundled workload's ChatML)."""
+
+    @property
+    def end(self) -> str:
+        """The end-of-turn marker."""
+        ...
+
+    def tool_response(self, content: str) -> str:
+        """Ends the calling turn, answers it with content, opens the next assistant turn."""
+        ...
+
+    @property
+    def tool_response_parts(self) -> tuple[str, str]:
+        """(before, after) the content in tool_response(content)."""
+        ...
+
+
+class Tokenizer(Protocol):
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        ...
+
+
+def plain_insertion(tokenizer: Tokenizer, before: str, output: str, after: str
+                    ) -> tuple[str, list[int]]:
+    """A tool's output between the template's text, and its tokens: the template's parsed
+    with their markers, the output as plain text (what a submission prints cannot end the
+    tool turn or open another in the context the model is trained on)."""
+    tokens = (tokenizer.tokenize(before) + tokenizer.tokenize(output, special=False)
+              + tokenizer.tokenize(after))
+    return before + output + after, tokens

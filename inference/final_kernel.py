@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perfbox.inference.rollout import TrajectoryResult
+from perfbox.inference.rollout_types import TrajectoryResult
 from perfbox.reward import last_model_block
 
 

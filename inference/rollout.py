@@ -45,7 +45,6 @@ over the batches, so one caller's large batch cannot starve another's.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import enum
 import logging
 import random
 import threading
@@ -53,235 +52,22 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import chain, zip_longest
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from perfbox.inference.chat_format import plain_insertion
 from perfbox.inference.engine import Engine, StepInput
 from perfbox.inference.residency import Residency, ToolTimes
-from perfbox.inference.tool_cache import ToolCache, owned_key
+from perfbox.inference.rollout_types import (CallRecord, FitPut, Mode, OnEvent, RolloutCancelled,
+                                             RolloutConfig, RolloutStats, RunTaskTool, ToolOutput,
+                                             TrajectoryResult)
+from perfbox.inference.sequence_state import Batch, BatchHandle, Seq, State
+from perfbox.inference.speculator import Speculator, draft_guess
+from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
-from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.workload import ChatTemplate, Trajectory
 
-if TYPE_CHECKING:
-    from perfbox.inference.task_tools import Binding
-
 log = logging.getLogger(__name__)
-
-
-class RolloutCancelled(RuntimeError):
-    """cancel() was called before every trajectory finished."""
-
-
-@dataclass
-class TaskSample:
-    """What makes a trajectory one sample of a training job's task."""
-
-    public_id: str  # "<task id>/<sample>": what the caller sees
-    prompt_ids: list[int]  # the rendered prompt's tokens
-    binding: "Binding"  # the tools it may call and the problem they act on
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-    max_new_tokens: int = 512  # per assistant turn
-    max_total_tokens: int = 0  # response tokens in all (0: the context's room)
-    max_turns: int = 8
-    stop: tuple[str, ...] = ()
-    put_owners: tuple[str, ...] = ()  # ToolCache Put response ids its calls may claim
-    call_format: ToolCallFormat | None = None  # the tool-call parser (None: the rollout's)
-
-
-RunTaskTool = Callable[[ToolCall, "Binding"], ToolOutput]
-FitPut = Callable[[str, int], str]  # a Put output cut to a token budget
-
-
-class Mode(str, enum.Enum):
-    RESUBMIT = "resubmit"
-    RESIDENT = "resident"
-    SPECULATE = "resident+speculate"
-
-
-class State(enum.IntEnum):
-    """A sequence's lifecycle; ordered: DONE is last."""
-
-    NEEDS_SLOT = 0  # has tokens to prefill but no KV slot
-    PREFILL = 1  # in a slot, prefilling pending tokens
-    DECODE = 2  # generating (or replaying) the assistant turn
-    WAITING = 3  # its tool call runs
-    DONE = 4
-
-
-@dataclass
-class RolloutConfig:
-    mode: Mode = Mode.RESIDENT
-    forced: bool = True  # replay the recorded turns; False: greedy free generation
-    max_turn_tokens: int = 256  # free generation: tokens per turn at most
-    max_turns: int = 8  # free generation: turns per trajectory at most
-    prefill_chunk: int = 256  # tokens of one sequence's prefill per step
-    tool_workers: int = 8  # tool calls in flight at once
-    draft_alpha: float | None = None  # speculate: emulated draft hit rate (None: no draft)
-    seed: int = 0
-    temperature: float = 0.0  # free generation: 0 greedy; above, each sample draws its own
-    share_prompt: bool = True  # samples of a group fork the first one's prompt KV
-    kv_budget_tokens: int = 0  # KV tokens the engine may hold in all (0: every stream full)
-    admit_headroom_tokens: int = 32  # free KV a newcomer must leave for the running to grow
-    record_steps: bool = False  # keep every step's (decode seqs, prefill tokens, seconds)
-
-    def __post_init__(self) -> None:
-        if self.kv_budget_tokens < 0 or self.admit_headroom_tokens < 0:
-            raise ValueError("kv_budget_tokens and admit_headroom_tokens are token counts: "
-                             "0 or more")
-
-
-@dataclass
-class CallRecord:
-    """One tool call of a trajectory."""
-
-    name: str
-    status: str
-    tool_s: float  # the tool's own wall time
-    waited_s: float  # from the call's end tag to its output being available
-    speculative_hit: bool
-    arguments: dict[str, Any] = field(default_factory=dict)
-    inserted: str = ""  # exactly the text put back into the context after the call
-
-
-@dataclass
-class TrajectoryResult:
-    id: str
-    wall_s: float
-    generated_tokens: int
-    prefill_tokens: int  # all tokens prefilled, prompts included
-    reprefill_tokens: int  # tokens prefilled again that had been in KV before
-    forked_tokens: int  # prompt tokens copied from a group sibling's KV instead of prefilled
-    group: str  # its GRPO group ("" when none)
-    turn_generation_s: list[float]  # per turn: first token to end of call (G)
-    calls: list[CallRecord]
-    tokens: list[int]  # the assistant tokens, all turns
-    text: str  # the assistant turns and tool outputs as the model saw them
-    finish_reason: str = "stop"  # stop, length, max_turns, context
-    context_tokens: int = 0  # the context at the end (prompt, turns, tool outputs)
-    prompt_ids: list[int] = field(default_factory=list)
-    response_ids: list[int] = field(default_factory=list)  # after the prompt, in order
-    response_mask: list[int] = field(default_factory=list)  # 1 sampled, 0 inserted
-    logprobs: list[float] = field(default_factory=list)  # sampled tokens' log p (0 inserted)
-    task: TaskSample | None = None
-
-
-@dataclass
-class RolloutStats:
-    mode: str
-    concurrency: int
-    num_slots: int
-    wall_s: float
-    generated_tokens: int
-    tokens_per_s: float
-    prefill_tokens: int
-    reprefill_tokens: int
-    forked_tokens: int
-    idle_s: float  # the engine had nothing to run: every live sequence waited for a tool
-    steps: int
-    decode_s: float  # engine time of steps, attributed to decode tokens by token share
-    prefill_s: float
-    request_overhead_s: float  # resubmit: re-tokenising and re-admitting whole conversations
-    evictions: int
-    spec_launched: int
-    spec_hits: int
-    spec_misses: int
-    wasted_tool_s: float
-    draft_alpha: float | None
-    kv_budget_tokens: int = 0  # the KV budget the run had
-    preemptions: int = 0  # running sequences whose KV was taken (recomputed later)
-    cache_evictions: int = 0  # resubmit: prefix-cache entries dropped for room
-    peak_kv_tokens: int = 0  # the most KV tokens held at once (engine-wide)
-    # with record_steps: per forward pass (decoding sequences, prefill tokens, seconds), the
-    # data a step-cost model is fitted to
-    step_log: list[tuple[int, int, float]] = field(default_factory=list)
-    results: list[TrajectoryResult] = field(default_factory=list)
-
-
-@dataclass
-class _Seq:
-    traj: Trajectory
-    state: State = State.NEEDS_SLOT
-    slot: int | None = None
-    context: list[int] = field(default_factory=list)  # tokens that belong in KV, in order
-    computed: int = 0  # prefix of context already in the slot's KV
-    ever_computed: int = 0  # longest prefix ever held in KV (for re-prefill accounting)
-    text: str = ""  # the conversation text (what a resubmitting client re-sends)
-    turn: int = 0
-    forced: list[int] = field(default_factory=list)
-    forced_pos: int = 0
-    next_token: int | None = None
-    turn_tokens: int = 0
-    parser: ToolCallParser = field(default_factory=ToolCallParser)
-    decoder: Any = None  # incremental UTF-8 decoder for the streamed pieces
-    pending_call: ToolCall | None = None
-    future: cf.Future[ToolOutput] | None = None
-    call_closed_at: float = 0.0
-    speculative_hit: bool = False
-    turn_started_at: float = 0.0
-    started_at: float = 0.0
-    result: TrajectoryResult | None = None
-    tokens_out: list[int] = field(default_factory=list)
-    prefill_tokens: int = 0
-    reprefill_tokens: int = 0
-    forked_tokens: int = 0
-    prompt_len: int = 0
-    seed: int = 0
-    turn_generation_s: list[float] = field(default_factory=list)
-    calls: list[CallRecord] = field(default_factory=list)
-    batch: "_Batch | None" = None
-    next_logprob: float = 0.0  # of next_token, from the pass that drew it
-    resume: bool = False  # preempted mid-turn: after its re-prefill, next_token still stands
-    admitted: int = 0  # admission order (preemption takes the latest admitted first)
-    turn_text: str = ""  # what the model wrote this turn (stop strings)
-    response_ids: list[int] = field(default_factory=list)
-    response_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-
-    @property
-    def task(self) -> TaskSample | None:
-        return self.traj.task
-
-    @property
-    def public_id(self) -> str:
-        return self.traj.task.public_id if self.traj.task is not None else self.traj.id
-
-
-OnEvent = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(eq=False)
-class _Batch:
-    """One caller's trajectories in the driver."""
-
-    seqs: list[_Seq]
-    on_event: OnEvent
-    started_at: float
-    mode: Mode
-    done: cf.Future[RolloutStats] = field(default_factory=cf.Future)
-    # the driver's counters when the batch joined (its figures are the differences: another
-    # caller's work is not this one's)
-    base: dict[str, float] = field(default_factory=dict)
-    launched: int = 0  # speculative launches of its trajectories
-    wasted_tool_s: float = 0.0  # tool seconds of its launches nobody claimed
-
-
-class BatchHandle:
-    """A submitted batch: wait for it (result) or stop it (Rollout.cancel_batch)."""
-
-    def __init__(self, batch: _Batch) -> None:
-        self._batch = batch
-
-    def result(self, timeout: float | None = None) -> RolloutStats:
-        return self._batch.done.result(timeout)
-
-    @property
-    def future(self) -> cf.Future[RolloutStats]:
-        return self._batch.done
 
 
 class Rollout:
@@ -302,6 +88,7 @@ class Rollout:
         budget = config.kv_budget_tokens or engine.num_slots * engine.max_tokens_per_seq
         self.residency = Residency(engine.num_slots, self.tool_times, budget)
         self.cache = cache if cache is not None else ToolCache()
+        self.speculator = Speculator(self.cache, run_tool, run_task_tool, fit_put)
         self._admissions = self._preemptions = 0
         self._step_log: list[tuple[int, int, float]] = []
         self._eos = engine.eos_tokens()
@@ -309,15 +96,14 @@ class Rollout:
         self._idle_s = self._decode_s = self._prefill_s = self._overhead_s = 0.0
         self._steps = 0
         self._cancelled = threading.Event()
-        self._seqs: list[_Seq] = []  # every live sequence, of every batch
-        self._batches: list[_Batch] = []
-        self._inbox: list[tuple[str, _Batch]] = []  # ("submit" | "cancel", batch)
+        self._seqs: list[Seq] = []  # every live sequence, of every batch
+        self._batches: list[Batch] = []
+        self._inbox: list[tuple[str, Batch]] = []  # ("submit" | "cancel", batch)
         self._inbox_lock = threading.Lock()
         self._wake: cf.Future[None] = cf.Future()
         self._turn = 0  # round-robin start among batches
-        self._pool: cf.ThreadPoolExecutor | None = None
         self._serving = False  # serve(): a sequence's failure fails its batch only
-        self._failed: dict[_Batch, Exception] = {}  # batches to fail after this step
+        self._failed: dict[Batch, Exception] = {}  # batches to fail after this step
 
     def cancel(self) -> None:
         """Stops run() or serve() at the next step (from another thread); queued tool calls
@@ -328,13 +114,13 @@ class Rollout:
     # -- batches -----------------------------------------------------------------------------
 
     def _new_batch(self, trajectories: list[Trajectory], on_event: OnEvent,
-                   mode: Mode | None = None) -> _Batch:
+                   mode: Mode | None = None) -> Batch:
         import codecs
 
         started = time.monotonic()
-        batch = _Batch([], on_event, started, mode or self.config.mode)
+        batch = Batch([], on_event, started, mode or self.config.mode)
         for traj in trajectories:
-            seq = _Seq(traj, started_at=started, text=traj.prompt,
+            seq = Seq(traj, started_at=started, text=traj.prompt,
                        parser=ToolCallParser(self._format_of(traj)),
                        decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
                        batch=batch)
@@ -393,7 +179,7 @@ class Rollout:
             elif batch in self._batches:
                 self._drop_batch(batch, RolloutCancelled("cancelled by its caller"))
 
-    def _drop_batch(self, batch: _Batch, error: BaseException | None = None) -> None:
+    def _drop_batch(self, batch: Batch, error: BaseException | None = None) -> None:
         """Ends a batch and answers its caller, whatever state the engine is in (a failed
         engine may fail again on dropping a slot: the caller must hear of it all the same)."""
         for seq in batch.seqs:
@@ -418,13 +204,13 @@ class Rollout:
         else:
             batch.done.set_result(self._stats(batch))
 
-    def _release(self, seq: _Seq) -> None:
+    def _release(self, seq: Seq) -> None:
         if seq.slot is not None:
             self.engine.drop(seq.slot)
             self.residency.release(seq.slot)
             seq.slot = None
 
-    def _emit(self, seq: _Seq, kind: str, data: dict[str, Any]) -> None:
+    def _emit(self, seq: Seq, kind: str, data: dict[str, Any]) -> None:
         data["id"] = seq.public_id
         (seq.batch.on_event if seq.batch is not None else self.on_event)(kind, data)
 
@@ -436,7 +222,7 @@ class Rollout:
         batch = self._new_batch(trajectories, self.on_event)
         self._join(batch)
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
-            self._pool = pool
+            self.speculator.submit = pool.submit
             while not batch.done.done():
                 if self._cancelled.is_set():
                     left = sum(s.state != State.DONE for s in batch.seqs)
@@ -449,7 +235,7 @@ class Rollout:
         """Drives every submitted batch until cancel(); run on a thread of its own."""
         self._serving = True
         with cf.ThreadPoolExecutor(self.config.tool_workers) as pool:
-            self._pool = pool
+            self.speculator.submit = pool.submit
             while not self._cancelled.is_set():
                 self._take_inbox()
                 if not self._seqs:
@@ -480,7 +266,7 @@ class Rollout:
         for batch in [b for b in self._batches if all(s.state == State.DONE for s in b.seqs)]:
             self._drop_batch(batch)
 
-    def _guarded(self, seq: _Seq, work: Callable[[], None]) -> None:
+    def _guarded(self, seq: Seq, work: Callable[[], None]) -> None:
         """Runs one sequence's bookkeeping; what it raises fails that sequence's batch only
         (its caller hears why), never the driver every caller shares. Unguarded: run()."""
         if seq.batch is not None and seq.batch in self._failed:
@@ -494,7 +280,7 @@ class Rollout:
             log.exception("trajectory %s", seq.public_id)
             self._failed[seq.batch] = e
 
-    def _order(self, seqs: list[_Seq]) -> list[_Seq]:
+    def _order(self, seqs: list[Seq]) -> list[Seq]:
         """Live sequences round-robin over their batches, starting with a different batch
         each step: fair admission between callers."""
         if len(self._batches) <= 1:
@@ -505,7 +291,7 @@ class Rollout:
         rotated = per_batch[self._turn:] + per_batch[:self._turn]
         return [s for s in chain.from_iterable(zip_longest(*rotated)) if s is not None]
 
-    def _stats(self, batch: _Batch) -> RolloutStats:
+    def _stats(self, batch: Batch) -> RolloutStats:
         wall = time.monotonic() - batch.started_at
         results = [s.result for s in batch.seqs if s.result is not None]
         generated = sum(r.generated_tokens for r in results)
@@ -541,7 +327,7 @@ class Rollout:
                 "evictions": self.residency.evictions, "preemptions": self._preemptions,
                 "cache_evictions": self.residency.cache_evictions}
 
-    def _join(self, batch: _Batch) -> None:
+    def _join(self, batch: Batch) -> None:
         batch.base = self._counters()
         self._batches.append(batch)
         self._seqs.extend(batch.seqs)
@@ -550,29 +336,29 @@ class Rollout:
         task = traj.task
         return task.call_format if task is not None and task.call_format else self.call_format
 
-    def _mode(self, seq: _Seq) -> Mode:
+    def _mode(self, seq: Seq) -> Mode:
         return seq.batch.mode if seq.batch is not None else self.config.mode
 
-    def _speculating(self, seq: _Seq) -> bool:
+    def _speculating(self, seq: Seq) -> bool:
         return self._mode(seq) == Mode.SPECULATE
 
-    def _forced(self, seq: _Seq) -> bool:
+    def _forced(self, seq: Seq) -> bool:
         return self.config.forced and seq.task is None
 
-    def _sampling(self, seq: _Seq) -> dict[str, Any]:
+    def _sampling(self, seq: Seq) -> dict[str, Any]:
         task = seq.task
         if task is None:
             return {"temperature": self.config.temperature, "seed": seq.seed}
         return {"temperature": task.temperature, "top_p": task.top_p, "top_k": task.top_k,
                 "seed": seq.seed}
 
-    def _max_turn_tokens(self, seq: _Seq) -> int:
+    def _max_turn_tokens(self, seq: Seq) -> int:
         return seq.task.max_new_tokens if seq.task else self.config.max_turn_tokens
 
-    def _max_turns(self, seq: _Seq) -> int:
+    def _max_turns(self, seq: Seq) -> int:
         return seq.task.max_turns if seq.task else self.config.max_turns
 
-    def _room(self, seq: _Seq) -> int:
+    def _room(self, seq: Seq) -> int:
         """Response tokens this sequence may still add (tasks: its total budget and the
         context; the benchmark workload: unbounded)."""
         task = seq.task
@@ -585,7 +371,7 @@ class Rollout:
 
     # -- slots -------------------------------------------------------------------------------
 
-    def _admit(self, seqs: list[_Seq]) -> None:
+    def _admit(self, seqs: list[Seq]) -> None:
         for seq in self._order(seqs):
             if seq.state != State.NEEDS_SLOT:
                 continue
@@ -606,7 +392,7 @@ class Rollout:
             seq.admitted = self._admissions
             seq.state = State.PREFILL if seq.computed < len(seq.context) else State.DECODE
 
-    def _evicted(self, owners: list[str], streams: list[int], seqs: list[_Seq]) -> None:
+    def _evicted(self, owners: list[str], streams: list[int], seqs: list[Seq]) -> None:
         """Waiters whose KV the residency policy took, and the streams to clear."""
         for stream in streams:
             self.engine.drop(stream)
@@ -615,7 +401,7 @@ class Rollout:
             self._emit(victim, "evicted", {"slot": victim.slot})
             victim.slot, victim.computed = None, 0
 
-    def _grow(self, seq: _Seq, tokens: int, force: bool) -> bool:
+    def _grow(self, seq: Seq, tokens: int, force: bool) -> bool:
         """Charge seq's KV `tokens` more, evicting what the policy allows."""
         assert seq.slot is not None
         got = self.residency.grow(seq.slot, tokens, force)
@@ -624,7 +410,7 @@ class Rollout:
         self._evicted(*got, self._seqs)
         return True
 
-    def _preempt(self, seq: _Seq) -> None:
+    def _preempt(self, seq: Seq) -> None:
         """Takes a running sequence's KV (recompute preemption): it re-queues with its whole
         context and, if it was mid-turn, resumes with the token it had drawn."""
         assert seq.slot is not None
@@ -636,7 +422,7 @@ class Rollout:
         seq.slot, seq.computed, seq.state = None, 0, State.NEEDS_SLOT
         self._preemptions += 1
 
-    def _fill_slot(self, seq: _Seq, seqs: list[_Seq], slot: int, cached: Sequence[int]
+    def _fill_slot(self, seq: Seq, seqs: list[Seq], slot: int, cached: Sequence[int]
                    ) -> int:
         """Starts seq's KV in slot: forked from a group sibling's prompt, reused from its own
         prefix-cache entry (resubmit), or empty. Returns the tokens of seq.context already in
@@ -658,22 +444,22 @@ class Rollout:
         self.engine.start(slot)
         return 0
 
-    def _is_fresh_sample(self, seq: _Seq) -> bool:
+    def _is_fresh_sample(self, seq: Seq) -> bool:
         """A group sample that has never been in KV: its context is its prompt."""
         return (self.config.share_prompt and bool(seq.traj.group) and seq.ever_computed == 0
                 and len(seq.context) == seq.prompt_len)
 
-    def _siblings(self, seq: _Seq, seqs: list[_Seq]) -> list[_Seq]:
+    def _siblings(self, seq: Seq, seqs: list[Seq]) -> list[Seq]:
         return [s for s in seqs if s is not seq and s.traj.group == seq.traj.group
                 and s.context[:seq.prompt_len] == seq.context]
 
-    def _sibling_prefilling(self, seq: _Seq, seqs: list[_Seq]) -> bool:
+    def _sibling_prefilling(self, seq: Seq, seqs: list[Seq]) -> bool:
         if not self._is_fresh_sample(seq):
             return False
         return any(s.slot is not None and s.computed < seq.prompt_len
                    for s in self._siblings(seq, seqs))
 
-    def _prompt_donor(self, seq: _Seq, seqs: list[_Seq]) -> _Seq | None:
+    def _prompt_donor(self, seq: Seq, seqs: list[Seq]) -> Seq | None:
         """A sibling whose slot holds this sample's whole prompt, if any."""
         if not self._is_fresh_sample(seq) or seq.prompt_len < 2:
             return None
@@ -682,10 +468,10 @@ class Rollout:
 
     # -- one step ----------------------------------------------------------------------------
 
-    def _compose(self, seqs: list[_Seq]) -> tuple[list[StepInput], list[tuple[_Seq, str]]]:
+    def _compose(self, seqs: list[Seq]) -> tuple[list[StepInput], list[tuple[Seq, str]]]:
         budget = self.engine.max_batch_tokens
         inputs: list[StepInput] = []
-        kinds: list[tuple[_Seq, str]] = []
+        kinds: list[tuple[Seq, str]] = []
         ordered = self._order(seqs)
         composed: set[int] = set()  # id() of sequences with an input in this step
         for seq in ordered:  # decode first: never stalled by prefill
@@ -722,7 +508,7 @@ class Rollout:
                 budget -= take
         return inputs, kinds
 
-    def _room_to_decode(self, seq: _Seq, ordered: list[_Seq], composed: set[int]) -> bool:
+    def _room_to_decode(self, seq: Seq, ordered: list[Seq], composed: set[int]) -> bool:
         """A KV token for seq's next decode step: evicting cache entries and waiters (pinned
         ones too), else preempting the latest admitted running sequence not yet in this step
         (seq itself when there is none: False)."""
@@ -738,12 +524,12 @@ class Rollout:
                 return False
         return True
 
-    def _charged(self, seq: _Seq) -> bool:
+    def _charged(self, seq: Seq) -> bool:
         """seq holds KV charged for its whole context (what it is about to prefill too)."""
         return seq.slot is not None and \
             self.residency.streams[seq.slot].tokens >= len(seq.context)
 
-    def _unstall(self, ordered: list[_Seq]) -> None:
+    def _unstall(self, ordered: list[Seq]) -> None:
         """Nothing decodes and nobody waits for a tool, yet sequences hold KV needing room for
         their tool output: take it by force (pinned waiters, then the latest admitted)."""
         stalled = [s for s in ordered if s.state == State.PREFILL and s.slot is not None
@@ -756,7 +542,7 @@ class Rollout:
             self._preempt(max(stalled, key=lambda s: s.admitted))
 
     @staticmethod
-    def _prefill_end(seq: _Seq) -> int:
+    def _prefill_end(seq: Seq) -> int:
         """Where this prefill chunk must stop. A group sample's prompt stops one short of its
         end, and its last token is computed alone, as a forked sample computes it: a token's
         logits depend on the batch it was computed in (up to 0.5 apart here), so without this a
@@ -765,7 +551,7 @@ class Rollout:
             return seq.prompt_len - 1
         return len(seq.context)
 
-    def _step(self, inputs: list[StepInput], kinds: list[tuple[_Seq, str]]) -> None:
+    def _step(self, inputs: list[StepInput], kinds: list[tuple[Seq, str]]) -> None:
         out = self.engine.step(inputs)
         self._steps += 1
         total = max(1, out.num_prefill_tokens + out.num_decode_tokens)
@@ -785,7 +571,7 @@ class Rollout:
                 self._guarded(seq, lambda: self._after_decode(
                     seq, out.next_tokens[slot], logprob))  # type: ignore[index]
 
-    def _after_prefill(self, seq: _Seq, item: StepInput, next_token: int | None,
+    def _after_prefill(self, seq: Seq, item: StepInput, next_token: int | None,
                        logprob: float) -> None:
         n = len(item.tokens)
         seq.prefill_tokens += n
@@ -807,7 +593,7 @@ class Rollout:
                 elif seq.task is not None and next_token in self._eos:
                     self._sampled_end(seq, next_token, logprob)  # type: ignore[arg-type]
 
-    def _begin_turn(self, seq: _Seq) -> None:
+    def _begin_turn(self, seq: Seq) -> None:
         """Replay: the turn's recorded tokens; speculate: the emulated draft's launch."""
         seq.turn_started_at = time.monotonic()
         if not self._forced(seq):
@@ -818,7 +604,7 @@ class Rollout:
         if self._speculating(seq) and self.config.draft_alpha is not None:
             self._draft_launch(seq, text)
 
-    def _after_decode(self, seq: _Seq, predicted: int, logprob: float) -> None:
+    def _after_decode(self, seq: Seq, predicted: int, logprob: float) -> None:
         token = seq.next_token
         assert token is not None
         seq.context.append(token)
@@ -829,8 +615,7 @@ class Rollout:
         seq.response_mask.append(1)
         seq.logprobs.append(seq.next_logprob)
         seq.turn_tokens += 1
-        piece = seq.decoder.decode(self.engine.piece(token)) if hasattr(self.engine, "piece") \
-            else self.engine.detokenize([token])
+        piece = seq.decoder.decode(self.engine.piece(token))
         seq.text += piece
         seq.turn_text += piece
         self._emit(seq, "token", {"token": token, "text": piece})
@@ -865,21 +650,20 @@ class Rollout:
             return
         seq.next_token, seq.next_logprob = predicted, logprob
 
-    def _sampled_end(self, seq: _Seq, token: int, logprob: float) -> None:
+    def _sampled_end(self, seq: Seq, token: int, logprob: float) -> None:
         """A task's sampled end-of-sequence token ends it and stays in its response (mask 1,
         its log-prob): a trainer learns when to stop from it. It never enters KV."""
         seq.tokens_out.append(token)
         seq.response_ids.append(token)
         seq.response_mask.append(1)
         seq.logprobs.append(logprob)
-        piece = seq.decoder.decode(self.engine.piece(token)) if hasattr(self.engine, "piece") \
-            else self.engine.detokenize([token])
+        piece = seq.decoder.decode(self.engine.piece(token))
         seq.text += piece
         self._emit(seq, "token", {"token": token, "text": piece})
         self._end_turn_without_call(seq)
 
     @staticmethod
-    def _hit_stop(seq: _Seq, piece: str) -> bool:
+    def _hit_stop(seq: Seq, piece: str) -> bool:
         """A stop string completed by this piece (the model's tokens up to it stay: a
         trainer needs every sampled token it scores)."""
         assert seq.task is not None
@@ -887,57 +671,29 @@ class Rollout:
 
     # -- tool calls --------------------------------------------------------------------------
 
-    def _cache_key(self, call: ToolCall, seq: _Seq) -> str:
-        return cache_key(call, seq.traj)
-
-    def _runner(self, call: ToolCall, seq: _Seq) -> Callable[[], ToolOutput]:
-        return tool_runner(call, seq.traj, self.run_tool, self.run_task_tool)
-
-    def _launch(self, call: ToolCall, seq: _Seq) -> None:
-        assert self._pool is not None
-        if has_put(self.cache, call, seq.traj):  # the caller answered it already
-            return
-        launched = self.cache.launch(self._cache_key(call, seq), self._runner(call, seq),
-                                     self._pool.submit, response_id=seq.traj.id)
-        if launched and seq.batch is not None:
+    def _launch(self, call: ToolCall, seq: Seq) -> None:
+        if self.speculator.launch(call, seq.traj) and seq.batch is not None:
             seq.batch.launched += 1
 
-    def _draft_launch(self, seq: _Seq, turn_text: str) -> None:
+    def _draft_launch(self, seq: Seq, turn_text: str) -> None:
         """An emulated draft model: right with probability alpha (it launches this turn's own
         call), else it launches a call that will not match (wasted tool time)."""
-        parser = ToolCallParser(self.call_format)
-        calls = parser.feed(turn_text).closed
-        if not calls:
-            return
-        call = calls[0]
-        if self._rng.random() >= float(self.config.draft_alpha or 0.0):
-            call = ToolCall(call.name, {**call.arguments, "draft_guess": seq.turn}, call.raw)
-        self._launch(call, seq)
+        calls = ToolCallParser(self.call_format).feed(turn_text).closed
+        if calls:
+            right = self._rng.random() < float(self.config.draft_alpha or 0.0)
+            self._launch(draft_guess(calls[0], right, seq.turn), seq)
 
-    def _claim(self, call: ToolCall, seq: _Seq) -> cf.Future[ToolOutput] | None:
-        """An output for this call: for a task, what its caller Put (the client-side flow, in
-        any mode) first; then speculation's own launch when speculating."""
-        future = claim_put(self.cache, call, seq.traj)
-        if future is None and self._speculating(seq):
-            future = self.cache.claim(self._cache_key(call, seq))
-        return future
-
-    def _call(self, seq: _Seq, call: ToolCall) -> None:
-        assert self._pool is not None
+    def _call(self, seq: Seq, call: ToolCall) -> None:
         now = time.monotonic()
         seq.turn_generation_s.append(now - seq.turn_started_at)
-        seq.pending_call, seq.call_closed_at, seq.speculative_hit = call, now, False
-        future = self._claim(call, seq)
-        if future is not None:
-            seq.speculative_hit = True
-        else:
-            future = self._pool.submit(self._runner(call, seq))
-        seq.future = future
+        seq.pending_call, seq.call_closed_at = call, now
+        seq.future, seq.speculative_hit = self.speculator.start(call, seq.traj,
+                                                                self._speculating(seq))
         seq.state = State.WAITING
-        if self._speculating(seq) and call.name == "compile":  # follow-on: disasm comes next
-            follow = ToolCall("disasm", dict(call.arguments), call.raw)
-            if seq.task is None or "disasm" in seq.task.binding.schemas:
-                self._launch(follow, seq)
+        if self._speculating(seq):
+            launched = self.speculator.launch_follow_ons(call, seq.traj)
+            if seq.batch is not None:
+                seq.batch.launched += launched
         if self._mode(seq) == Mode.RESUBMIT:  # the request ends: its KV a prefix-cache entry
             assert seq.slot is not None
             self.residency.keep_as_cache(seq.slot, seq.traj.id, seq.context[:seq.computed])
@@ -948,12 +704,12 @@ class Rollout:
         self._emit(seq, "tool_call", {"tool": call.name, "arguments": call.arguments,
                                       "speculative_hit": seq.speculative_hit})
 
-    def _collect_tools(self, seqs: list[_Seq]) -> None:
+    def _collect_tools(self, seqs: list[Seq]) -> None:
         for seq in list(seqs):
             if seq.state == State.WAITING and seq.future is not None and seq.future.done():
                 self._guarded(seq, lambda: self._tool_returned(seq))
 
-    def _wait_for_tools(self, seqs: list[_Seq]) -> None:
+    def _wait_for_tools(self, seqs: list[Seq]) -> None:
         futures: list[cf.Future[Any]] = [s.future for s in seqs
                                          if s.state == State.WAITING and s.future is not None]
         started = time.monotonic()
@@ -961,15 +717,10 @@ class Rollout:
             cf.wait(futures + [self._wake], timeout=1.0, return_when=cf.FIRST_COMPLETED)
         self._idle_s += time.monotonic() - started
 
-    def _tool_returned(self, seq: _Seq) -> None:
+    def _tool_returned(self, seq: Seq) -> None:
         assert seq.future is not None and seq.pending_call is not None
         call = seq.pending_call
-        try:
-            output = seq.future.result()
-        except Exception as e:  # the service failed: the model reads the error
-            output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
-        if not isinstance(output, ToolOutput):  # a client's Put: the text the model reads
-            output = put_output(output, seq.traj, self.fit_put)
+        output = self.speculator.output(seq.future, seq.traj)
         now = time.monotonic()
         self.tool_times.observe(call.name, output.tool_s)
         record = CallRecord(call.name, output.status, output.tool_s, now - seq.call_closed_at,
@@ -1015,18 +766,18 @@ class Rollout:
         self.residency.running(seq.slot)  # its output is charged when room is made (_compose)
         seq.state = State.PREFILL
 
-    def _insertion(self, seq: _Seq, output: str) -> tuple[str, list[int]]:
+    def _insertion(self, seq: Seq, output: str) -> tuple[str, list[int]]:
         """The text put back after a call and its tokens. A task's tool output is tokenised
         as plain text between the template's parts: what a submission prints cannot end the
         tool turn or open another in the context the model is trained on."""
-        parts = getattr(self.template, "tool_response_parts", None)
-        if seq.task is None or parts is None:
+        parts = self.template.tool_response_parts
+        if seq.task is None:
             response = self.template.tool_response(output)
             return response, self.engine.tokenize(response)
         before, after = parts
         return plain_insertion(self.engine, before, output, after)
 
-    def _end_turn_without_call(self, seq: _Seq, reason: str = "stop") -> None:
+    def _end_turn_without_call(self, seq: Seq, reason: str = "stop") -> None:
         seq.turn_generation_s.append(time.monotonic() - seq.turn_started_at)
         if self._forced(seq) and seq.turn + 1 < len(seq.traj.turns):
             # a recorded turn without a call that is not the last: continue with the next
@@ -1035,7 +786,7 @@ class Rollout:
             return
         self._finish(seq, reason)
 
-    def _finish(self, seq: _Seq, reason: str = "stop") -> None:
+    def _finish(self, seq: Seq, reason: str = "stop") -> None:
         self._release(seq)
         seq.state = State.DONE
         seq.result = TrajectoryResult(
@@ -1049,57 +800,6 @@ class Rollout:
             prompt_ids=seq.context[:seq.prompt_len], response_ids=seq.response_ids,
             response_mask=seq.response_mask, logprobs=seq.logprobs, task=seq.task)
         self._emit(seq, "done", {"result": seq.result})
-
-
-def cache_key(call: ToolCall, traj: Trajectory) -> str:
-    """The tool cache key of a trajectory's call. A task's calls are scoped to their task
-    (its samples share launches, tasks never do: the same submission against another
-    problem is another result)."""
-    return call.key if traj.task is None else f"{traj.task.binding.scope}\n{call.key}"
-
-
-def tool_runner(call: ToolCall, traj: Trajectory, run_tool: Callable[[ToolCall], ToolOutput],
-                run_task_tool: RunTaskTool | None) -> Callable[[], ToolOutput]:
-    """What runs the call: a task's through its binding, the workload's as it is."""
-    if traj.task is None:
-        return lambda: run_tool(call)
-    assert run_task_tool is not None, "task trajectories need run_task_tool"
-    binding = traj.task.binding
-    return lambda: run_task_tool(call, binding)
-
-
-def plain_insertion(engine: Any, before: str, output: str, after: str
-                    ) -> tuple[str, list[int]]:
-    """A tool's output between the template's text, and its tokens: the template's parsed
-    with their markers, the output as plain text (what a submission prints cannot end the
-    tool turn or open another in the context the model is trained on)."""
-    tokens = (engine.tokenize(before) + engine.tokenize(output, special=False)
-              + engine.tokenize(after))
-    return before + output + after, tokens
-
-
-def claim_put(cache: ToolCache, call: ToolCall, traj: Trajectory) -> cf.Future[Any] | None:
-    """What the task's caller Put for this call, under one of the owners its put_scope gives
-    (none without one)."""
-    for owner in traj.task.put_owners if traj.task is not None else ():
-        future = cache.claim(owned_key(owner, call.key), count_miss=False)
-        if future is not None:
-            return future
-    return None
-
-
-def has_put(cache: ToolCache, call: ToolCall, traj: Trajectory) -> bool:
-    return any(cache.lookup(owned_key(owner, call.key)) is not None
-               for owner in (traj.task.put_owners if traj.task is not None else ()))
-
-
-def put_output(output: Any, traj: Trajectory, fit: FitPut | None) -> ToolOutput:
-    """A client's Put output as the model reads it: within the task's output budget, as a
-    tool's own output is."""
-    text = str(getattr(output, "text", output))
-    if traj.task is not None and fit is not None:
-        text = fit(text, traj.task.binding.output_tokens)
-    return ToolOutput(text, "PUT", 0.0)
 
 
 def _unique_ids(trajectories: list[Trajectory]) -> None:

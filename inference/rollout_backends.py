@@ -17,15 +17,15 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from perfbox.inference.engine import Engine
-from perfbox.inference.rollout import (BatchHandle, FitPut, Mode, Rollout, RolloutCancelled,
-                                       RolloutConfig, RolloutStats, RunTaskTool)
+from perfbox.inference.engine import Engine, SessionEngine
+from perfbox.inference.rollout import BatchHandle, Rollout
+from perfbox.inference.rollout_types import (FitPut, Mode, OnEvent, RolloutCancelled,
+                                             RolloutConfig, RolloutStats, RunTaskTool,
+                                             ToolOutput)
 from perfbox.inference.tool_cache import ToolCache
-from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.toolcall import ToolCall
 from perfbox.inference.workload import Trajectory
 
-OnEvent = Callable[[str, dict[str, Any]], None]
 TOOL_THREADS = 64  # task tool calls in flight at once on the shared driver (all callers)
 RunTool = Callable[[ToolCall], ToolOutput]
 
@@ -60,9 +60,7 @@ class _StepRun:
             return self._done.result()
         finally:
             self._pool.shutdown(wait=True)
-            close = getattr(self._engine, "close", None)
-            if close is not None:
-                close()
+            self._engine.close()
 
     def cancel(self) -> None:
         self._rollout.cancel()
@@ -71,11 +69,11 @@ class _StepRun:
 class StepBackend:
     """The embedded engine: a fresh engine per rollout, sized to the request's KV slots."""
 
-    name = "llama.cpp"
     exclusive = True
 
-    def __init__(self, make_engine: Callable[[int], Engine], run_tool: RunTool) -> None:
-        self.make_engine, self.run_tool = make_engine, run_tool
+    def __init__(self, make_engine: Callable[[int], Engine], run_tool: RunTool,
+                 name: str = "llama.cpp") -> None:
+        self.make_engine, self.run_tool, self.name = make_engine, run_tool, name
 
     def start(self, trajectories: list[Trajectory], config: RolloutConfig, kv_slots: int,
               on_event: OnEvent) -> RolloutRun:
@@ -121,13 +119,12 @@ class _SessionRun:
 class SessionBackend:
     """vLLM: one engine for the worker's life, in an event loop of its own thread."""
 
-    name = "vllm"
     exclusive = False
 
-    def __init__(self, make_engine: Callable[[], Any], run_tool: RunTool) -> None:
-        """make_engine runs inside the loop (AsyncLLM needs a running loop) and returns a
-        perfbox.inference.engines.vllm_sessions.VllmSessions."""
-        self.run_tool = run_tool
+    def __init__(self, make_engine: Callable[[], SessionEngine], run_tool: RunTool,
+                 name: str = "vllm") -> None:
+        """make_engine runs inside the loop (AsyncLLM needs a running loop)."""
+        self.run_tool, self.name = run_tool, name
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop",
                                         daemon=True)
@@ -191,7 +188,7 @@ class StepDriver:
     def __init__(self, engine: Engine, run_task_tool: RunTaskTool, cache: ToolCache,
                  fit_put: FitPut | None = None) -> None:
         self.engine = engine
-        self.chat = engine.chat_format()  # type: ignore[attr-defined]
+        self.chat = engine.chat_format()
         # tool calls wait on the tool service (its own queue and quotas bound the work): a
         # pool of many threads, so one caller's slow calls cannot queue another's behind them
         self.rollout = Rollout(engine, _no_workload_tool,
@@ -213,9 +210,7 @@ class StepDriver:
     def close(self) -> None:
         self.rollout.cancel()
         self._thread.join(timeout=30)
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        self.engine.close()
 
 
 def _no_workload_tool(call: ToolCall) -> Any:
@@ -243,3 +238,34 @@ class SessionDriver:
 
     def close(self) -> None:
         """The backend (and its engine) belongs to the worker; it closes them."""
+
+
+def make_backend(engine: str, model: str | None, run_tool: RunTool, threads: int = 1,
+                 engine_args: dict[str, Any] | None = None) -> RolloutBackend:
+    """RolloutService's backend for a registered engine (perfbox.inference.engines): a step
+    engine built per rollout, or a session engine loaded once, now (which takes a while for a
+    large model)."""
+    from perfbox.inference import engines
+
+    if engines.get(engine).kind == "session":
+        return SessionBackend(lambda: engines.create(engine, model, engine_args=engine_args),
+                              run_tool, name=engine)
+    return StepBackend(lambda slots: engines.create(engine, model, num_slots=slots,
+                                                    threads=threads, engine_args=engine_args),
+                       run_tool, name=engine)
+
+
+def make_task_driver(engine: str, model: str | None, backend: RolloutBackend, kv_slots: int,
+                     threads: int = 1, engine_args: dict[str, Any] | None = None
+                     ) -> Callable[[RunTaskTool, ToolCache, FitPut], Any]:
+    """What RunTasks serves on (perfbox.inference.task_service.TaskRunner's make_driver): a
+    step engine of its own with kv_slots streams, started on first use, or the session engine
+    the backend loaded."""
+    from perfbox.inference import engines
+
+    if engines.get(engine).kind == "session":
+        assert isinstance(backend, SessionBackend)
+        return lambda run, cache, fit: SessionDriver(backend, run, cache, fit)
+    return lambda run, cache, fit: StepDriver(
+        engines.create(engine, model, num_slots=kv_slots, threads=threads,
+                       engine_args=engine_args), run, cache, fit)

@@ -26,7 +26,7 @@ from perfbox.api import RETRY_DELAY_KEY
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference import workload as W
-from perfbox.inference.rollout import Mode, RolloutCancelled, RolloutConfig
+from perfbox.inference.rollout_types import Mode, RolloutCancelled, RolloutConfig
 from perfbox.inference.rollout_backends import RolloutBackend
 from perfbox.inference.stream_events import END, drain, shared_field, summary
 from perfbox.inference.task_service import TaskRejected, TaskRunner

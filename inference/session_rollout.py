@@ -30,13 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from perfbox.inference.engines.vllm_sessions import Session, TurnOutput, VllmSessions
-from perfbox.inference.rollout import (CallRecord, FitPut, Mode, RolloutConfig, RolloutStats,
-                                       RunTaskTool, TrajectoryResult, cache_key, claim_put,
-                                       has_put, plain_insertion, put_output, tool_runner)
+from perfbox.inference.chat_format import ToolTurnTemplate, plain_insertion
+from perfbox.inference.engine import SessionEngine, SessionTurn, TurnOutput
+from perfbox.inference.rollout_types import (CallRecord, FitPut, Mode, OnEvent, RolloutConfig,
+                                             RolloutStats, RunTaskTool, ToolOutput,
+                                             TrajectoryResult)
+from perfbox.inference.speculator import Speculator
 from perfbox.inference.tool_cache import ToolCache
 from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
-from perfbox.inference.tools_bridge import ToolOutput
 from perfbox.inference.workload import ChatTemplate, Trajectory
 
 
@@ -51,20 +52,20 @@ class _Counts:
 class SessionRollout:
     """Runs trajectories on a VllmSessions engine (call run() once, inside an event loop)."""
 
-    def __init__(self, engine: VllmSessions, run_tool: Callable[[ToolCall], ToolOutput],
-                 config: RolloutConfig, template: ChatTemplate | Any | None = None,
-                 call_format: ToolCallFormat | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    def __init__(self, engine: SessionEngine, run_tool: Callable[[ToolCall], ToolOutput],
+                 config: RolloutConfig, template: ToolTurnTemplate | None = None,
+                 call_format: ToolCallFormat | None = None, on_event: OnEvent | None = None,
                  cache: ToolCache | None = None, run_task_tool: RunTaskTool | None = None,
                  fit_put: FitPut | None = None) -> None:
-        self.engine, self.run_tool, self.config = engine, run_tool, config
-        self.run_task_tool, self.fit_put = run_task_tool, fit_put
+        self.engine, self.config = engine, config
         self.on_event = on_event or (lambda kind, data: None)
-        self.template = template or ChatTemplate()
+        self.template: ToolTurnTemplate = template or ChatTemplate()
         self.call_format = call_format or ToolCallFormat()
         self.cache = cache if cache is not None else ToolCache()
+        self.speculator = Speculator(self.cache, run_tool, run_task_tool, fit_put)
         self.end_of_turn = engine.token_id(self.template.end)
         self._pool = cf.ThreadPoolExecutor(config.tool_workers)
+        self.speculator.submit = self._pool.submit
 
     async def run(self, trajectories: list[Trajectory]) -> RolloutStats:
         started = time.monotonic()
@@ -143,7 +144,7 @@ class SessionRollout:
         tokens = self.engine.tokenize(traj.turns[turn])
         return tokens + ([self.end_of_turn] if self.end_of_turn is not None else [])
 
-    async def _turn(self, session: Session | None, context: list[int], new: list[int],
+    async def _turn(self, session: SessionTurn | None, context: list[int], new: list[int],
                     params: Any, traj: Trajectory, counts: _Counts, held: int
                     ) -> tuple[TurnOutput, ToolCall | None, float]:
         out, parser, call = TurnOutput(), ToolCallParser(self.call_format), None
@@ -176,42 +177,22 @@ class SessionRollout:
 
     # -- tools -------------------------------------------------------------------------------
 
-    def _key(self, call: ToolCall, traj: Trajectory) -> str:
-        return cache_key(call, traj)
-
-    def _runner(self, call: ToolCall, traj: Trajectory) -> Callable[[], ToolOutput]:
-        return tool_runner(call, traj, self.run_tool, self.run_task_tool)
-
     def _launch(self, call: ToolCall, traj: Trajectory) -> None:
-        if has_put(self.cache, call, traj):  # the caller answered it already
-            return
-        self.cache.launch(self._key(call, traj), self._runner(call, traj), self._pool.submit,
-                          response_id=traj.id)
-
-    def _claim(self, call: ToolCall, traj: Trajectory) -> cf.Future[Any] | None:
-        """As perfbox.inference.rollout claims: the caller's Put first, then a launch."""
-        future = claim_put(self.cache, call, traj)
-        if future is None and self.config.mode == Mode.SPECULATE:
-            future = self.cache.claim(self._key(call, traj))
-        return future
+        self.speculator.launch(call, traj)
 
     async def _tool(self, call: ToolCall, traj: Trajectory, counts: _Counts) -> ToolOutput:
         closed_at = time.monotonic()
-        future = self._claim(call, traj)
-        hit = future is not None
-        if future is None:
-            future = self._pool.submit(self._runner(call, traj))
+        speculating = self.config.mode == Mode.SPECULATE
+        future, hit = self.speculator.start(call, traj, speculating)
         self.on_event("tool_call", {"id": _public(traj), "tool": call.name,
                                     "speculative_hit": hit})
-        if self.config.mode == Mode.SPECULATE and call.name == "compile" and (
-                traj.task is None or "disasm" in traj.task.binding.schemas):
-            self._launch(ToolCall("disasm", dict(call.arguments), call.raw), traj)
+        if speculating:
+            self.speculator.launch_follow_ons(call, traj)
         try:
-            output = await asyncio.wrap_future(future)
-        except Exception as e:  # the service failed: the model reads the error
-            output = ToolOutput(f"TOOL_ERROR: {type(e).__name__}: {e}"[:600], "TOOL_ERROR", 0.0)
-        if not isinstance(output, ToolOutput):  # a client's Put: the text the model reads
-            output = put_output(output, traj, self.fit_put)
+            await asyncio.wrap_future(future)
+        except Exception:  # noqa: S110  (speculator.output turns it into what the model reads)
+            pass
+        output = self.speculator.output(future, traj)
         counts.calls.append(CallRecord(call.name, output.status, output.tool_s,
                                        time.monotonic() - closed_at, hit, dict(call.arguments)))
         self.on_event("tool_result", {"id": _public(traj), "tool": call.name,

@@ -28,11 +28,11 @@ from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.client import ToolClient
 from perfbox.inference import tasks as T
 from perfbox.inference.chat_format import ChatFormat
-from perfbox.inference.engine import Engine
+from perfbox.inference.engine import Engine, SessionEngine
 from perfbox.inference.final_kernel import final_candidate
-from perfbox.inference.rollout import (FitPut, Mode, RolloutCancelled, RunTaskTool,
-                                       TaskSample, TrajectoryResult)
 from perfbox.inference.rollout_backends import StepDriver
+from perfbox.inference.rollout_types import (FitPut, Mode, RolloutCancelled, RunTaskTool,
+                                             TaskSample, TrajectoryResult)
 from perfbox.inference.stream_events import END, drain, shared_field, summary
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
 from perfbox.inference.tool_cache import ToolCache
@@ -205,14 +205,15 @@ class TaskRunner:
         with self._lock:
             return self._live
 
-    def _trajectories(self, spec: T.TaskSpec, key: str, engine: Any, parser: str,
+    def _trajectories(self, spec: T.TaskSpec, key: str, engine: Engine | SessionEngine,
+                      parser: str,
                       put_scope: str) -> list[Trajectory]:
         schemas = self.schemas()
         tools = [schemas[t] for t in spec.tools]
         if spec.prompt_ids:
             prompt = list(spec.prompt_ids)
-            vocab = getattr(engine, "n_vocab", None)
-            if vocab is not None and max(prompt) >= vocab:
+            vocab = engine.n_vocab
+            if max(prompt) >= vocab:
                 raise TaskRejected("INVALID_ARGUMENT", f"task {spec.id!r}: prompt_ids: token "
                                    f"{max(prompt)} is outside the vocabulary of {vocab}")
         else:

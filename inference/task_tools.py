@@ -27,7 +27,7 @@ from perfbox.client import ToolClient, make_request
 from perfbox.function_schema import check_arguments
 from perfbox.inference.tasks import acts_on_problem
 from perfbox.inference.toolcall import ToolCall
-from perfbox.inference.tools_bridge import ToolOutput
+from perfbox.inference.rollout_types import ToolOutput
 
 REFERENCE_FILE = "reference.py"
 TRUNCATED = "\n[... truncated to fit the tool output budget]"

