@@ -2,7 +2,7 @@
 
 A batch of client tasks (free generation, GRPO groups of 4) runs two ways, side by side in one
 process, repetitions alternating which goes first:
-- `service`: a rollout worker on a real port (perfbox.inference.worker with a TaskRunner),
+- `service`: a rollout worker on a real port (perfbox.inference.rollout_server with a TaskRunner),
   the batch sent as one RunTasks call over gRPC, results streamed back with their token ids,
   masks and log-probs;
 - `direct`: the same engine class, the same KV slots and threads, the same trajectories,
@@ -83,7 +83,7 @@ def main() -> int:
     from perfbox.inference.rollout_backends import StepBackend
     from perfbox.inference.task_service import TaskRunner
     from perfbox.inference.tasks import proto_from_json
-    from perfbox.inference.worker import create_worker
+    from perfbox.inference.rollout_server import create_worker
 
     threads = args.threads or free_cores()
     before = conditions(("perfbox", "torch", "llama_cpp_python", "grpcio"))

@@ -7,7 +7,7 @@ Steps:
      `perfbox bench rollout` result at the calibration KV pressure (default 1.0, the control).
   2. Predict every other run — the same file's other pressures, and the hold-out files (other
      trajectory counts) — by simulating each variant with the node's KV policy
-     (perfbox.inference.simulate, whose docstring lists the assumptions, copied into the
+     (perfbox.bench.cluster_sim, whose docstring lists the assumptions, copied into the
      output), SEEDS draws each; compare with the measured medians.
   3. Simulate every mode for a grid of nodes x concurrent trajectories at --grid-pressure.
   4. What if decoding were faster (a GPU node: the same tools, the engine's step costs divided
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perfbox.inference import simulate  # noqa: E402
+from perfbox.bench import cluster_sim as simulate  # noqa: E402
 
 GRID = [(1, 32), (8, 256), (64, 2048)]  # (nodes, concurrent trajectories)
 SEEDS = 8
@@ -86,7 +86,7 @@ def with_early_launch(result: dict) -> dict:
     the same workload file (a property of the call format, not of any run)."""
     tokens = result["tokens"]
     if "early_launch" not in tokens:
-        from perfbox.inference import bench_rollout
+        from perfbox.bench import rollout as bench_rollout
         from perfbox.inference import workload as W
 
         path = W.WORKLOADS / result["workload"]

@@ -15,7 +15,7 @@ from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference.tool_cache import (DEFAULT_KEEP_ALIVE_S, MAX_KEEP_ALIVE_S, CacheFull,
                                           ToolCache, owned_key)
-from perfbox.inference.toolcall import canonical_key
+from perfbox.inference.tool_call_parser import canonical_key
 
 MAX_WAIT_S = 600.0
 MAX_OUTPUT_BYTES = 1 << 20  # one Put entry's output

@@ -64,7 +64,7 @@ from perfbox.inference.rollout_types import (CallRecord, FitPut, Mode, OnEvent, 
 from perfbox.inference.sequence_state import Batch, BatchHandle, Seq, State
 from perfbox.inference.speculator import Speculator, draft_guess
 from perfbox.inference.tool_cache import ToolCache
-from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
+from perfbox.inference.tool_call_parser import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.workload import ChatTemplate, Trajectory
 
 log = logging.getLogger(__name__)

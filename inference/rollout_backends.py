@@ -23,7 +23,7 @@ from perfbox.inference.rollout_types import (FitPut, Mode, OnEvent, RolloutCance
                                              RolloutConfig, RolloutStats, RunTaskTool,
                                              ToolOutput)
 from perfbox.inference.tool_cache import ToolCache
-from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.tool_call_parser import ToolCall
 from perfbox.inference.workload import Trajectory
 
 TOOL_THREADS = 64  # task tool calls in flight at once on the shared driver (all callers)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from perfbox.inference.toolcall import ToolCall, ToolCallFormat
+from perfbox.inference.tool_call_parser import ToolCall, ToolCallFormat
 
 if TYPE_CHECKING:
     from perfbox.inference.task_tools import Binding

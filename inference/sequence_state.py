@@ -11,7 +11,7 @@ from typing import Any
 
 from perfbox.inference.rollout_types import (CallRecord, Mode, OnEvent, RolloutStats, TaskSample,
                                              ToolOutput, TrajectoryResult)
-from perfbox.inference.toolcall import ToolCall, ToolCallParser
+from perfbox.inference.tool_call_parser import ToolCall, ToolCallParser
 from perfbox.inference.workload import Trajectory
 
 

@@ -37,7 +37,7 @@ from perfbox.inference.rollout_types import (CallRecord, FitPut, Mode, OnEvent, 
                                              TrajectoryResult)
 from perfbox.inference.speculator import Speculator
 from perfbox.inference.tool_cache import ToolCache
-from perfbox.inference.toolcall import ToolCall, ToolCallFormat, ToolCallParser
+from perfbox.inference.tool_call_parser import ToolCall, ToolCallFormat, ToolCallParser
 from perfbox.inference.workload import ChatTemplate, Trajectory
 
 

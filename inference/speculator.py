@@ -18,7 +18,7 @@ from typing import Any
 
 from perfbox.inference.rollout_types import FitPut, RunTaskTool, ToolOutput
 from perfbox.inference.tool_cache import ToolCache, owned_key
-from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.tool_call_parser import ToolCall
 from perfbox.inference.workload import Trajectory
 
 # a call to the key is likely followed by calls to these, with the same arguments: launched

@@ -36,7 +36,7 @@ from perfbox.inference.rollout_types import (FitPut, Mode, RolloutCancelled, Run
 from perfbox.inference.stream_events import END, drain, shared_field, summary
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
 from perfbox.inference.tool_cache import ToolCache
-from perfbox.inference.toolcall import PARSERS
+from perfbox.inference.tool_call_parser import PARSERS
 from perfbox.inference.workload import Trajectory
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient, make_request
 from perfbox.function_schema import check_arguments
 from perfbox.inference.tasks import acts_on_problem
-from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.tool_call_parser import ToolCall
 from perfbox.inference.rollout_types import ToolOutput
 
 REFERENCE_FILE = "reference.py"

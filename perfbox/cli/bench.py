@@ -27,8 +27,9 @@ def workload_path(name: str) -> Path:
 
 
 def cmd_bench_rollout(args: argparse.Namespace) -> int:
+    from perfbox.bench import rollout as bench_rollout
     from perfbox.client import ToolClient
-    from perfbox.inference import bench_rollout, workload
+    from perfbox.inference import workload
 
     engine_check()
     check_group_flags(args)
@@ -46,7 +47,7 @@ def cmd_bench_rollout(args: argparse.Namespace) -> int:
     with log_path.open("a") as log, \
             service_target(args, ("torch",), workers=2, nice=args.tool_nice) as target, \
             ToolClient(target, timeout_s=600, **client_options(args)) as client:
-        from perfbox.inference.tools_bridge import ToolBridge
+        from perfbox.inference.workload_tools import ToolBridge
 
         def progress(line: str) -> None:  # the terminal and the log file alike
             err_console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -57,9 +57,9 @@ def run_rollout(target: str, modes: list[str], concurrency: int, kv_slots: int |
     from perfbox.client import ToolClient
     from perfbox.inference import engines
     from perfbox.inference import workload as W
-    from perfbox.inference.bench_rollout import run_mode
+    from perfbox.bench.rollout import run_mode
     from perfbox.inference.rollout_types import Mode, RolloutConfig
-    from perfbox.inference.tools_bridge import ToolBridge
+    from perfbox.inference.workload_tools import ToolBridge
 
     workload = W.load()
     trajectories = W.replicate(workload, concurrency, group_size, shared_turns)

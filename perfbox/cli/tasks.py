@@ -75,9 +75,9 @@ def embedded_worker(tool_target: str, threads: int, model: str | None, kv_slots:
     from perfbox.inference.engines import DEFAULT_ENGINE
     from perfbox.inference.rollout_backends import make_backend, make_task_driver
     from perfbox.inference.task_service import TaskRunner
-    from perfbox.inference.tools_bridge import ToolBridge
+    from perfbox.inference.workload_tools import ToolBridge
     from perfbox.inference.workload import load
-    from perfbox.inference.worker import create_worker
+    from perfbox.inference.rollout_server import create_worker
 
     client = ToolClient(tool_target, timeout_s=600)
     backend = make_backend(DEFAULT_ENGINE, model, ToolBridge(client, load().problems).run,

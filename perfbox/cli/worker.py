@@ -20,8 +20,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from perfbox.inference import workload
     from perfbox.inference.rollout_backends import make_task_driver
     from perfbox.inference.task_service import TaskRunner
-    from perfbox.inference.tools_bridge import ToolBridge
-    from perfbox.inference.worker import create_worker
+    from perfbox.inference.workload_tools import ToolBridge
+    from perfbox.inference.rollout_server import create_worker
     from perfbox.sandbox.metrics import serve_metrics
 
     engine_args = check_engine_flags(args)

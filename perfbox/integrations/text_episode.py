@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perfbox import reward as rewards
-from perfbox.inference.toolcall import call_bodies, parse_call
+from perfbox.inference.tool_call_parser import call_bodies, parse_call
 from perfbox.integrations.toolbox import CallOutcome, Problem, Toolbox
 
 MAX_CALLS_PER_ACTION = 4  # more calls in one action come back as BAD_CALL, unrun

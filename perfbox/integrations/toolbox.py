@@ -34,7 +34,7 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient, server_retry_delay_s
 from perfbox.inference.task_tools import Binding, TaskTools, schemas_of
 from perfbox.inference.tasks import KERNELBENCH_SUBMISSION, acts_on_problem, problem_layout
-from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.tool_call_parser import ToolCall
 
 TARGET_ENV = "PERFBOX_TARGET"  # the tool service's host:port when an adapter is built bare
 TOKEN_ENV = "PERFBOX_TOKEN"

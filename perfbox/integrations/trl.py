@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from perfbox import reward as rewards
-from perfbox.inference.toolcall import call_bodies, parse_arguments, parse_call
+from perfbox.inference.tool_call_parser import call_bodies, parse_arguments, parse_call
 from perfbox.integrations.toolbox import Problem, Toolbox, neutralise_markers, shared_toolbox
 
 PROBLEM_COLUMNS = ("problem", "reference")  # where a row's problem is read from, in order

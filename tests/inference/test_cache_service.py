@@ -14,7 +14,7 @@ from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.inference.cache_service import create_server
 from perfbox.inference.tool_cache import CacheFull, ToolCache, owned_key
-from perfbox.inference.toolcall import canonical_key
+from perfbox.inference.tool_call_parser import canonical_key
 
 
 @pytest.fixture()

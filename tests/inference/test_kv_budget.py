@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from perfbox.client import ToolClient
-from perfbox.inference import bench_rollout
+from perfbox.bench import rollout as bench_rollout
 from perfbox.inference import workload as W
 from perfbox.inference.rollout import Rollout
 from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
-from perfbox.inference.tools_bridge import ToolBridge
+from perfbox.inference.workload_tools import ToolBridge
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402

@@ -14,7 +14,7 @@ from perfbox.client import ToolClient
 from perfbox.inference import workload as W
 from perfbox.inference.rollout_backends import StepBackend
 from perfbox.inference.rollout_service import RolloutService, create_server
-from perfbox.inference.tools_bridge import ToolBridge
+from perfbox.inference.workload_tools import ToolBridge
 from tests.conftest import wait_until
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")

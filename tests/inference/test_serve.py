@@ -11,7 +11,7 @@ import pytest
 from perfbox.inference.rollout import Rollout
 from perfbox.inference.rollout_types import Mode, RolloutConfig, TaskSample
 from perfbox.inference.task_tools import Binding
-from perfbox.inference.toolcall import parse_call
+from perfbox.inference.tool_call_parser import parse_call
 from perfbox.inference.workload import Trajectory
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")

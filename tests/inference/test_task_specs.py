@@ -13,7 +13,7 @@ from perfbox.inference import tasks as T
 from perfbox.inference.rollout_types import CallRecord, TrajectoryResult
 from perfbox.inference.final_kernel import Candidate, final_candidate
 from perfbox.inference.task_tools import TRUNCATED, Binding, TaskTools
-from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.tool_call_parser import ToolCall
 
 SCHEMAS = {name: tools.function_schema(spec) for name, spec in tools.TOOLS.items()}
 LINE = {"id": "t1", "messages": [{"role": "user", "content": "speed it up"}],

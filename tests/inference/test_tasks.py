@@ -24,8 +24,8 @@ from perfbox.inference import workload as W
 from perfbox.inference.rollout_backends import StepBackend
 from perfbox.inference.task_service import TaskRunner
 from perfbox.inference.tasks import proto_from_json
-from perfbox.inference.tools_bridge import ToolBridge
-from perfbox.inference.worker import create_worker
+from perfbox.inference.workload_tools import ToolBridge
+from perfbox.inference.rollout_server import create_worker
 from tests.conftest import wait_until
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")

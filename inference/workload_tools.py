@@ -14,7 +14,7 @@ from typing import Any
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient, make_request
 from perfbox.inference.rollout_types import ToolOutput
-from perfbox.inference.toolcall import ToolCall
+from perfbox.inference.tool_call_parser import ToolCall
 from perfbox.reward import REFERENCE_FILE, judge_request
 
 MAX_OUTPUT_CHARS = 600

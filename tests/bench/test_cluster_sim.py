@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from perfbox.inference.simulate import (NodeModel, WorkloadModel, models_from_benchmark,
+from perfbox.bench.cluster_sim import (NodeModel, WorkloadModel, models_from_benchmark,
                                         simulate_cluster, simulate_node)
 
 NODE = NodeModel(step_overhead_s=0.01, decode_s_per_seq=0.004, prefill_s_per_token=0.002,

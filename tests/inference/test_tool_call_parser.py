@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perfbox.inference.toolcall import ToolCallFormat, ToolCallParser, canonical_key
+from perfbox.inference.tool_call_parser import ToolCallFormat, ToolCallParser, canonical_key
 
 CALL = '<tool_call>{"name": "compile", "arguments": {"file": "k.cu", "arch": "sm_90"}}</tool_call>'
 

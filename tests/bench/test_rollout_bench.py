@@ -8,7 +8,7 @@ import pytest
 from perfbox.inference import workload as W
 
 pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
-from perfbox.inference.bench_rollout import early_launch_tokens, workload_tokens  # noqa: E402
+from perfbox.bench.rollout import early_launch_tokens, workload_tokens  # noqa: E402
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from perfbox.inference import workload as W
 from perfbox.inference.rollout import Rollout
 from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
-from perfbox.inference.toolcall import ToolCallParser
+from perfbox.inference.tool_call_parser import ToolCallParser
 
 ProgressFn = Callable[[str], None]
 CTX_MARGIN_TOKENS = 512  # a stream's context beyond the longest sized trajectory
