@@ -186,7 +186,7 @@ class Rollout:
             if seq.state != State.DONE:
                 try:
                     self._release(seq)
-                except Exception:
+                except Exception:  # a failed engine may fail again: the caller hears all the same
                     log.exception("freeing %s", seq.public_id)
                     seq.slot = None
                 if seq.future is not None:
@@ -276,7 +276,7 @@ class Rollout:
             return
         try:
             work()
-        except Exception as e:
+        except Exception as e:  # anything: it fails this batch, never the shared driver
             log.exception("trajectory %s", seq.public_id)
             self._failed[seq.batch] = e
 

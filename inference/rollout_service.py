@@ -120,7 +120,7 @@ class RolloutService(rollout_pb2_grpc.RolloutServiceServicer):
         yield first
         try:
             yield from stream
-        except Exception as e:
+        except Exception as e:  # perfbox's own fault: INTERNAL with its name, logged in full
             log.exception("RunTasks")
             context.abort(grpc.StatusCode.INTERNAL, f"the rollout worker failed: "
                           f"{type(e).__name__}: {e}")

@@ -347,7 +347,7 @@ def _safe_event(kind: str, data: dict[str, Any]) -> rpb.TaskEvent | None:
     caller is never left waiting for it."""
     try:
         return _event(kind, data)
-    except Exception:
+    except Exception:  # a result must reach its caller even when rendering it fails
         log.exception("event %s of %s", kind, data.get("id"))
         if kind != "result":
             return None

@@ -1,8 +1,8 @@
 """Tool calls from a trajectory to the tool service, through perfbox.client only.
 
 Maps the agent's call syntax (`compile`/`disasm` with file, source and arch; `check` and
-`bench` with a problem name and a submission) to ToolRequests, and the ToolResult back to the text the model
-reads. The text holds the status and the model-facing summary, never timings, so it is the
+`bench` with a problem name and a submission) to ToolRequests, and the ToolResult back to the
+text the model reads. The text holds the status and the model-facing summary, never timings, so it is the
 same in every rollout mode.
 """
 

@@ -8,8 +8,8 @@ RESOURCE_EXHAUSTED with the server's `retry-delay-ms` (a quota or a full queue) 
 exactly that delay. Calls are balanced round-robin over every address the target resolves to:
 `dns:///perfbox.perfbox.svc.cluster.local:50051` (the headless Service: one address per node)
 or a list, `ipv4:10.0.0.1:50051,10.0.0.2:50051`; a node that goes away drops out of the
-rotation and its calls are retried on the others. `token` sends `authorization: Bearer TOKEN`; `tls_credentials` makes the
-channel credentials for TLS and mutual TLS.
+rotation and its calls are retried on the others. `token` sends `authorization: Bearer TOKEN`;
+`tls_credentials` makes the channel credentials for TLS and mutual TLS.
 
     from perfbox.client import ToolClient, make_request
     with ToolClient("127.0.0.1:50051") as client:
@@ -28,13 +28,12 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from perfbox.api import RETRY_DELAY_KEY
+from perfbox.api import MAX_MESSAGE_BYTES, RETRY_DELAY_KEY
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.api.v1 import tools_pb2_grpc
 from perfbox.tool_messages import options_message, proto_tool_names
 
 DEFAULT_TIMEOUT_S = 600.0
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _LANGUAGES = {"cuda": pb.LANGUAGE_CUDA, "triton": pb.LANGUAGE_TRITON,
               "kernelbench": pb.LANGUAGE_KERNELBENCH}
 _SUFFIX_LANGUAGE = {".cu": "cuda", ".cuh": "cuda", ".py": "triton"}
@@ -158,8 +157,27 @@ def _check_batch_ids(requests: list[pb.ToolRequest]) -> None:
                          "results come back in completion order and are matched by it")
 
 
-class ToolClient:
-    """Blocking client; thread-safe (one channel, many concurrent calls)."""
+def _run_retry_s(error: grpc.RpcError, attempt: int, policy: RetryPolicy) -> float | None:
+    """How long to wait before sending Run again after `error`; None: raise it. (gRPC's own
+    policy retries UNAVAILABLE; this honours a RESOURCE_EXHAUSTED's retry-delay-ms.)"""
+    delay = server_retry_delay_s(error)
+    return None if delay is None or attempt + 1 == policy.max_attempts else delay
+
+
+def _batch_retry_s(error: grpc.RpcError, backoff_s: float | None) -> float | None:
+    """How long to wait before resending a batch's unanswered calls; None: raise the error
+    (no attempt left, or a failure that resending will not mend)."""
+    asked = server_retry_delay_s(error)
+    if backoff_s is None or (error.code() != grpc.StatusCode.UNAVAILABLE and asked is None):
+        return None
+    return asked if asked is not None else backoff_s
+
+
+class _Client:
+    """What both clients hold: the channel (sync or grpc.aio, as the subclass's `_grpc`), the
+    stub, the default timeout, the retry policy and the auth metadata."""
+
+    _grpc: Any = grpc
 
     def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                  retry: RetryPolicy = RetryPolicy(),
@@ -170,9 +188,13 @@ class ToolClient:
         self.retry = retry
         self.metadata = _auth_metadata(token)
         options = _channel_options(retry)
-        self.channel = (grpc.secure_channel(target, credentials, options) if credentials
-                        else grpc.insecure_channel(target, options))
+        self.channel = (self._grpc.secure_channel(target, credentials, options) if credentials
+                        else self._grpc.insecure_channel(target, options))
         self.stub = tools_pb2_grpc.ToolServiceStub(self.channel)
+
+
+class ToolClient(_Client):
+    """Blocking client; thread-safe (one channel, many concurrent calls)."""
 
     def __enter__(self) -> "ToolClient":
         return self
@@ -198,8 +220,8 @@ class ToolClient:
                 return self.stub.Run(request, timeout=timeout_s or self.timeout_s,
                                      metadata=self.metadata)
             except grpc.RpcError as e:
-                delay = server_retry_delay_s(e)
-                if delay is None or attempt + 1 == self.retry.max_attempts:
+                delay = _run_retry_s(e, attempt, self.retry)
+                if delay is None:
                     raise
                 time.sleep(delay)
         raise AssertionError("unreachable")
@@ -230,11 +252,11 @@ class ToolClient:
                     yield result
                 return
             except grpc.RpcError as e:
-                asked = server_retry_delay_s(e)
-                if (e.code() != grpc.StatusCode.UNAVAILABLE and asked is None) or delay is None:
+                wait_s = _batch_retry_s(e, delay)
+                if wait_s is None:
                     raise
                 remaining = [r for r in remaining if r.request_id not in done]
-                time.sleep(asked if asked is not None else delay)
+                time.sleep(wait_s)
 
     def run_batch_dict(self, requests: Iterable[pb.ToolRequest], timeout_s: float | None = None
                        ) -> dict[str, pb.ToolResult]:
@@ -251,20 +273,10 @@ class ToolClient:
         return self.stub.ListTools(pb.ListToolsRequest(), timeout=30, metadata=self.metadata)
 
 
-class AsyncToolClient:
+class AsyncToolClient(_Client):
     """asyncio client (grpc.aio) with the same retry policy and batch semantics."""
 
-    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 retry: RetryPolicy = RetryPolicy(),
-                 credentials: grpc.ChannelCredentials | None = None,
-                 token: str | None = None) -> None:
-        self.timeout_s = timeout_s
-        self.retry = retry
-        self.metadata = _auth_metadata(token)
-        options = _channel_options(retry)
-        self.channel = (grpc.aio.secure_channel(target, credentials, options) if credentials
-                        else grpc.aio.insecure_channel(target, options))
-        self.stub = tools_pb2_grpc.ToolServiceStub(self.channel)
+    _grpc = grpc.aio
 
     async def __aenter__(self) -> "AsyncToolClient":
         return self
@@ -283,8 +295,8 @@ class AsyncToolClient:
                 return await self.stub.Run(request, timeout=timeout_s or self.timeout_s,
                                            metadata=self.metadata)
             except grpc.aio.AioRpcError as e:
-                delay = server_retry_delay_s(e)
-                if delay is None or attempt + 1 == self.retry.max_attempts:
+                delay = _run_retry_s(e, attempt, self.retry)
+                if delay is None:
                     raise
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
@@ -311,11 +323,11 @@ class AsyncToolClient:
                     yield result
                 return
             except grpc.aio.AioRpcError as e:
-                asked = server_retry_delay_s(e)
-                if (e.code() != grpc.StatusCode.UNAVAILABLE and asked is None) or delay is None:
+                wait_s = _batch_retry_s(e, delay)
+                if wait_s is None:
                     raise
                 remaining = [r for r in remaining if r.request_id not in done]
-                await asyncio.sleep(asked if asked is not None else delay)
+                await asyncio.sleep(wait_s)
 
     async def cancel(self, request_id: str = "", job_id: str = "") -> pb.CancelResponse:
         return await self.stub.Cancel(pb.CancelRequest(request_id=request_id, job_id=job_id),

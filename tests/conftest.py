@@ -7,7 +7,7 @@ import tempfile
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -199,6 +199,21 @@ def sandbox_processes() -> list[tuple[int, int, str]]:
         if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 1000 or uid == DOCKER_SANDBOX_UID:
             found.append((int(entry), uid, cmdline))
     return found
+
+
+# a Triton module that spins at import: a job that runs until it is cancelled or killed
+SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
+
+
+def start_spinning_job(client: ToolClient, server: ToolServer, request_id: str = "",
+                       wall_time_ms: int = 0) -> Any:
+    """A SPIN job, seen running on the server's only busy worker: what cancellation, kills and
+    full queues are tested on. Returns the call's future."""
+    spin = triton_request(SPIN, request_id=request_id, no_cache=True)
+    spin.limits.wall_time_ms = wall_time_ms
+    future = client.stub.Run.future(spin, timeout=60)
+    wait_until(lambda: len(server.scheduler.running_jobs()) == 1, what="the spinning job to run")
+    return future
 
 
 def wait_until(condition, timeout_s: float = 30.0, what: str = "the condition") -> None:

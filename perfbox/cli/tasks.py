@@ -103,8 +103,10 @@ def stream_tasks(worker: str, request: rpb.TasksRequest, out: TextIO,
     total = sum(max(1, t.group_size) for t in request.tasks)
     done, started = 0, time.monotonic()
     tokens: dict[str, int] = {}
+    from perfbox.api import MAX_MESSAGE_BYTES
+
     with grpc.insecure_channel(worker, options=[("grpc.max_receive_message_length",
-                                                 64 << 20)]) as channel:
+                                                 MAX_MESSAGE_BYTES)]) as channel:
         stub = rollout_pb2_grpc.RolloutServiceStub(channel)
         for event in stub.RunTasks(request):
             kind = event.WhichOneof("event")

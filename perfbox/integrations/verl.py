@@ -40,6 +40,7 @@ from verl.experimental.agent_loop.agent_loop import (AgentLoopBase, AgentLoopMet
 from verl.tools.base_tool import BaseTool
 from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
+from perfbox.api import MAX_MESSAGE_BYTES
 from perfbox.api.v1 import rollout_pb2 as rpb
 from perfbox.api.v1 import rollout_pb2_grpc
 from perfbox.integrations.toolbox import DEFAULT_OUTPUT_CHARS, Problem, Toolbox, shared_toolbox
@@ -50,8 +51,8 @@ STATE_KEY = "perfbox"  # agent_data.extra_fields key of a trajectory's perfbox s
 
 class PerfboxTool(BaseTool):
     """One perfbox tool. config: {"type": "native", "target": "host:port", "tool": name,
-    "output_chars": 2000, "reward": preset, "require_custom_kernel": false}; the schema comes from the YAML or, when absent,
-    from the service (ListTools)."""
+    "output_chars": 2000, "reward": preset, "require_custom_kernel": false}; the schema comes
+    from the YAML or, when absent, from the service (ListTools)."""
 
     def __init__(self, config: dict[str, Any], tool_schema: OpenAIFunctionToolSchema | None):
         self.toolbox = shared_toolbox(config.get("target") or None,
@@ -208,7 +209,7 @@ async def run_task(worker: str, task: rpb.Task) -> rpb.TaskTrajectory:
     """One task through RunTasks; raises with the worker's message when it refuses."""
     request = rpb.TasksRequest(tasks=[task])
     async with grpc.aio.insecure_channel(worker, options=[
-            ("grpc.max_receive_message_length", 64 << 20)]) as channel:
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]) as channel:
         stub = rollout_pb2_grpc.RolloutServiceStub(channel)
         async for event in stub.RunTasks(request):
             if event.WhichOneof("event") == "result":

@@ -12,9 +12,7 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import ToolClient
 from perfbox.sandbox import docker_backend as D
 from tests.conftest import (TEST_IMAGE, cuda_request, docker_url, start_docker_server,
-                            triton_request, wait_until)
-
-SPIN = "import time\nwhile True:\n    time.sleep(0.01)\n"
+                            start_spinning_job, wait_until)
 
 
 def _containers(url: str, server_id: str | None = None) -> list:
@@ -30,10 +28,7 @@ def test_jobs_run_in_hardened_containers_removed_after_each_job(tmp_path: Path) 
     server, port = start_docker_server(tmp_path, workers=1, preload=())
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
-            spin = triton_request(SPIN, no_cache=True)
-            spin.limits.wall_time_ms = 4000
-            running = client.stub.Run.future(spin, timeout=60)
-            wait_until(lambda: len(server.scheduler.running_jobs()) == 1)
+            running = start_spinning_job(client, server, wall_time_ms=4000)
             (container,) = _containers(url, server.server_id)
             host = container.attrs["HostConfig"]
             assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
@@ -64,9 +59,7 @@ def test_a_cancelled_job_leaves_no_container(tmp_path: Path) -> None:
     server, port = start_docker_server(tmp_path, workers=1, preload=())
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
-            spin = triton_request(SPIN, request_id="to-cancel", no_cache=True)
-            future = client.stub.Run.future(spin, timeout=60)
-            wait_until(lambda: len(server.scheduler.running_jobs()) == 1)
+            future = start_spinning_job(client, server, request_id="to-cancel")
             job_container = _containers(url, server.server_id)[0].id
             assert client.cancel(request_id="to-cancel").cancelled
             assert future.result().status == pb.CANCELLED

@@ -18,12 +18,11 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.sandbox.memory_watch import tree_pids
 from perfbox.client import ToolClient, make_request
 from perfbox.sandbox.bwrap import SANDBOX_UID_BASE
-from tests.conftest import (TRITON_KERNEL, cuda_request, free_port, requires_bwrap,
-                            sandbox_processes, serve_process, start_server, triton_request,
-                            wait_no_job_processes, wait_until)
+from tests.conftest import (SPIN, TRITON_KERNEL, cuda_request, free_port, requires_bwrap,
+                            sandbox_processes, serve_process, start_server, start_spinning_job,
+                            triton_request, wait_no_job_processes, wait_until)
 
 pytestmark = [requires_bwrap, pytest.mark.slow]
-SPIN = "import time\nwhile True:\n    time.sleep(0.01)\n"
 KERNEL = "__global__ void k{n}(float* x) {{ x[threadIdx.x] -= {n}.0f; }}\n"
 
 
@@ -39,10 +38,7 @@ def test_worker_killed_mid_job_fails_only_that_job(tmp_path: Path) -> None:
     server, port = start_server(tmp_path, workers=1, preload=())
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
-            spin = triton_request(SPIN, no_cache=True)
-            spin.limits.wall_time_ms = 30_000
-            future = client.stub.Run.future(spin, timeout=60)
-            wait_until(lambda: len(server.scheduler.running_jobs()) == 1)
+            future = start_spinning_job(client, server, wall_time_ms=30_000)
             # every process of this server's slot-0 sandbox (the worker and the job), killed
             # from outside; only this server's: other servers on the machine use the same uids
             worker = server.scheduler.slots[0].worker

@@ -13,10 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.client import AsyncToolClient, ToolClient, make_request, server_retry_delay_s
-from tests.conftest import (SAMPLE_CU, TRITON_KERNEL, cuda_request, start_server, triton_request,
-                            free_port, wait_until)
-
-SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
+from tests.conftest import (SAMPLE_CU, SPIN, TRITON_KERNEL, cuda_request, free_port,
+                            start_server, start_spinning_job, triton_request, wait_until)
 
 
 def test_compile_then_cache_hit(client: ToolClient) -> None:
@@ -192,10 +190,9 @@ def test_full_queue_answers_resource_exhausted(tmp_path: Path) -> None:
 
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=60) as client:
+            running = start_spinning_job(client, srv, wall_time_ms=8000)
             spin = triton_request(SPIN, no_cache=True)
             spin.limits.wall_time_ms = 8000
-            running = client.stub.Run.future(spin, timeout=60)
-            wait_until(lambda: len(srv.scheduler.running_jobs()) == 1)
             queued = client.stub.Run.future(spin, timeout=60)
             wait_until(lambda: srv.scheduler.queue_depth == 1)
             with pytest.raises(grpc.RpcError) as info:

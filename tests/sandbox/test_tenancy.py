@@ -19,13 +19,13 @@ from perfbox.sandbox.config import ConfigError, ServerConfig, check
 from perfbox.sandbox.metrics import serve_metrics
 from perfbox.sandbox.scheduler import Job
 from perfbox.sandbox.server import ToolServer
-from tests.conftest import TRITON_KERNEL, requires_bwrap, start_server, triton_request, wait_until
+from tests.conftest import (SPIN, TRITON_KERNEL, requires_bwrap, start_server, triton_request,
+                            wait_until)
 
 TOKEN_A = "tenancy-token-of-a-0123456789"
 TOKEN_B = "tenancy-token-of-b-9876543210"
 METRICS_TOKEN = "metrics-token-0123456789abcdef"
 SLOW = "import time\ntime.sleep({s})\n" + TRITON_KERNEL  # runs a while, then compiles fine
-SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
 
 
 @pytest.fixture(scope="module")
