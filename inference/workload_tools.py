@@ -1,9 +1,10 @@
 """Tool calls from a trajectory to the tool service, through perfbox.client only.
 
-Maps the agent's call syntax (`compile`/`disasm` with file, source and arch; `check` and
-`bench` with a problem name and a submission) to ToolRequests, and the ToolResult back to the
-text the model reads. The text holds the status and the model-facing summary, never timings, so it is the
-same in every rollout mode.
+Maps the agent's call syntax (tools that act on source, such as `compile` and `disasm`: file,
+source and arch; tools that act on a problem, such as `check` and `bench`: a problem name and a
+submission) to ToolRequests, and the ToolResult back to the text the model reads. The text
+holds the status and the model-facing summary, never timings, so it is the same in every
+rollout mode.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from perfbox.client import ToolClient, make_request
 from perfbox.inference.rollout_types import ToolOutput
 from perfbox.inference.tool_call_parser import ToolCall
 from perfbox.reward import REFERENCE_FILE, judge_request
+from perfbox.tools import TOOLS
 
 MAX_OUTPUT_CHARS = 600
 
@@ -33,23 +35,24 @@ class ToolBridge:
     def request(self, call: ToolCall) -> pb.ToolRequest | str:
         """The ToolRequest for a call, or why the call cannot be made."""
         args = call.arguments
-        if call.name in ("compile", "disasm"):
+        spec = TOOLS.get(call.name)
+        if spec is None:
+            return f"unknown tool {call.name!r}; tools: {', '.join(TOOLS)}"
+        if "kernelbench" not in spec.languages:  # it acts on kernel source
             source, name = args.get("source"), str(args.get("file") or "kernel.cu")
             if not isinstance(source, str) or not source.strip():
                 return f"{call.name} needs a non-empty 'source'"
             arch = str(args.get("arch") or "sm_90")
             return make_request(call.name, {name: source}, archs=[arch], no_cache=self.no_cache)
-        if call.name in ("check", "bench"):
-            problem = self.problems.get(str(args.get("problem")))
-            if problem is None:
-                return f"unknown problem {args.get('problem')!r}; known: {', '.join(self.problems)}"
-            submission = args.get("submission")
-            if not isinstance(submission, str):
-                return f"{call.name} needs the ModelNew source in 'submission'"
-            options = {"time_budget_s": self.bench_budget_s} if call.name == "bench" else {}
-            return judge_request(call.name, {REFERENCE_FILE: problem["reference"]}, submission,
-                                 no_cache=self.no_cache, **options)
-        return f"unknown tool {call.name!r}; tools: compile, disasm, check, bench"
+        problem = self.problems.get(str(args.get("problem")))  # it acts on a problem
+        if problem is None:
+            return f"unknown problem {args.get('problem')!r}; known: {', '.join(self.problems)}"
+        submission = args.get("submission")
+        if not isinstance(submission, str):
+            return f"{call.name} needs the ModelNew source in 'submission'"
+        options = {"time_budget_s": self.bench_budget_s} if call.name == "bench" else {}
+        return judge_request(call.name, {REFERENCE_FILE: problem["reference"]}, submission,
+                             no_cache=self.no_cache, **options)
 
     def run(self, call: ToolCall) -> ToolOutput:
         started = time.monotonic()
