@@ -1,5 +1,8 @@
 """Hostile tenants: do honest callers keep getting correct answers while others attack the service?
 
+(Over 400 lines because each attack's source is written out here, where a reader of the
+figures can see exactly what ran.)
+
 One real bubblewrap-backed server (2 worker slots) in this process. For --seconds, honest
 clients compile small kernels in a loop (a CUDA kernel and a Triton kernel, alternating, half of
 them no_cache so they really run) while hostile clients cycle through attacks, each a Triton

@@ -40,6 +40,14 @@ the sampled token's log-probability from the same forward pass.
 from many callers at once on one engine (`submit`, `cancel_batch` from any thread): their
 sequences share every forward pass, and admission to KV and prefill budget goes round-robin
 over the batches, so one caller's large batch cannot starve another's.
+
+Why one module of ~800 lines: it is one state machine. Admission, a step's composition, what
+follows a prefill or a decode, a tool's return and preemption all move the same sequences
+through `State` under invariants they share (KV charged before it is prefilled, a preempted
+sequence resumes with the token it drew, a batch's failure never reaches another's); split
+across modules those invariants would have no one place to be read. What is not the state
+machine lives apart: its types (rollout_types), a sequence's fields (sequence_state), the tool
+side (speculator), the KV policy (residency).
 """
 
 from __future__ import annotations
