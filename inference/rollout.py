@@ -87,8 +87,7 @@ class Rollout:
                  on_event: OnEvent | None = None, cache: ToolCache | None = None,
                  run_task_tool: RunTaskTool | None = None, fit_put: FitPut | None = None
                  ) -> None:
-        self.engine, self.run_tool, self.config = engine, run_tool, config
-        self.run_task_tool, self.fit_put = run_task_tool, fit_put
+        self.engine, self.config = engine, config
         self.template = template or ChatTemplate()
         self.call_format = call_format or ToolCallFormat()
         self.on_event = on_event or (lambda kind, data: None)

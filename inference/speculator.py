@@ -13,7 +13,7 @@ the service failing never ends a trajectory.
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from perfbox.inference.rollout_types import FitPut, RunTaskTool, ToolOutput
@@ -35,10 +35,10 @@ class Speculator:
 
     def __init__(self, cache: ToolCache, run_tool: Callable[[ToolCall], ToolOutput],
                  run_task_tool: RunTaskTool | None = None, fit_put: FitPut | None = None,
-                 follow_ons: dict[str, tuple[str, ...]] = FOLLOW_ONS) -> None:
+                 follow_ons: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.cache, self.run_tool = cache, run_tool
         self.run_task_tool, self.fit_put = run_task_tool, fit_put
-        self.follow_ons = follow_ons
+        self.follow_ons = dict(FOLLOW_ONS if follow_ons is None else follow_ons)
         self.submit: Submit | None = None
 
     def key(self, call: ToolCall, traj: Trajectory) -> str:

@@ -30,6 +30,7 @@ from perfbox.inference import tasks as T
 from perfbox.inference.chat_format import ChatFormat
 from perfbox.inference.engine import Engine, SessionEngine
 from perfbox.inference.final_kernel import final_candidate
+from perfbox.inference.rollout import Rollout
 from perfbox.inference.rollout_backends import StepDriver
 from perfbox.inference.rollout_types import (FitPut, Mode, RolloutCancelled, RunTaskTool,
                                              TaskSample, TrajectoryResult)
@@ -58,7 +59,7 @@ class TaskDriver(Protocol):
     """What runs task trajectories on an engine: the step driver (perfbox.inference.rollout,
     the embedded engine) or the session driver (vLLM, perfbox.inference.rollout_backends)."""
 
-    engine: Any  # tokenize, detokenize, max_tokens_per_seq
+    engine: Engine | SessionEngine
     chat: ChatFormat  # the model's template
 
     def submit(self, trajectories: list[Trajectory], on_event: Callable[[str, dict[str, Any]],
@@ -120,9 +121,12 @@ class TaskRunner:
                 self._driver = driver
             return self._driver
 
-    def rollout(self) -> Any:
+    def rollout(self) -> Rollout:
         """The step driver's Rollout (the embedded engine), for inspection."""
-        return getattr(self.driver(), "rollout", self.driver())
+        driver = self.driver()
+        if not isinstance(driver, StepDriver):
+            raise TypeError("only the embedded engine's driver has a Rollout to inspect")
+        return driver.rollout
 
     def schemas(self) -> dict[str, dict[str, Any]]:
         """The tool service's schemas (ListTools, asked once)."""

@@ -46,7 +46,7 @@ class Trajectory:
     turns: list[str]  # each ends with a tool call, except the last
     problem: str  # key into the workload's problems (reference for check)
     group: str = ""  # the samples of one prompt (a GRPO group) share it; "" is a group of one
-    task: Any = None  # a training job's task sample (perfbox.inference.rollout.TaskSample)
+    task: Any = None  # a training job's task sample (perfbox.inference.rollout_types.TaskSample)
 
 
 @dataclass

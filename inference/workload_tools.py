@@ -22,9 +22,19 @@ from perfbox.tools import TOOLS
 MAX_OUTPUT_CHARS = 600
 
 
+# the tools the bundled workloads' trajectories call: a model generating freely on them is
+# offered these and nothing else (profile and sanitize need a GPU and their own budget)
+WORKLOAD_TOOLS = ("compile", "disasm", "check", "bench")
+
+
 class ToolBridge:
     def __init__(self, client: ToolClient, problems: dict[str, dict[str, Any]],
-                 no_cache: bool = True, bench_budget_s: float = 2.0) -> None:
+                 no_cache: bool = True, bench_budget_s: float = 2.0,
+                 tools: tuple[str, ...] = WORKLOAD_TOOLS) -> None:
+        unknown = [t for t in tools if t not in TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tools {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+        self.tools = tools
         self.client = client
         self.bench_budget_s = bench_budget_s  # a bench call's timing budget (seconds)
         self.problems = problems
@@ -35,9 +45,9 @@ class ToolBridge:
     def request(self, call: ToolCall) -> pb.ToolRequest | str:
         """The ToolRequest for a call, or why the call cannot be made."""
         args = call.arguments
-        spec = TOOLS.get(call.name)
-        if spec is None:
-            return f"unknown tool {call.name!r}; tools: {', '.join(TOOLS)}"
+        if call.name not in self.tools:
+            return f"unknown tool {call.name!r}; tools: {', '.join(self.tools)}"
+        spec = TOOLS[call.name]
         if "kernelbench" not in spec.languages:  # it acts on kernel source
             source, name = args.get("source"), str(args.get("file") or "kernel.cu")
             if not isinstance(source, str) or not source.strip():

@@ -141,7 +141,8 @@ def make_request(tool: str, files: Mapping[str, str], *, language: str | None = 
     if limits is not None:
         request.limits.CopyFrom(limits)
     if tool in proto_tool_names():  # an unknown tool is the service's to refuse, by name
-        getattr(request, tool).CopyFrom(options_message(tool, {**options, "archs": list(archs)}))
+        archs = [archs] if isinstance(archs, str) else list(archs)  # "sm_80" is one arch
+        getattr(request, tool).CopyFrom(options_message(tool, {**options, "archs": archs}))
     return request
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from perfbox.api.v1 import tools_pb2 as pb
@@ -34,16 +35,39 @@ def _empty(value: Any) -> bool:
     return value is None or (not isinstance(value, bool) and value in ("", 0, {}, [], ()))
 
 
+def _as_field(field: FieldDescriptor, value: Any) -> Any:
+    """A value as the field takes it: a lone value for a repeated field becomes a list of one
+    (not a string split into characters), a boolean field's value a bool."""
+    is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+    if field.is_repeated and not is_map \
+            and not isinstance(value, (list, tuple)):
+        return [value]
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return bool(value)
+    return value
+
+
 def fill(message_class: type[Message], options: Mapping[str, Any]) -> Message:
     """A message of `message_class` from the entries of `options` that name its fields; an
     empty value leaves the field at its default. A nested CompileOptions field (disasm's) is
-    filled from the same options, so `archs`, `defines`... reach it without nesting."""
+    filled from the same options, so `archs`, `defines`... reach it without nesting. A value
+    of the wrong type is a ValueError naming the message."""
     fields = message_class.DESCRIPTOR.fields_by_name
-    values = {k: v for k, v in options.items() if k in fields and not _empty(v)}
+    values = {k: _as_field(fields[k], v) for k, v in options.items()
+              if k in fields and not _empty(v)}
     for name, field in fields.items():
         if name not in values and field.message_type is pb.CompileOptions.DESCRIPTOR:
             values[name] = fill(pb.CompileOptions, options)
-    return message_class(**values)
+    try:
+        return message_class(**values)
+    except (TypeError, ValueError):
+        for name, value in values.items():  # name the field that does not take its value
+            try:
+                message_class(**{name: value})
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{message_class.DESCRIPTOR.name}.{name} cannot take "
+                                 f"{value!r}: {e}") from e
+        raise
 
 
 def options_message(tool: str, options: Mapping[str, Any]) -> Message:

@@ -134,10 +134,16 @@ def test_any_option_field_reaches_the_request_and_a_wrong_one_is_named() -> None
     request = build_submit_request(args)
     assert request.disasm.include_ptx and list(request.disasm.compile.archs) == ["sm_80"]
     assert request.disasm.compile.num_warps == 8
+    one = build_submit_request(build_parser().parse_args(
+        ["submit", str(VECTOR_ADD_CU), "--tool", "compile", "--option", "archs=sm_80"]))
+    assert list(one.compile.archs) == ["sm_80"]  # one value, not its characters
     out = perfbox("submit", str(VECTOR_ADD_CU), "--tool", "compile", "--option", "colour=red",
                   "--server", "127.0.0.1:1")
     assert out.returncode == ExitCode.USAGE
     assert "colour" in out.stderr and "archs" in out.stderr
+    wrong = perfbox("submit", str(VECTOR_ADD_CU), "--tool", "compile", "--option", "kernel=123",
+                    "--server", "127.0.0.1:1")
+    assert wrong.returncode == ExitCode.USAGE and "kernel cannot take 123" in wrong.stderr
 
 
 @pytest.mark.parametrize("args, message", [

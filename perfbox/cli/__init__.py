@@ -1,8 +1,8 @@
 """The `perfbox` command: serve the tool service, submit kernels, inspect a node, run and
 benchmark the rollout worker.
 
-One module per command group (`serve`, `submit`, `demo`, `rollout`, `bench`, `worker`,
-`tasks`), each with an `add_commands(sub)`; what they share is in `common`, how a result is
+One module per command group (`serve`, `submit`, `demo`, `rollout`, `bench`, `worker`), each
+with an `add_commands(sub)` (`tasks` is `perfbox rollout --tasks`); what they share is in `common`, how a result is
 drawn in `render`. argparse rather than typer: the command tree is small and argparse keeps the
 dependency list short; rich draws the progress and the result tables.
 """
