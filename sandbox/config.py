@@ -11,7 +11,6 @@ from perfbox.sandbox.docker_backend import DockerSettings
 from perfbox.sandbox.limits import DEFAULT_GRACE_S, DEFAULT_LIMITS, DEFAULT_MAX_QUEUE, JobLimits
 from perfbox.sandbox.quota import QuotaConfig
 
-BACKENDS = ("bwrap", "docker", "process")
 DEFAULT_PRELOAD = ("torch", "triton")
 
 
@@ -26,7 +25,7 @@ class ServerConfig:
 
     address: str = "127.0.0.1:50051"  # host:port; port 0 picks a free one
     workers: int = 2  # concurrent jobs (one warm worker each)
-    backend: str = "bwrap"  # "bwrap" (default) or "process" (no isolation, development only)
+    backend: str = "bwrap"  # a name in perfbox.sandbox.backends.BACKENDS
     allow_unsafe_process_backend: bool = False  # the process backend is refused without this
     warm: bool = True  # keep pre-started workers; False starts one worker per job (cold)
     preload: tuple[str, ...] = DEFAULT_PRELOAD  # modules the warm workers import up front
@@ -56,9 +55,12 @@ class ConfigError(ValueError):
 
 
 def check(config: ServerConfig) -> None:
+    from perfbox.sandbox.backends import BACKENDS
+
     if config.backend not in BACKENDS:
-        raise ConfigError(f"backend {config.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-    if config.backend == "process" and not config.allow_unsafe_process_backend:
+        raise ConfigError(f"backend {config.backend!r} is unknown; use one of "
+                          f"{', '.join(BACKENDS)}")
+    if not BACKENDS[config.backend].isolated and not config.allow_unsafe_process_backend:
         raise ConfigError(
             "the process backend runs submissions without any isolation; it is for development "
             "only. Pass --allow-unsafe-process-backend to use it anyway"

@@ -28,6 +28,7 @@ from typing import Any
 
 from perfbox.sandbox import bwrap
 from perfbox.sandbox.worker import WorkerDied, WorkerProcess
+from perfbox.sandbox.worker_protocol import ReadyFrame
 
 log = logging.getLogger(__name__)
 LABEL = "perfbox.server"
@@ -143,10 +144,10 @@ class ContainerWorker(WorkerProcess):
             raise WorkerDied(f"{self.name}: the container did not start: {e}"
                              + (f"; it said: {said}" if said else "")) from e
         self._channel.setblocking(True)
-        ready = self._read(timeout_s=120)
-        if ready.get("type") != "ready":
-            raise WorkerDied(f"{self.name} sent {ready.get('type')!r} instead of ready")
-        self.import_ms = int(ready.get("import_ms", 0))
+        ready = self.read_frame(timeout_s=120)
+        if not isinstance(ready, ReadyFrame):
+            raise WorkerDied(f"{self.name} sent {ready.KIND!r} instead of ready")
+        self.import_ms = ready.import_ms
 
     def _spec(self) -> dict[str, Any]:
         from docker.types import DeviceRequest, Ulimit
@@ -191,7 +192,7 @@ class ContainerWorker(WorkerProcess):
             return False
         try:
             self.container.reload()
-        except Exception:
+        except Exception:  # the API or the container gone, whatever the client raises: dead
             return False
         return bool(self.container.status == "running")
 
@@ -210,14 +211,15 @@ class ContainerWorker(WorkerProcess):
             return ""
         try:
             return str(self.container.logs(tail=10).decode(errors="replace").strip())[-800:]
-        except Exception:
+        except Exception:  # best effort: last words for an error message
             return ""
 
     def _exit_description(self) -> str:
         try:
             self.container.reload()
-            return f"container {self.container.status}, exit {self.container.attrs['State'].get('ExitCode')}"
-        except Exception:
+            code = self.container.attrs["State"].get("ExitCode")
+            return f"container {self.container.status}, exit {code}"
+        except Exception:  # best effort, for an error message
             return "container gone"
 
     def kill(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from perfbox.sandbox import framing, job_filter, jobns
 from perfbox.sandbox.bwrap import JOB_DIR as ISOLATED_WORKDIR
-from perfbox.sandbox.limits import JobLimits
+from perfbox.sandbox.worker_protocol import OUTCOME_KIND, JobFrame, SourceFile, parse
 
 PR_SET_DUMPABLE = 4
 EXIT_SETUP_FAILED = 70
@@ -41,10 +41,13 @@ def run(job_r: int, isolate: bool, keep_under_tmp: list[str], workdir: str, out_
         else:
             jobns.die_with_parent()
             os.setsid()
-        job = framing.read_frame(job_r, framing.FrameReader(), [])
+        message = framing.read_frame(job_r, framing.FrameReader(), [])
         os.close(job_r)
-        if job is None:  # the worker went away before giving us a job
+        if message is None:  # the worker went away before giving us a job
             os._exit(0)
+        job = parse(message)
+        if not isinstance(job, JobFrame):
+            raise framing.FrameError(f"a job process was sent a {job.KIND} frame")
         outcome = _run_job(job, isolate, workdir, out_w, err_w, res_w)
     except (jobns.SandboxSetupError, job_filter.JobFilterUnavailable) as e:
         outcome = _failed("INTERNAL_ERROR", "The sandbox could not be set up.",
@@ -57,15 +60,15 @@ def run(job_r: int, isolate: bool, keep_under_tmp: list[str], workdir: str, out_
         code = EXIT_SETUP_FAILED
     try:
         sys.stdout.flush(), sys.stderr.flush()
-        framing.write_frame(res_w, {"type": "outcome", "outcome": outcome})
+        framing.write_frame(res_w, {"type": OUTCOME_KIND, "outcome": outcome})
     finally:
         os._exit(code)
 
 
-def _run_job(job: dict[str, Any], isolate: bool, workdir: str, out_w: int, err_w: int,
+def _run_job(job: JobFrame, isolate: bool, workdir: str, out_w: int, err_w: int,
              res_w: int) -> dict[str, Any]:
-    limits = JobLimits.from_json(job.get("limits", {}))
-    write_files(Path(workdir), job["files"])
+    limits = job.limits
+    write_files(Path(workdir), job.files)
     os.chdir(workdir)
     tmp = "/tmp" if isolate else workdir
     os.environ.update(HOME=workdir, TMPDIR=tmp, TRITON_CACHE_DIR=str(Path(tmp) / ".triton"))
@@ -79,12 +82,12 @@ def _run_job(job: dict[str, Any], isolate: bool, workdir: str, out_w: int, err_w
     os.dup2(devnull, 0), os.dup2(out_w, 1), os.dup2(err_w, 2)
     os.closerange(3, res_w)
     os.closerange(res_w + 1, 65536)
-    if job.get("memory_watchdog") and not Path("/dev/nvidiactl").exists():
+    if job.memory_watchdog and not Path("/dev/nvidiactl").exists():
         from perfbox.tools.harness.confine import DENY_MEMFD_ENV
 
         os.environ[DENY_MEMFD_ENV] = "1"  # check/bench sides then refuse memfds (no cgroup)
     try:
-        job_filter.install(str(job["tool"]), bool(job.get("memory_watchdog")))
+        job_filter.install(job.tool, job.memory_watchdog)
     except job_filter.JobFilterUnavailable:
         if isolate or os.getppid() == 1:
             raise  # a sandboxed job (bubblewrap, or a container's) never runs unfiltered
@@ -92,20 +95,20 @@ def _run_job(job: dict[str, Any], isolate: bool, workdir: str, out_w: int, err_w
     return _run_tool(job, Path(workdir))
 
 
-def write_files(workdir: Path, files: list[dict[str, str]]) -> None:
+def write_files(workdir: Path, files: tuple[SourceFile, ...]) -> None:
     for entry in files:
-        path = workdir / entry["name"]
+        path = workdir / entry.name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(entry["content"])
+        path.write_text(entry.content)
 
 
-def _run_tool(job: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def _run_tool(job: JobFrame, workdir: Path) -> dict[str, Any]:
     from perfbox import tools
     from perfbox.tools.types import ToolRequest
 
-    request = ToolRequest(tool=job["tool"], language=job["language"],
-                          files=[f["name"] for f in job["files"]], workdir=workdir,
-                          options=job.get("options", {}))
+    request = ToolRequest(tool=job.tool, language=job.language,
+                          files=[f.name for f in job.files], workdir=workdir,
+                          options=job.options)
     return tools.run(request).to_json()
 
 

@@ -17,16 +17,20 @@ from google.protobuf import json_format
 from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.sandbox.limits import MAX_RESULT_BYTES, MAX_STREAM_KEEP_BYTES
 from perfbox.sandbox.scheduler import Job, JobRun
+from perfbox.sandbox.worker_protocol import KillReason
 from perfbox.tools.text import bound_text
 
 log = logging.getLogger(__name__)
 _KILLED = {
-    "timeout": (pb.TIMEOUT, "wall-clock limit of {wall_s:g} s reached; the process tree was killed"),
-    "output": (pb.OUTPUT_LIMIT, "stdout/stderr exceeded {output_bytes} bytes; the job was killed"),
-    "memory": (pb.MEMORY_LIMIT, "memory limit of {memory_mib:g} MiB reached; the job was killed"),
-    "result": (pb.OUTPUT_LIMIT, "the tool's result exceeded {result_mib:g} MiB; the job was "
-               "killed (ask for less: fewer archs, no artifact text)"),
-    "cancel": (pb.CANCELLED, "cancelled"),
+    KillReason.TIMEOUT: (pb.TIMEOUT, "wall-clock limit of {wall_s:g} s reached; the process "
+                         "tree was killed"),
+    KillReason.OUTPUT: (pb.OUTPUT_LIMIT, "stdout/stderr exceeded {output_bytes} bytes; the job "
+                        "was killed"),
+    KillReason.MEMORY: (pb.MEMORY_LIMIT, "memory limit of {memory_mib:g} MiB reached; the job "
+                        "was killed"),
+    KillReason.RESULT: (pb.OUTPUT_LIMIT, "the tool's result exceeded {result_mib:g} MiB; the "
+                        "job was killed (ask for less: fewer archs, no artifact text)"),
+    KillReason.CANCEL: (pb.CANCELLED, "cancelled"),
 }
 
 
@@ -44,52 +48,52 @@ def _limit_words(job: Job) -> dict[str, Any]:
 def classify(job: Job, run: JobRun) -> tuple[Any, str]:
     """(Status, one-line reason) for a job that did not answer for itself."""
     words = _limit_words(job)
-    done = run.done or {}
+    done = run.done
     if run.cancelled_before_start:
         return pb.CANCELLED, "cancelled before it started"
-    if done.get("killed") in _KILLED:
-        status, text = _KILLED[done["killed"]]
+    if done is not None and done.killed in _KILLED:
+        status, text = _KILLED[done.killed]
         return status, text.format(**words)
     if run.oom_killed:
-        return pb.MEMORY_LIMIT, _KILLED["memory"][1].format(**words)
-    if run.worker_error and not done:
+        return pb.MEMORY_LIMIT, _KILLED[KillReason.MEMORY][1].format(**words)
+    if done is None:
         if job.cancel_requested:
             return pb.CANCELLED, "cancelled"
-        return pb.INTERNAL_ERROR, f"the sandbox worker failed: {run.worker_error}"
-    if done.get("outcome_error"):
-        return pb.INTERNAL_ERROR, f"the tool's answer was unusable: {done['outcome_error']}"
-    signum = int(done.get("signal") or 0)
+        return pb.INTERNAL_ERROR, f"the sandbox worker failed: {run.worker_error or 'no answer'}"
+    if done.outcome_error:
+        return pb.INTERNAL_ERROR, f"the tool's answer was unusable: {done.outcome_error}"
+    signum = done.signal
     if signum == signal.SIGXCPU or (signum == signal.SIGKILL
-                                    and done.get("cpu_ms", 0) >= job.limits.cpu_time_ms):
+                                    and done.cpu_ms >= job.limits.cpu_time_ms):
         return pb.TIMEOUT, "CPU-time limit of {cpu_s:g} s reached; the job was killed".format(**words)
     if signum == signal.SIGXFSZ:
         return pb.OUTPUT_LIMIT, ("a file grew past {file_bytes} bytes; the job was killed"
                                  .format(**words))
     if signum:
         return pb.RUNTIME_ERROR, f"the job was killed by signal {signal.Signals(signum).name}"
-    return pb.RUNTIME_ERROR, f"the job exited with code {done.get('exit_code')} before answering"
+    return pb.RUNTIME_ERROR, f"the job exited with code {done.exit_code} before answering"
 
 
 def build_result(job: Job, tool: str, identity: pb.Identity) -> pb.ToolResult:
     run = job.run
     assert run is not None
-    done = run.done or {}
+    done = run.done
     result = pb.ToolResult(request_id=job.request_id, job_id=job.job_id, tool=tool)
-    outcome = done.get("outcome")
     # the memory cgroup's OOM killer fired: whatever the tool made of a process it lost, the
     # job hit its memory limit
-    if outcome and not done.get("killed") and not run.oom_killed:
-        _fill_from_outcome(result, outcome, tool)
+    if done is not None and done.outcome and not done.killed and not run.oom_killed:
+        _fill_from_outcome(result, done.outcome, tool)
     else:
         status, reason = classify(job, run)
         result.status = status
         result.error = reason
         result.summary = f"{pb.Status.Name(status)}: {reason}."
-    result.stdout = bound_text(str(done.get("stdout", "")), MAX_STREAM_KEEP_BYTES)
-    result.stderr = bound_text(str(done.get("stderr", "")), MAX_STREAM_KEEP_BYTES)
+    if done is not None:
+        result.stdout = bound_text(done.stdout, MAX_STREAM_KEEP_BYTES)
+        result.stderr = bound_text(done.stderr, MAX_STREAM_KEEP_BYTES)
+        result.timings.run_ms = _int(done.wall_ms)
+        result.timings.cpu_ms = _int(done.cpu_ms)
     result.timings.queue_ms = run.queue_ms or 0
-    result.timings.run_ms = _int(done.get("wall_ms"))
-    result.timings.cpu_ms = _int(done.get("cpu_ms"))
     result.identity.CopyFrom(identity)
     return result
 

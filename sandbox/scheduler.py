@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Callable
 
-from perfbox.sandbox.bwrap import BwrapLayout
 from perfbox.sandbox.cgroup import CgroupCounters, CgroupManager, WorkerCgroup
 from perfbox.sandbox.gate import ANONYMOUS
 from perfbox.sandbox.limits import JobLimits
 from perfbox.sandbox.worker import WorkerDied, WorkerProcess
+from perfbox.sandbox.worker_protocol import DoneFrame, JobFrame
 
 log = logging.getLogger(__name__)
 _PROCESS_SLACK = 8  # pids a worker needs besides its job's (bwrap, zygote, fork intermediates)
@@ -44,11 +44,15 @@ class ShuttingDown(RuntimeError):
     """The scheduler no longer accepts jobs."""
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 @dataclass
 class JobRun:
     """What running a job produced, before it becomes a ToolResult."""
 
-    done: dict[str, Any] | None  # the worker's done frame; None when the job never ran
+    done: DoneFrame | None  # the worker's done frame; None when the job never ran
     oom_killed: bool = False  # the cgroup's OOM killer fired during the job
     cancelled_before_start: bool = False
     worker_error: str = ""  # the worker died or misbehaved
@@ -60,13 +64,13 @@ class JobRun:
 class Job:
     """One submitted tool call."""
 
-    payload: dict[str, Any]  # what the worker gets: tool, language, files, options, limits
+    payload: JobFrame  # what the worker gets (its job_id is this job's)
     limits: JobLimits
     request_id: str = ""  # the client's own id of the call, unique per client at most
     # who submitted it (the gate's client id): request ids are looked up within it, and only
     # it may cancel the job
     client: str = ANONYMOUS
-    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    job_id: str = field(default_factory=new_job_id)
     state: JobState = JobState.QUEUED
     submitted_at: float = field(default_factory=time.monotonic)
     cancel_requested: bool = False
@@ -92,20 +96,18 @@ class Job:
 class WorkerSlot:
     """One concurrent job's worth of capacity: a worker, its cgroup, its respawns."""
 
-    def __init__(self, index: int, isolate: bool, layout: BwrapLayout | None,
-                 cgroups: CgroupManager | None, preload: list[str], warm: bool,
-                 nice: int = 0, factory: Callable[[int], WorkerProcess] | None = None) -> None:
-        # factory: a worker of another kind (a container) that serves one job; the slot then
-        # starts the next one as soon as a job ends, so the next job rarely waits for it
-        self.factory = factory
+    def __init__(self, index: int,
+                 make_worker: Callable[[int, WorkerCgroup | None], WorkerProcess],
+                 cgroups: CgroupManager | None, warm: bool,
+                 one_job_per_worker: bool = False) -> None:
+        self.make_worker = make_worker  # the backend's (perfbox.sandbox.backends)
+        # a worker serves one job (a container): the slot starts the next one as soon as a
+        # job ends, so the next job rarely waits for it
+        self.one_job_per_worker = one_job_per_worker
         self._lock = threading.Lock()
         self._closed = False
         self.index = index
-        self.isolate = isolate
-        self.layout = layout
         self.cgroups = cgroups
-        self.preload = preload
-        self.nice = nice
         self.warm = warm
         self.cgroup: WorkerCgroup | None = cgroups.create(f"w{index}") if cgroups else None
         self.worker: WorkerProcess | None = None
@@ -118,9 +120,7 @@ class WorkerSlot:
                 return self.worker
             if self.worker is not None:
                 self.worker.kill()
-            worker = self.factory(self.index) if self.factory is not None else WorkerProcess(
-                self.index, self.isolate, self.layout, self.cgroup, self.preload,
-                warm_up=self.warm, nice=self.nice)
+            worker = self.make_worker(self.index, self.cgroup)
             self.worker = worker
             try:
                 worker.start()
@@ -155,9 +155,9 @@ class WorkerSlot:
                           worker=worker.name)
         finally:
             job.worker = None
-            if not self.warm or self.factory is not None:
+            if not self.warm or self.one_job_per_worker:
                 worker.kill()
-            if self.factory is not None:
+            if self.one_job_per_worker:
                 self._prestart()
         return JobRun(done, oom_killed=self._oom_since(before), worker=worker.name)
 
@@ -276,7 +276,7 @@ class Scheduler:
         if self._prestart:
             try:
                 slot.ensure_worker()
-            except Exception:
+            except Exception:  # the slot's first job starts it again and reports why
                 log.exception("worker slot %d failed to start; retrying on its first job",
                               slot.index)
         self._ready[slot.index].set()

@@ -8,7 +8,6 @@ import secrets
 import signal
 import tempfile
 import threading
-from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from perfbox.api import MAX_MESSAGE_BYTES
 from perfbox.api.v1 import tools_pb2, tools_pb2_grpc
-from perfbox.sandbox import bwrap
+from perfbox.sandbox.backends import BACKENDS
 from perfbox.sandbox.auth import TlsFiles, Tokens
 from perfbox.sandbox.cache import ResultCache
 from perfbox.sandbox.cgroup import CgroupManager
@@ -27,11 +27,9 @@ from perfbox.sandbox.metrics import Metrics, MetricsEndpoint, load_token
 from perfbox.sandbox.quota import Quotas
 from perfbox.sandbox.scheduler import Scheduler, WorkerSlot
 from perfbox.sandbox.service import ToolService
-from perfbox.sandbox.worker import WorkerProcess
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ToolServer:
@@ -42,21 +40,13 @@ class ToolServer:
         self.config = config
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
-        isolate = config.backend == "bwrap"
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="perfbox-server-"))
         os.chmod(self.runtime_dir, 0o755)
-        layout = None
-        if isolate:
-            bwrap.find_bwrap()
-            layout = bwrap.default_layout()
-            layout.etc_dir = str(self.runtime_dir / "etc")
-            bwrap.write_etc(Path(layout.etc_dir), config.workers)
-        docker = config.backend == "docker"
+        self.backend = BACKENDS[config.backend](config, self.runtime_dir)
         self.cgroups = CgroupManager(f"perfbox-{os.getpid()}-{secrets.token_hex(6)}") \
-            if config.use_cgroups and not docker else None  # containers have their own
-        factory = self._container_factory() if docker else None
-        slots = [WorkerSlot(i, isolate, layout, self.cgroups, list(config.preload), config.warm,
-                            config.nice, factory)
+            if config.use_cgroups and self.backend.host_cgroups else None
+        slots = [WorkerSlot(i, self.backend.make_worker, self.cgroups, config.warm,
+                            self.backend.one_job_per_worker)
                  for i in range(config.workers)]
         self.scheduler = Scheduler(slots, config.max_queue)
         self.cache = ResultCache(config.cache_dir, config.cache_max_bytes)
@@ -86,24 +76,6 @@ class ToolServer:
             self.port = self.grpc.add_insecure_port(config.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.address}")
-
-    def _container_factory(self) -> Callable[[int], WorkerProcess]:
-        from perfbox.sandbox import docker_backend as D
-        from perfbox.sandbox.device import gpu_count
-
-        self.docker = D.connect(self.config.docker.url)
-        self.server_id = secrets.token_hex(6)
-        removed = D.remove_stale(self.docker)
-        if removed:
-            log.warning("removed %d job containers a stopped perfbox server left behind", removed)
-        limits, gpus = self.config.default_limits, gpu_count() > 0
-
-        def make(slot: int) -> WorkerProcess:
-            return D.ContainerWorker(slot, self.docker, self.config.docker, self.server_id,
-                                     self.runtime_dir, list(self.config.preload),
-                                     limits.memory_bytes, limits.max_processes, gpus)
-
-        return make
 
     def start(self) -> None:
         self.scheduler.start(prestart=self.config.warm)
@@ -137,10 +109,7 @@ class ToolServer:
                 self.cgroups.close()
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
-            if self.config.backend == "docker":
-                from perfbox.sandbox.docker_backend import remove_stale
-
-                remove_stale(self.docker, self.server_id)  # whatever a race left running
+            self.backend.close()
             _remove_tree(self.runtime_dir)
             self._stopped.set()
             log.info("perfbox stopped")

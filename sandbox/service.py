@@ -24,8 +24,9 @@ from perfbox.sandbox.gate import current_client, retry_delay_metadata
 from perfbox.sandbox.limits import DEFAULT_LIMITS, GPU_DEFAULT_LIMITS, JobLimits
 from perfbox.sandbox.metrics import Metrics
 from perfbox.sandbox.results import build_result, failed_result
-from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown
+from perfbox.sandbox.scheduler import Job, QueueFull, Scheduler, ShuttingDown, new_job_id
 from perfbox.sandbox.validate import LANGUAGE_NAMES, RequestError, ValidRequest, validate_request
+from perfbox.sandbox.worker_protocol import JobFrame, SourceFile
 from perfbox.tool_messages import compile_report
 from perfbox.tools import TOOLS, function_schema
 from perfbox.tools.toolkit import identity as toolkit_identity
@@ -110,16 +111,12 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         return result.status == pb.COMPILE_ERROR and _located_error(result, valid.files)
 
     def _job(self, valid: ValidRequest) -> Job:
-        payload = {
-            "tool": valid.spec.name, "language": valid.language,
-            "files": [{"name": n, "content": c} for n, c in valid.files],
-            "options": valid.options, "limits": valid.limits.to_json(),
-            "memory_watchdog": not any(s.cgroup for s in self.scheduler.slots),
-        }
-        job = Job(payload=payload, limits=valid.limits, request_id=valid.request_id,
-                  client=current_client.get())
-        job.payload["job_id"] = job.job_id
-        return job
+        frame = JobFrame(
+            job_id=new_job_id(), tool=valid.spec.name, language=valid.language,
+            files=tuple(SourceFile(n, c) for n, c in valid.files), options=valid.options,
+            limits=valid.limits, memory_watchdog=not any(s.cgroup for s in self.scheduler.slots))
+        return Job(payload=frame, limits=valid.limits, request_id=valid.request_id,
+                   client=current_client.get(), job_id=frame.job_id)
 
     def _submit(self, job: Job, context: grpc.ServicerContext | None) -> int:
         try:
@@ -155,7 +152,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         return result
 
     def _failed_result(self, job: Job, error: BaseException) -> pb.ToolResult:
-        return self._answered(failed_result(job, str(job.payload["tool"]), self.identity, error))
+        return self._answered(failed_result(job, job.payload.tool, self.identity, error))
 
     def _cancel_on_rpc_end(self, job: Job, context: grpc.ServicerContext) -> None:
         def on_done() -> None:

@@ -198,7 +198,8 @@ def _limits(request: pb.ToolRequest, defaults: L.JobLimits) -> L.JobLimits:
 
 def _options(request: pb.ToolRequest, spec: tools.ToolSpec) -> dict[str, Any]:
     chosen = request.WhichOneof("options")
-    if chosen is not None and chosen != spec.name:  # the proto names each oneof field after its tool
+    # the proto names each oneof field after its tool
+    if chosen is not None and chosen != spec.name:
         raise _invalid(f"the request carries {chosen} options but asks for tool {spec.name!r}; "
                        f"send {spec.name} options or none")
     message = getattr(request, spec.name)

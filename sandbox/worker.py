@@ -22,6 +22,9 @@ from perfbox.sandbox import bwrap, framing
 from perfbox.sandbox.cgroup import WorkerCgroup
 from perfbox.sandbox.limits import HEARTBEAT_TIMEOUT_S, WORKER_START_TIMEOUT_S
 from perfbox.sandbox.memory_watch import tree_pids
+from perfbox.sandbox.worker_protocol import (CancelFrame, DoneFrame, Frame, HeartbeatFrame,
+                                             JobFrame, LogFrame, ReadyFrame, StartedFrame,
+                                             encode, parse)
 
 log = logging.getLogger(__name__)
 # Extra time a worker gets past a job's wall limit before the server stops trusting it.
@@ -98,14 +101,13 @@ class WorkerProcess:
         self._stderr_thread = threading.Thread(target=self._pump_stderr, daemon=True,
                                                name=f"{self.name}-stderr")
         self._stderr_thread.start()
-        ready = self._read(timeout_s=WORKER_START_TIMEOUT_S)
-        if ready.get("type") != "ready":
-            raise WorkerDied(f"{self.name} sent {ready.get('type')!r} instead of ready")
-        self.import_ms = int(ready.get("import_ms", 0))
+        ready = self.read_frame(timeout_s=WORKER_START_TIMEOUT_S)
+        if not isinstance(ready, ReadyFrame):
+            raise WorkerDied(f"{self.name} sent {ready.KIND!r} instead of ready")
+        self.import_ms = ready.import_ms
         if self.cgroup is not None:
             self.idle_memory_bytes = self.cgroup.memory_usage_bytes()
-        log.info("%s ready (preloaded %s in %d ms)", self.name, ready.get("preloaded"),
-                 self.import_ms)
+        log.info("%s ready (preloaded %s in %d ms)", self.name, ready.preloaded, self.import_ms)
 
     def _pump_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -151,40 +153,52 @@ class WorkerProcess:
                 raise WorkerDied(f"{self.name} sent a bad frame: {e}") from e
         return self.pending.pop(0)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def read_frame(self, timeout_s: float) -> Frame:
+        """The next frame, typed; a malformed one is the worker's death (the stream is lost)."""
+        message = self._read(timeout_s)
+        try:
+            return parse(message)
+        except framing.FrameError as e:
+            self.reader = framing.FrameReader()
+            self.pending.clear()
+            raise WorkerDied(f"{self.name} sent a bad frame: {e}") from e
+
+    def send(self, frame: Frame) -> None:
         with self._write_lock:
             try:
-                framing.write_frame(self._fd_out(), message)
+                framing.write_frame(self._fd_out(), encode(frame))
             except (BrokenPipeError, OSError) as e:
                 raise WorkerDied(f"{self.name} is gone: {e}") from e
 
-    def run(self, job: dict[str, Any], on_event: Callable[[dict[str, Any]], None]
-            ) -> dict[str, Any]:
-        """Runs one job; relays started/log frames to `on_event`; returns the done frame.
+    def run(self, job: JobFrame, on_event: Callable[[dict[str, Any]], None]) -> DoneFrame:
+        """Runs one job; relays its started and log frames to `on_event` (as their JSON
+        objects); returns its done frame.
 
         A worker that goes quiet (no heartbeat) for HEARTBEAT_TIMEOUT_S, or outlives the job's
         wall limit by SUPERVISION_SLACK_S, is wedged: WorkerDied, and the slot kills it."""
-        deadline = time.monotonic() + job["limits"]["wall_time_ms"] / 1000 + SUPERVISION_SLACK_S
-        self.send({"type": "job", **job})
+        deadline = time.monotonic() + job.limits.wall_time_ms / 1000 + SUPERVISION_SLACK_S
+        self.send(job)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WorkerDied(f"{self.name} did not finish the job within its wall limit "
                                  f"plus {SUPERVISION_SLACK_S:.0f} s")
             try:
-                message = self._read(timeout_s=min(remaining, HEARTBEAT_TIMEOUT_S))
+                frame = self.read_frame(timeout_s=min(remaining, HEARTBEAT_TIMEOUT_S))
             except WorkerSilent as e:
                 raise WorkerDied(f"{self.name} stopped answering (no heartbeat for "
                                  f"{HEARTBEAT_TIMEOUT_S:.0f} s)") from e
-            if message.get("job_id") != job["job_id"] or message.get("type") == "heartbeat":
-                continue
-            if message.get("type") == "done":
-                return message
-            on_event(message)
+            if not isinstance(frame, (StartedFrame, LogFrame, HeartbeatFrame, DoneFrame)):
+                raise WorkerDied(f"{self.name} sent a {frame.KIND} frame during a job")
+            if frame.job_id != job.job_id or isinstance(frame, HeartbeatFrame):
+                continue  # a late frame of a job it was told to drop, or a heartbeat
+            if isinstance(frame, DoneFrame):
+                return frame
+            on_event(encode(frame))
 
     def cancel(self, job_id: str) -> None:
         try:
-            self.send({"type": "cancel", "job_id": job_id})
+            self.send(CancelFrame(job_id))
         except WorkerDied:
             pass
 

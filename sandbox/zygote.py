@@ -1,16 +1,9 @@
 """The warm worker: imports the heavy modules once, then forks one fresh sandbox per job.
 
-Run as `python -m perfbox.sandbox.zygote` by the server, inside a bubblewrap sandbox (or bare, for
-the development-only `process` backend). It reads job frames on stdin and answers on stdout:
-
-    server -> worker  {"type": "job", "job_id", "tool", "language", "files", "options",
-                       "limits", "memory_watchdog"}  |  {"type": "cancel", "job_id"}
-    worker -> server  {"type": "ready", "preloaded", "import_ms"}
-                      {"type": "started", "job_id"}  {"type": "log", "job_id", "stream", "text"}
-                      {"type": "heartbeat", "job_id"}  (every HEARTBEAT_PERIOD_S during a job)
-                      {"type": "done", "job_id", "outcome", "outcome_error", "exit_code",
-                       "signal", "killed", "wall_ms", "cpu_ms", "stdout", "stderr",
-                       "stdout_bytes", "stderr_bytes"}
+Run as `python -m perfbox.sandbox.zygote` by the server, inside a bubblewrap sandbox (or bare,
+for the development-only `process` backend). It reads job and cancel frames on stdin and
+answers on stdout with ready, started, log, heartbeat (every HEARTBEAT_PERIOD_S during a job)
+and done frames (perfbox.sandbox.worker_protocol).
 
 The worker itself never runs submitted code: each job is a forked child that enters new
 namespaces (`jobns`, `job_process`), so it starts from the worker's pristine memory with the
@@ -38,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perfbox.sandbox import framing, job_process, jobns, worker_setup
+from perfbox.sandbox.worker_protocol import (CancelFrame, DoneFrame, Frame, HeartbeatFrame,
+                                             JobFrame, KillReason, LogFrame, OUTCOME_KIND,
+                                             ReadyFrame, StartedFrame, encode, parse)
 from perfbox.sandbox.limits import (HEARTBEAT_PERIOD_S, MAX_LOG_EVENT_BYTES, MAX_RESULT_BYTES,
                                     MAX_STREAM_KEEP_BYTES, JobLimits)
 from perfbox.sandbox.memory_watch import MemoryWatch, job_mounts
@@ -72,7 +68,7 @@ class _RunningJob:
     result_chunks: list[bytes] = field(default_factory=list)
     result_bytes: int = 0  # read from the result pipe so far (bounded by MAX_RESULT_BYTES)
     logged_bytes: int = 0
-    killed: str = ""  # "timeout", "output", "memory", "result", "cancel"; "" when not killed
+    killed: KillReason = KillReason.NONE
 
 
 class Zygote:
@@ -81,7 +77,7 @@ class Zygote:
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
         self.reader = framing.FrameReader()
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []  # frames read ahead, not yet parsed
         # pid 1 of a pid namespace (the bubblewrap sandbox's, or a container's): kill(-1) is
         # then confined to that namespace. Never true for the process backend, where kill(-1)
         # would hit the whole host.
@@ -93,23 +89,27 @@ class Zygote:
 
     # -- control channel -------------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> None:
-        framing.write_frame(self.ctrl_out, message)
+    def send(self, frame: Frame) -> None:
+        framing.write_frame(self.ctrl_out, encode(frame))
 
     def serve(self) -> None:
         while True:
             message = framing.read_frame(self.ctrl_in, self.reader, self.pending)
             if message is None:
                 return  # the server closed the pipe: exit (and our jobs with us)
-            if message.get("type") == "cancel":
+            frame = parse(message)
+            if isinstance(frame, CancelFrame):
                 # may overtake its job on the way in: remember it (a few, bounded)
-                self.cancelled.append(str(message.get("job_id")))
-                del self.cancelled[:-64]
-            elif message.get("type") == "job":
-                self.send(self.run_job(message))
+                self._remember_cancel(frame.job_id)
+            elif isinstance(frame, JobFrame):
+                self.send(self.run_job(frame))
                 if not self.pending:
                     self.prefork()  # while the server is busy with the result
             # a cancel for a job that already finished needs no answer
+
+    def _remember_cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+        del self.cancelled[:-64]
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -137,28 +137,27 @@ class Zygote:
     def _absorb_pending_cancels(self) -> None:
         """Moves cancel frames that arrived in the same read as a job into `cancelled`: the
         job loop only watches the pipe, so they must not stay behind in `pending`."""
-        for message in [m for m in self.pending if m.get("type") == "cancel"]:
+        for message in [m for m in self.pending if m.get("type") == CancelFrame.KIND]:
             self.pending.remove(message)
-            self.cancelled.append(str(message.get("job_id")))
-        del self.cancelled[:-64]
+            self._remember_cancel(parse(message).job_id)  # type: ignore[union-attr]
 
-    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
+    def run_job(self, job: JobFrame) -> DoneFrame:
         self._absorb_pending_cancels()
-        if job["job_id"] in self.cancelled:
-            self.cancelled.remove(job["job_id"])
-            return _cancelled_before_start(job["job_id"])
-        limits = JobLimits.from_json(job.get("limits", {}))
+        if job.job_id in self.cancelled:
+            self.cancelled.remove(job.job_id)
+            return DoneFrame.cancelled_before_start(job.job_id)
+        limits = job.limits
         self.prefork()
         spare, self.spare = self.spare, None
         assert spare is not None
-        memory = self._memory_watch(spare.pid, limits) if job.get("memory_watchdog") else None
-        running = _RunningJob(job["job_id"], spare.pid, limits, time.monotonic())
+        memory = self._memory_watch(spare.pid, limits) if job.memory_watchdog else None
+        running = _RunningJob(job.job_id, spare.pid, limits, time.monotonic())
         try:
-            framing.write_frame(spare.job_w, job)
+            framing.write_frame(spare.job_w, encode(job))
         except OSError:
             pass  # the spare died; its exit status tells the server what happened
         os.close(spare.job_w)
-        self.send({"type": "started", "job_id": running.job_id})
+        self.send(StartedFrame(running.job_id))
         self._supervise(running, spare.out_r, spare.err_r, spare.res_r, memory)
         _, status, rusage = os.wait4(spare.pid, 0)
         wall_ms = int((time.monotonic() - running.started) * 1000)
@@ -192,17 +191,17 @@ class Zygote:
         while open_fds or exited_at is None:
             now = time.monotonic()
             if now >= next_beat:
-                self.send({"type": "heartbeat", "job_id": job.job_id})
+                self.send(HeartbeatFrame(job.job_id))
                 next_beat = now + HEARTBEAT_PERIOD_S
             if not job.killed and now >= deadline:
-                self._kill(job, "timeout")
+                self._kill(job, KillReason.TIMEOUT)
             if exited_at is None and _reaped(job.pid):
                 exited_at = now
                 self._sweep(job)  # leftovers holding our pipes die with the job
             if exited_at is not None and now - exited_at > 1.0:
                 break  # a leftover holder of our pipes that escaped the sweep: stop waiting
             if memory is not None and not job.killed and memory.over():
-                self._kill(job, "memory")
+                self._kill(job, KillReason.MEMORY)
             period = WATCHDOG_PERIOD_S if memory is not None else 0.25
             # past the deadline the job is killed already: wait for its end, do not spin
             timeout = period if job.killed else max(0.0, min(deadline - now, period))
@@ -228,7 +227,7 @@ class Zygote:
         if fd == res_r:
             job.result_bytes += len(chunk)
             if job.result_bytes > MAX_RESULT_BYTES:
-                self._kill(job, "result")  # never buffered past the bound
+                self._kill(job, KillReason.RESULT)  # never buffered past the bound
             else:
                 job.result_chunks.append(chunk)
             return
@@ -236,20 +235,20 @@ class Zygote:
         buffer.write(chunk)
         self._log(job, name, chunk)
         if job.stdout.total_bytes + job.stderr.total_bytes > job.limits.max_output_bytes:
-            self._kill(job, "output")
+            self._kill(job, KillReason.OUTPUT)
 
     def _on_control(self, job: _RunningJob) -> None:
         chunk = os.read(self.ctrl_in, 65536)
         if not chunk:
-            self._kill(job, "cancel")  # the server went away: stop the job, then exit
+            self._kill(job, KillReason.CANCEL)  # the server went away: stop the job, then exit
             return
         for message in self.reader.feed(chunk):
-            if message.get("type") == "cancel" and message.get("job_id") == job.job_id:
-                self._kill(job, "cancel")
-            elif message.get("type") == "cancel":
-                self.cancelled.append(str(message.get("job_id")))
-                del self.cancelled[:-64]
-            elif message.get("type") == "job":
+            frame = parse(message)
+            if isinstance(frame, CancelFrame) and frame.job_id == job.job_id:
+                self._kill(job, KillReason.CANCEL)
+            elif isinstance(frame, CancelFrame):
+                self._remember_cancel(frame.job_id)
+            elif isinstance(frame, JobFrame):
                 self.pending.append(message)  # the server queued ahead; run it next
 
     def _log(self, job: _RunningJob, stream: str, chunk: bytes) -> None:
@@ -258,9 +257,9 @@ class Zygote:
             return
         text = chunk[:room].decode("utf-8", errors="replace")
         job.logged_bytes += min(room, len(chunk))
-        self.send({"type": "log", "job_id": job.job_id, "stream": stream, "text": text})
+        self.send(LogFrame(job.job_id, stream, text))
 
-    def _kill(self, job: _RunningJob, reason: str) -> None:
+    def _kill(self, job: _RunningJob, reason: KillReason) -> None:
         if job.killed:
             return
         job.killed = reason
@@ -295,25 +294,15 @@ class Zygote:
                     return
                 time.sleep(0.002)
 
-    def _done(self, job: _RunningJob, status: int, rusage: Any, wall_ms: int) -> dict[str, Any]:
+    def _done(self, job: _RunningJob, status: int, rusage: Any, wall_ms: int) -> DoneFrame:
         code = os.waitstatus_to_exitcode(status)
-        signum = -code if code < 0 else 0
         outcome, outcome_error = (None, "") if job.killed else _parse_outcome(job.result_chunks)
-        return {
-            "type": "done",
-            "job_id": job.job_id,
-            "outcome": outcome,
-            "outcome_error": outcome_error,
-            "exit_code": code,
-            "signal": signum,
-            "killed": job.killed,
-            "wall_ms": wall_ms,
-            "cpu_ms": int((rusage.ru_utime + rusage.ru_stime) * 1000),
-            "stdout": job.stdout.text(),
-            "stderr": job.stderr.text(),
-            "stdout_bytes": job.stdout.total_bytes,
-            "stderr_bytes": job.stderr.total_bytes,
-        }
+        return DoneFrame(
+            job_id=job.job_id, outcome=outcome, outcome_error=outcome_error, exit_code=code,
+            signal=-code if code < 0 else 0, killed=job.killed, wall_ms=wall_ms,
+            cpu_ms=int((rusage.ru_utime + rusage.ru_stime) * 1000),
+            stdout=job.stdout.text(), stderr=job.stderr.text(),
+            stdout_bytes=job.stdout.total_bytes, stderr_bytes=job.stderr.total_bytes)
 
 
 def _code_paths_under_tmp() -> list[str]:
@@ -321,13 +310,6 @@ def _code_paths_under_tmp() -> list[str]:
     from perfbox.sandbox.bwrap import default_layout
 
     return [p for p in default_layout().ro_paths if p.startswith("/tmp/")]
-
-
-def _cancelled_before_start(job_id: str) -> dict[str, Any]:
-    return {"type": "done", "job_id": job_id, "outcome": None, "exit_code": 0, "signal": 0,
-            "outcome_error": "", "killed": "cancel", "wall_ms": 0, "cpu_ms": 0, "stdout": "",
-            "stderr": "",
-            "stdout_bytes": 0, "stderr_bytes": 0}
 
 
 def _reaped(pid: int) -> bool:
@@ -350,7 +332,7 @@ def _parse_outcome(chunks: list[bytes]) -> tuple[dict[str, Any] | None, str]:
         messages = framing.FrameReader(MAX_RESULT_BYTES).feed(data)
     except framing.FrameError as e:
         return None, f"the result frame is unusable: {e}"
-    outcomes = [m for m in messages if m.get("type") == "outcome"]
+    outcomes = [m for m in messages if m.get("type") == OUTCOME_KIND]
     if len(outcomes) != 1 or len(messages) != 1:
         return None, f"expected one outcome frame, got {len(messages)} frame(s)"
     try:
@@ -402,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_setup.reset_signal_handlers()
     zygote = Zygote(args.isolate, ctrl_in, ctrl_out)
     zygote.prefork()
-    zygote.send({"type": "ready", "preloaded": preloaded,
-                 "import_ms": int((time.monotonic() - started) * 1000)})
+    zygote.send(ReadyFrame(list(preloaded), int((time.monotonic() - started) * 1000)))
     zygote.serve()
     return 0
 

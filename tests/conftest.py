@@ -201,6 +201,16 @@ def sandbox_processes() -> list[tuple[int, int, str]]:
     return found
 
 
+def job_frame(job_id: str = "j1", source: str = "", tool: str = "compile",
+              wall_ms: int = 30_000) -> Any:
+    """A worker's job frame: compile one Triton module (`source`, default a small kernel)."""
+    from perfbox.sandbox.limits import JobLimits
+    from perfbox.sandbox.worker_protocol import JobFrame, SourceFile
+
+    return JobFrame(job_id, tool, "triton", (SourceFile("k.py", source or TRITON_KERNEL),), {},
+                    JobLimits(wall_time_ms=wall_ms))
+
+
 # a Triton module that spins at import: a job that runs until it is cancelled or killed
 SPIN = TRITON_KERNEL + "\nimport time\nwhile True:\n    time.sleep(0.05)\n"
 

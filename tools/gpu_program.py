@@ -58,7 +58,7 @@ def gpu_arch() -> str | None:
             return f"sm_{major}{minor}"
         finally:
             pynvml.nvmlShutdown()
-    except Exception:
+    except Exception:  # no pynvml, no driver, no device: the arch is unknown, not an error
         return None
 
 

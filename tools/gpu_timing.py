@@ -138,7 +138,7 @@ class GpuMonitor:
             query = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
                 nvml.nvmlDeviceGetCurrentClocksThrottleReasons
             reasons = int(query(handle))
-        except Exception:
+        except Exception:  # NVML missing or failing: the clock record stays empty
             return
         c.sm_clock_mhz_min = min(sm, c.sm_clock_mhz_min or sm)
         c.sm_clock_mhz_max = max(sm, c.sm_clock_mhz_max)
@@ -153,5 +153,5 @@ class GpuMonitor:
         if self._nvml is not None:
             try:
                 self._nvml.nvmlShutdown()
-            except Exception:
+            except Exception:  # nothing to release when NVML failed already
                 pass

@@ -16,7 +16,6 @@ from rich.console import Console
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
-BACKENDS = ("bwrap", "docker", "process")  # the tool service's isolation backends
 
 
 @contextlib.contextmanager
@@ -109,7 +108,9 @@ def json_or_text(value: str) -> Any:
 
 
 def add_backend_flags(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--backend", default="bwrap", choices=BACKENDS,
+    from perfbox.sandbox.backends import BACKENDS
+
+    p.add_argument("--backend", default="bwrap", choices=tuple(BACKENDS),
                    help=f"isolation {what} (default: bwrap)")
     p.add_argument("--allow-unsafe-process-backend", action="store_true",
                    help="permit --backend process (no isolation; development only)")

@@ -8,10 +8,11 @@ from perfbox.api.v1 import tools_pb2 as pb
 from perfbox.sandbox.batch import BatchStream
 from perfbox.sandbox.limits import JobLimits
 from perfbox.sandbox.scheduler import Job
+from tests.conftest import job_frame
 
 
 def make_job() -> Job:
-    return Job(payload={}, limits=JobLimits())
+    return Job(payload=job_frame(), limits=JobLimits())
 
 
 def failed(job: Job, error: BaseException) -> pb.ToolResult:
@@ -70,7 +71,8 @@ def test_a_result_that_cannot_be_built_fails_that_call_only() -> None:
     request id; the calls after it are answered and the stream ends normally."""
     batch = BatchStream(window=4, cancel=lambda job: None, on_build_error=failed)
     thread, seen = consume(batch)
-    jobs = [Job(payload={}, limits=JobLimits(), request_id=name) for name in ("bad", "good")]
+    jobs = [Job(payload=job_frame(), limits=JobLimits(), request_id=name)
+            for name in ("bad", "good")]
 
     def explode() -> pb.ToolResult:
         raise ValueError("forged status name")

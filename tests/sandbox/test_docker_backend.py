@@ -29,7 +29,7 @@ def test_jobs_run_in_hardened_containers_removed_after_each_job(tmp_path: Path) 
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
             running = start_spinning_job(client, server, wall_time_ms=4000)
-            (container,) = _containers(url, server.server_id)
+            (container,) = _containers(url, server.backend.server_id)
             host = container.attrs["HostConfig"]
             assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
             dropped = {c.upper().removeprefix("CAP_") for c in host["CapDrop"] or []}
@@ -46,12 +46,12 @@ def test_jobs_run_in_hardened_containers_removed_after_each_job(tmp_path: Path) 
             first = container.id
             assert running.result().status == pb.TIMEOUT
             # the container that ran the job is gone; a fresh one waits for the next job
-            wait_until(lambda: first not in [c.id for c in _containers(url, server.server_id)])
+            wait_until(lambda: first not in [c.id for c in _containers(url, server.backend.server_id)])
             assert client.run(cuda_request(no_cache=True)).status == pb.OK
-            wait_until(lambda: len(_containers(url, server.server_id)) <= 1)
+            wait_until(lambda: len(_containers(url, server.backend.server_id)) <= 1)
     finally:
         server.stop(grace_s=1)
-    assert _containers(url, server.server_id) == []  # none outlives the server
+    assert _containers(url, server.backend.server_id) == []  # none outlives the server
 
 
 def test_a_cancelled_job_leaves_no_container(tmp_path: Path) -> None:
@@ -60,13 +60,13 @@ def test_a_cancelled_job_leaves_no_container(tmp_path: Path) -> None:
     try:
         with ToolClient(f"127.0.0.1:{port}", timeout_s=120) as client:
             future = start_spinning_job(client, server, request_id="to-cancel")
-            job_container = _containers(url, server.server_id)[0].id
+            job_container = _containers(url, server.backend.server_id)[0].id
             assert client.cancel(request_id="to-cancel").cancelled
             assert future.result().status == pb.CANCELLED
-            wait_until(lambda: job_container not in [c.id for c in _containers(url, server.server_id)])
+            wait_until(lambda: job_container not in [c.id for c in _containers(url, server.backend.server_id)])
     finally:
         server.stop(grace_s=1)
-    assert _containers(url, server.server_id) == []
+    assert _containers(url, server.backend.server_id) == []
 
 
 def test_containers_of_a_crashed_server_are_removed_at_the_next_start(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_a_container_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
             assert client.health() == "SERVING"
     finally:
         server.stop(grace_s=1)
-    assert _containers(url, server.server_id) == []
+    assert _containers(url, server.backend.server_id) == []
 
 
 def start_server_with(tmp_path: Path, settings) -> tuple:

@@ -8,6 +8,7 @@ show what the reader does with one.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -22,8 +23,10 @@ from perfbox.sandbox.limits import JobLimits
 from perfbox.sandbox.results import build_result
 from perfbox.sandbox.scheduler import Job, JobRun
 from perfbox.sandbox.worker import WorkerDied, WorkerProcess
+from perfbox.sandbox.worker_protocol import DoneFrame, KillReason
 from perfbox.sandbox.zygote import _parse_outcome
 from perfbox.tools.types import OutcomeError, ToolOutcome
+from tests.conftest import job_frame
 
 
 def raw_frame(body: bytes) -> bytes:
@@ -75,30 +78,31 @@ def test_the_worker_relays_only_one_schema_checked_outcome() -> None:
     assert _parse_outcome([]) == (None, "")
 
 
-def finished_job(done: dict) -> Job:
-    job = Job(payload={"tool": "compile"}, limits=JobLimits(), request_id="r1")
-    job.run = JobRun(done)
+def finished_job(**done: object) -> Job:
+    """A compile job that ended as `done` says (DoneFrame fields; the rest: a clean exit)."""
+    job = Job(payload=job_frame(), limits=JobLimits(), request_id="r1")
+    clean = dataclasses.replace(DoneFrame.cancelled_before_start(job.job_id),
+                                killed=KillReason.NONE)
+    job.run = JobRun(dataclasses.replace(clean, **done))
     return job
 
 
 def test_an_outcome_error_is_perfboxs_internal_error_naming_why() -> None:
-    job = finished_job({"outcome": None, "outcome_error": "expected one outcome frame",
-                        "killed": "", "exit_code": 0, "signal": 0})
+    job = finished_job(outcome_error="expected one outcome frame")
     result = build_result(job, "compile", pb.Identity())
     assert result.status == pb.INTERNAL_ERROR and "expected one outcome frame" in result.error
 
 
 def test_a_report_off_the_proto_schema_fails_only_that_result() -> None:
-    job = finished_job({"outcome": {"status": "OK", "summary": "", "error": "",
-                                    "report": {"kernels": "not a list"}},
-                        "killed": "", "exit_code": 0, "signal": 0})
+    job = finished_job(outcome={"status": "OK", "summary": "", "error": "",
+                                "report": {"kernels": "not a list"}})
     result = build_result(job, "compile", pb.Identity())
     assert result.status == pb.INTERNAL_ERROR and "report schema" in result.error
     assert result.request_id == "r1"
 
 
 def test_the_results_kill_reason_is_an_output_limit() -> None:
-    job = finished_job({"outcome": None, "killed": "result", "exit_code": -9, "signal": 9})
+    job = finished_job(killed=KillReason.RESULT, exit_code=-9, signal=9)
     result = build_result(job, "compile", pb.Identity())
     assert result.status == pb.OUTPUT_LIMIT and "result exceeded" in result.error
 

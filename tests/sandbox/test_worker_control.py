@@ -275,7 +275,7 @@ def test_a_silent_container_worker_is_removed(tmp_path: Path) -> None:
             spinner.join(timeout=HEARTBEAT_TIMEOUT_S + 30)
             assert results and results[0].status == pb.INTERNAL_ERROR, results
             assert "stopped answering" in results[0].error
-            left = srv.docker.containers.list(all=True, filters={"id": container.id})
+            left = srv.backend.docker.containers.list(all=True, filters={"id": container.id})
             assert left == []
             assert client.run(cuda_request(no_cache=True)).status == pb.OK
     finally:

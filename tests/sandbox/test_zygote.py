@@ -7,17 +7,11 @@ import os
 import time
 
 from perfbox.sandbox import framing
-from perfbox.sandbox.limits import JobLimits
 from perfbox.sandbox.worker import WorkerProcess
-from tests.conftest import TRITON_KERNEL
+from perfbox.sandbox.worker_protocol import CancelFrame, KillReason, encode
+from tests.conftest import TRITON_KERNEL, job_frame
 
 SPIN = TRITON_KERNEL + "\nwhile True:\n    pass\n"
-
-
-def job(job_id: str, source: str, wall_ms: int = 30_000) -> dict:
-    limits = JobLimits(wall_time_ms=wall_ms).to_json()
-    return {"job_id": job_id, "tool": "compile", "language": "triton", "options": {},
-            "files": [{"name": "k.py", "content": source}], "limits": limits}
 
 
 def test_cancel_arriving_in_the_same_read_as_its_job() -> None:
@@ -26,8 +20,8 @@ def test_cancel_arriving_in_the_same_read_as_its_job() -> None:
     try:
         assert worker.proc is not None and worker.proc.stdin is not None
         # both frames in one write: the worker reads them together
-        data = framing.encode({"type": "job", **job("j1", SPIN)}) + framing.encode(
-            {"type": "cancel", "job_id": "j1"})
+        data = framing.encode(encode(job_frame("j1", SPIN))) + framing.encode(
+            encode(CancelFrame("j1")))
         os.write(worker.proc.stdin.fileno(), data)
         started = time.monotonic()
         while True:
@@ -44,19 +38,20 @@ def test_cancel_before_its_job_and_during_it() -> None:
     worker = WorkerProcess(0, isolate=False, layout=None, cgroup=None, preload=[])
     worker.start()
     try:
-        worker.send({"type": "cancel", "job_id": "early"})
-        done = worker.run(job("early", SPIN), lambda e: None)
-        assert done["killed"] == "cancel"
+        worker.send(CancelFrame("early"))
+        done = worker.run(job_frame("early", SPIN), lambda e: None)
+        assert done.killed == KillReason.CANCEL
 
         import threading
 
         timer = threading.Timer(1.0, worker.cancel, args=("late",))
         timer.start()
         started = time.monotonic()
-        done = worker.run(job("late", SPIN), lambda e: None)
-        assert done["killed"] == "cancel" and 0.9 < time.monotonic() - started < 10
+        done = worker.run(job_frame("late", SPIN), lambda e: None)
+        assert done.killed == KillReason.CANCEL and 0.9 < time.monotonic() - started < 10
 
-        done = worker.run(job("ok", TRITON_KERNEL), lambda e: None)
-        assert done["outcome"]["status"] == "OK" and not done["killed"]
+        done = worker.run(job_frame("ok", TRITON_KERNEL), lambda e: None)
+        assert done.outcome is not None and done.outcome["status"] == "OK"
+        assert done.killed == KillReason.NONE
     finally:
         worker.kill()
