@@ -48,7 +48,6 @@ class _ZygoteBackend:
 
     host_cgroups = True
     one_job_per_worker = False
-    isolate = False
     isolated = False
 
     def __init__(self, config: ServerConfig, runtime_dir: Path) -> None:
@@ -56,7 +55,7 @@ class _ZygoteBackend:
         self.layout: bwrap.BwrapLayout | None = None
 
     def make_worker(self, slot: int, cgroup: WorkerCgroup | None) -> WorkerProcess:
-        return WorkerProcess(slot, self.isolate, self.layout, cgroup, list(self.config.preload),
+        return WorkerProcess(slot, self.isolated, self.layout, cgroup, list(self.config.preload),
                              warm_up=self.config.warm, nice=self.config.nice)
 
     def close(self) -> None:
@@ -65,7 +64,6 @@ class _ZygoteBackend:
 
 class BwrapBackend(_ZygoteBackend):
     name = "bwrap"
-    isolate = True
     isolated = True
 
     def __init__(self, config: ServerConfig, runtime_dir: Path) -> None:

@@ -62,8 +62,8 @@ def check(config: ServerConfig) -> None:
                           f"{', '.join(BACKENDS)}")
     if not BACKENDS[config.backend].isolated and not config.allow_unsafe_process_backend:
         raise ConfigError(
-            "the process backend runs submissions without any isolation; it is for development "
-            "only. Pass --allow-unsafe-process-backend to use it anyway"
+            f"the {config.backend} backend runs submissions without any isolation; it is for "
+            "development only. Pass --allow-unsafe-process-backend to use it anyway"
         )
     if config.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {config.workers}")

@@ -242,8 +242,12 @@ class Zygote:
         if not chunk:
             self._kill(job, KillReason.CANCEL)  # the server went away: stop the job, then exit
             return
-        for message in self.reader.feed(chunk):
-            frame = parse(message)
+        try:
+            messages = [(m, parse(m)) for m in self.reader.feed(chunk)]
+        except framing.FrameError:
+            self._kill(job, KillReason.CANCEL)  # the channel is lost: the job dies with us
+            raise
+        for message, frame in messages:
             if isinstance(frame, CancelFrame) and frame.job_id == job.job_id:
                 self._kill(job, KillReason.CANCEL)
             elif isinstance(frame, CancelFrame):
