@@ -66,8 +66,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             return pb.ToolResult(
                 request_id=valid.request_id, tool=valid.spec.name, status=pb.UNAVAILABLE_HERE,
                 error="this node has no GPU",
-                summary=f"{valid.spec.name} needs a GPU and this node has none; compile, "
-                        "disasm, check and bench (on the CPU) work here.",
+                summary=f"{valid.spec.name} needs a GPU and this node has none; "
+                        f"{', '.join(t.name for t in TOOLS.values() if not t.needs_gpu)} "
+                        "work here.",
                 identity=self.identity,
             )
         return None
