@@ -8,6 +8,7 @@ the service: its proto messages and its registry entry (`perfbox.tools.TOOLS`) a
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -19,11 +20,13 @@ OPTIONS_ONEOF = "options"  # ToolRequest's oneof: one options message per tool
 REPORT_ONEOF = "report"  # ToolResult's oneof: one report message per tool
 
 
+@functools.cache  # the descriptors never change: read them once, not on every request
 def proto_tool_names() -> tuple[str, ...]:
     """The tools the proto carries options for, in field order (the registry must match)."""
     return tuple(f.name for f in pb.ToolRequest.DESCRIPTOR.oneofs_by_name[OPTIONS_ONEOF].fields)
 
 
+@functools.cache
 def options_class(tool: str) -> type[Message]:
     """The options message of `tool`; a ValueError names the tools the proto knows."""
     if tool not in proto_tool_names():
