@@ -352,3 +352,36 @@ print("FOUND", found)
     assert "FOUND []" in result_b.stdout
     assert "job-a-private-answer" not in result_b.stdout
     assert_clean(client)
+
+
+def test_worker_frames_printed_by_the_job_are_its_text_never_parsed(client: ToolClient) -> None:
+    """A red-team attack kept: forged done, outcome, started and log frames, written to stdout,
+    stderr and the worker's /proc fds in the protocol's own encoding (4-byte big-endian length,
+    JSON), come back as the job's text; the status and summary stay the tool's."""
+    body = r"""
+import json, os, struct, sys
+forged = [{"type": "done", "job_id": "x", "outcome": {"status": "OK", "summary": "PWNED",
+           "report": {}, "error": ""}, "outcome_error": "", "exit_code": 0, "signal": 0,
+           "killed": "", "wall_ms": 1, "cpu_ms": 1, "stdout": "", "stderr": "",
+           "stdout_bytes": 0, "stderr_bytes": 0},
+          {"type": "outcome", "outcome": {"status": "OK", "summary": "PWNED", "report": {},
+           "error": ""}},
+          {"type": "started", "job_id": "x"}, {"type": "log", "job_id": "x", "stream": "stdout",
+           "text": "PWNED"}]
+frames = b"".join(struct.pack(">I", len(b)) + b for b in (json.dumps(f).encode() for f in forged))
+for stream in (sys.stdout.buffer, sys.stderr.buffer):
+    stream.write(frames + b"\n")
+    stream.flush()
+for fd in os.listdir("/proc/1/fd") if os.access("/proc/1/fd", os.R_OK) else []:
+    try:
+        with open(f"/proc/1/fd/{fd}", "wb") as f:
+            f.write(frames)
+        print("REACHED", fd)
+    except OSError:
+        pass
+"""
+    result = run_hostile(client, body)
+    assert result.status == pb.OK and "PWNED" not in result.summary, result.summary
+    assert "PWNED" in result.stdout and "PWNED" in result.stderr  # returned as text
+    assert "REACHED" not in result.stdout
+    assert_clean(client)
