@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 import shutil
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
@@ -37,11 +39,26 @@ def copy_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr = 128):
 """
 
 
+def required_module(module: str, require_env: str) -> ModuleType:
+    """The module; skips without it, or fails when $require_env is set: .ci/run sets one for
+    every optional dependency it installs, so a broken install fails CI instead of skipping."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if os.environ.get(require_env):
+            pytest.fail(f"{require_env} is set but {module} does not import: {e}")
+        pytest.skip(f"{module} is not installed ({e}); set {require_env} to make this a failure",
+                    allow_module_level=True)
+
+
 def has_bwrap() -> bool:
     return shutil.which("bwrap") is not None
 
 
-requires_bwrap = pytest.mark.skipif(not has_bwrap(), reason="bubblewrap is not installed")
+# without bubblewrap: skipped, unless $PERFBOX_REQUIRE_BWRAP (CI) makes them run and fail
+requires_bwrap = pytest.mark.skipif(
+    not has_bwrap() and not os.environ.get("PERFBOX_REQUIRE_BWRAP"),
+    reason="bubblewrap is not installed")
 
 
 def cuda_request(source: str = SAMPLE_CU, tool: str = "compile", **kw: object) -> pb.ToolRequest:
@@ -64,7 +81,7 @@ def start_server(tmp_path: Path, **overrides: object) -> tuple[ToolServer, int]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ToolServer, int]]:
     """One bwrap-backed server for the session (its own cache directory)."""
-    if not has_bwrap():
+    if not has_bwrap() and not os.environ.get("PERFBOX_REQUIRE_BWRAP"):
         pytest.skip("bubblewrap is not installed")
     os.environ["PERFBOX_TEST_SECRET"] = "s3cr3t-token-of-the-server"
     srv, port = start_server(tmp_path_factory.mktemp("server"))

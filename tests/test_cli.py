@@ -11,7 +11,7 @@ import pytest
 
 from perfbox.exit_codes import ExitCode
 from perfbox.samples import SOFTMAX_PY, VECTOR_ADD_CU
-from tests.conftest import free_port, requires_bwrap
+from tests.conftest import free_port, required_module, requires_bwrap
 
 
 def perfbox(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -161,7 +161,7 @@ def test_any_option_field_reaches_the_request_and_a_wrong_one_is_named() -> None
     (["worker", "--engine", "vllm", "--model", "m", "--vllm-arg", "=1"], "KEY=VALUE"),
 ])
 def test_rollout_flags_are_checked(args: list[str], message: str) -> None:
-    pytest.importorskip("llama_cpp", reason="perfbox rollout checks its engine first")
+    required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
     out = perfbox(*args, timeout=60)
     assert out.returncode == ExitCode.USAGE, out.stderr
     assert message in out.stderr
@@ -244,7 +244,7 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_rollout_tasks_writes_a_result_line_per_trajectory(tmp_path: Path) -> None:
     """`perfbox rollout --tasks`: embedded tool service and worker, the README's example task
     file, one result line per trajectory with the contract's fields, progress on stderr."""
-    pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+    required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
     tasks = Path(__file__).parent.parent / "examples" / "tasks.jsonl"
     out = tmp_path / "results.jsonl"
     run = perfbox("rollout", "--tasks", str(tasks), "--out", str(out), timeout=900)
@@ -262,7 +262,7 @@ def test_rollout_tasks_writes_a_result_line_per_trajectory(tmp_path: Path) -> No
 
 
 def test_a_bad_task_file_is_a_usage_error(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp", reason="perfbox rollout checks its engine first")
+    required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
     bad = tmp_path / "tasks.jsonl"
     bad.write_text('{"id": "a", "messages": [{"role": "user", "content": "x"}]}\n{"id": 1,\n')
     out = perfbox("rollout", "--tasks", str(bad), "--out", str(tmp_path / "r.jsonl"), timeout=60)

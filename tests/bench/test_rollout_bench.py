@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import required_module
+
 from perfbox.inference import workload as W
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.bench.rollout import early_launch_tokens, workload_tokens  # noqa: E402
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 

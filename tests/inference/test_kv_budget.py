@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import required_module
+
 from perfbox.client import ToolClient
 from perfbox.bench import rollout as bench_rollout
 from perfbox.inference import workload as W
@@ -15,7 +17,7 @@ from perfbox.inference.rollout import Rollout
 from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
 from perfbox.inference.workload_tools import ToolBridge
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+llama_cpp = required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+from tests.conftest import required_module
+
+required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.inference.engine import StepInput  # noqa: E402
 from perfbox.inference.engines.llama_cpp import EngineUnavailable, LlamaCppEngine  # noqa: E402
 

@@ -8,13 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import required_module
+
 from perfbox.client import ToolClient
 from perfbox.inference import workload as W
 from perfbox.inference.rollout import Rollout
 from perfbox.inference.rollout_types import Mode, RolloutConfig, RolloutStats
 from perfbox.inference.workload_tools import ToolBridge
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+llama_cpp = required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
+from tests.conftest import required_module
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,7 +19,7 @@ from perfbox.inference.rollout_backends import StepBackend
 from perfbox.inference.workload_tools import ToolBridge
 from perfbox.inference.rollout_server import create_worker
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 
 

@@ -15,9 +15,9 @@ from perfbox.inference import workload as W
 from perfbox.inference.rollout_backends import StepBackend
 from perfbox.inference.rollout_service import RolloutService, create_server
 from perfbox.inference.workload_tools import ToolBridge
-from tests.conftest import wait_until
+from tests.conftest import required_module, wait_until
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 
 

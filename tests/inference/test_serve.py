@@ -8,13 +8,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import required_module
+
 from perfbox.inference.rollout import Rollout
 from perfbox.inference.rollout_types import Mode, RolloutConfig, TaskSample
 from perfbox.inference.task_tools import Binding
 from perfbox.inference.tool_call_parser import parse_call
 from perfbox.inference.workload import Trajectory
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 
 

@@ -26,9 +26,9 @@ from perfbox.inference.task_service import TaskRunner
 from perfbox.inference.tasks import proto_from_json
 from perfbox.inference.workload_tools import ToolBridge
 from perfbox.inference.rollout_server import create_worker
-from tests.conftest import wait_until
+from tests.conftest import required_module, wait_until
 
-pytest.importorskip("llama_cpp", reason="the embedded engine needs llama-cpp-python")
+required_module("llama_cpp", "PERFBOX_REQUIRE_LLAMA")
 from perfbox.inference.engines.llama_cpp import LlamaCppEngine  # noqa: E402
 
 pytestmark = pytest.mark.slow

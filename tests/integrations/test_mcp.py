@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, wait_until
-from tests.integrations.conftest import framework
+from tests.conftest import required_module
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench"
 REFERENCE = (FIXTURES / "reference.py").read_text()
 HONEST = (FIXTURES / "new.py").read_text()
 
-mcp = framework("mcp", "PERFBOX_REQUIRE_MCP")
+mcp = required_module("mcp", "PERFBOX_REQUIRE_MCP")
 anyio = pytest.importorskip("anyio")
 
 

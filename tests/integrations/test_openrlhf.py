@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from tests.integrations.conftest import framework
+from tests.conftest import required_module
 
-agent_module = framework("openrlhf.utils.agent", "PERFBOX_REQUIRE_OPENRLHF")
+agent_module = required_module("openrlhf.utils.agent", "PERFBOX_REQUIRE_OPENRLHF")
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "kernelbench"
 REFERENCE = (FIXTURES / "reference.py").read_text()

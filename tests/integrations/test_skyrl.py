@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integrations.conftest import framework
+from tests.conftest import required_module
 
-skyrl_gym = framework("skyrl_gym", "PERFBOX_REQUIRE_SKYRL")
+skyrl_gym = required_module("skyrl_gym", "PERFBOX_REQUIRE_SKYRL")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench"
 REFERENCE = (FIXTURES / "reference.py").read_text()
 HONEST = (FIXTURES / "new.py").read_text()

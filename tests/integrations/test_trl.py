@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integrations.conftest import framework
+from tests.conftest import required_module
 
-trl = framework("trl", "PERFBOX_REQUIRE_TRL")
+trl = required_module("trl", "PERFBOX_REQUIRE_TRL")
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = (REPO / "tests" / "fixtures" / "kernelbench" / "reference.py").read_text()
 HONEST = (REPO / "tests" / "fixtures" / "kernelbench" / "new.py").read_text()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integrations.conftest import framework
+from tests.conftest import required_module
 
-verl = framework("verl", "PERFBOX_REQUIRE_VERL")
+verl = required_module("verl", "PERFBOX_REQUIRE_VERL")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kernelbench"
 REFERENCE = (FIXTURES / "reference.py").read_text()
 HONEST = (FIXTURES / "new.py").read_text()
